@@ -1,0 +1,1 @@
+"""vt plugin package."""

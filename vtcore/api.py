@@ -1,0 +1,240 @@
+"""Types shared by the core and its plugins.
+
+Everything a plugin touches at run time is a plain object defined here; pluggy is
+only used at set-up (see :mod:`vtcore.hookspecs`).  The per-packet path calls the
+methods of these objects directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["server", "client"]
+
+
+class Stage(IntEnum):
+    """Where a frame module sits in the chain.
+
+    Encoding (device -> network) runs modules in ascending stage; decoding runs them
+    in descending stage.  vtund's order is compression, then encryption, then shaping.
+    Third parties pick a value between the named ones to slot in between.
+    """
+
+    COMPRESS = 100
+    ENCRYPT = 200
+    SHAPE = 300
+
+
+# --------------------------------------------------------------------------- session
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """What the handshake settled for one session.
+
+    Built by the core from the server's host profile (server side) or from the
+    ``OK FLAGS`` reply (client side).  Frame-module factories read it to decide
+    whether they take part and how.
+    """
+
+    host: str
+    role: Role
+    transport: str = "tcp"
+    """``tcp`` or ``udp``."""
+    tunnel_type: str = "tty"
+    """``tun``, ``ether``, ``tty`` or ``pipe``."""
+    compress: tuple[str, int] | None = None
+    """``("zlib", 9)`` or ``("lzo", 1)``; ``None`` when off."""
+    encrypt: int | None = None
+    """vtund cipher code (1-16, 999 for ``oldblowfish128ecb``); ``None`` when off."""
+    speed_out: int = 0
+    """kbit/s this side may send; 0 means unshaped."""
+    keepalive: bool = False
+    password: bytes = field(default=b"", repr=False)
+    """The shared secret; never logged (``repr=False``)."""
+    options: Mapping[str, object] = field(default_factory=dict)
+    """Room for plugin-specific negotiated values (native vt mode)."""
+
+
+@runtime_checkable
+class FrameModule(Protocol):
+    """One link of the chain: transforms a frame on the way out, undoes it on the way in.
+
+    ``encode``/``decode`` return the transformed frame, or ``None`` to drop it (the
+    linker counts the drop and the session goes on).  A module must never raise on
+    bad input from the network: return ``None`` instead.  Modules are per session
+    and hold their own stream state (zlib streams, cipher chaining).
+    """
+
+    def encode(self, frame: bytes) -> bytes | None: ...
+
+    def decode(self, frame: bytes) -> bytes | None: ...
+
+
+@runtime_checkable
+class PacingModule(Protocol):
+    """Optional extra for modules that pace the sender (the shaper).
+
+    After each frame is sent the linker calls ``sent(nbytes, now)``; the result is the
+    number of seconds the device reader must pause (0.0 to go on at once).
+    """
+
+    def sent(self, nbytes: int, now: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class FrameModuleType:
+    """Registration record of a frame module, added through ``vt_register_frame_modules``.
+
+    ``keyword`` and ``words`` say which configuration values this plugin answers to:
+    ``keyword="compress", words={"lzo": 2}`` answers ``compress lzo:N``;
+    ``keyword="encrypt", words={"aes128cbc": 10, ...}`` answers ``encrypt aes128cbc``
+    (the number is the vtund code carried in the ``OK FLAGS`` string);
+    ``keyword="speed", words={}`` answers any number.
+    ``create`` returns a module for the session, or ``None`` if the session does not
+    use it.  It is called once per session, never per packet.
+    """
+
+    name: str
+    stage: int
+    keyword: str
+    words: Mapping[str, int]
+    create: Callable[[LinkSettings], FrameModule | None]
+    describe: str = ""
+    """Human summary for ``vt plugins list``, e.g. ``compress lzo:1-9``."""
+    levels: tuple[int, int] | None = None
+    """Valid ``word:N`` level range, when the keyword takes one."""
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """What a session asks of a device backend."""
+
+    tunnel_type: str
+    name: str | None = None
+    """Requested interface name (``device tun7;``), ``None`` for automatic."""
+    host: str = ""
+
+
+class Device(Protocol):
+    """An open local device.  Packet devices carry one packet per read; stream devices
+    (tty, pipe) carry arbitrary byte chunks.  All file descriptors are non-blocking.
+    """
+
+    name: str
+    """Interface or pty name; substituted for ``%d`` in up/down commands."""
+    stream: bool
+    """True for byte-stream devices (tty, pipe)."""
+
+    def fileno(self) -> int: ...
+
+    def read_packets(self, limit: int) -> list[bytes]:
+        """Read up to ``limit`` packets without blocking (empty list when none).
+
+        Raises ``EOFError`` when the device is gone for good (stream closed)."""
+        ...
+
+    def write_packet(self, packet: bytes) -> bool:
+        """Write one packet; return False if the kernel refused it (EIO, ENOBUFS,
+        EAGAIN, EINVAL). The caller counts the drop; a refusal never ends a session."""
+        ...
+
+    def stdio_fd(self) -> int | None:
+        """The descriptor up commands get as stdin/stdout (pty slave, pipe end), or None."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeviceBackendType:
+    """Registration record of a device backend (``vt_register_devices``)."""
+
+    name: str
+    tunnel_type: str
+    """The ``type`` keyword it serves: ``tun``, ``ether``, ``tty``, ``pipe``."""
+    flag: str
+    """The letter in the ``OK FLAGS`` string: ``u``, ``e``, ``t``, ``p``."""
+    open: Callable[[DeviceRequest], Device]
+    describe: str = ""
+
+
+# --------------------------------------------------------------------------- transports
+
+
+@dataclass(frozen=True)
+class TransportType:
+    """Registration record of a transport (``vt_register_transports``).
+
+    ``open_link`` is an ``async`` callable taking ``(sock, settings, profile_timeout)``
+    -- the connected TCP socket on which the handshake ran -- and returning a
+    :class:`vtcore.runtime.link.Link`.
+    """
+
+    name: str
+    flag: str
+    """``T`` or ``U`` in the ``OK FLAGS`` string."""
+    open_link: Callable[..., object]
+    describe: str = ""
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class RegistryError(Exception):
+    """Two plugins registered the same name."""
+
+
+@dataclass
+class Registry:
+    """Collects what plugins register.  Keyed by name; duplicates are reported."""
+
+    devices: dict[str, DeviceBackendType] = field(default_factory=dict)
+    transports: dict[str, TransportType] = field(default_factory=dict)
+    frame_modules: dict[str, FrameModuleType] = field(default_factory=dict)
+    owner: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(kind, name) -> plugin name, for ``vt plugins list``."""
+    current_plugin: str = ""
+
+    def _add(self, table: dict, kind: str, name: str, item: object) -> None:
+        if name in table:
+            raise RegistryError(
+                f"{kind} {name!r} registered by {self.owner[(kind, name)]} "
+                f"and again by {self.current_plugin}"
+            )
+        table[name] = item
+        self.owner[(kind, name)] = self.current_plugin
+
+    def add_device(self, item: DeviceBackendType) -> None:
+        self._add(self.devices, "device", item.tunnel_type, item)
+
+    def add_transport(self, item: TransportType) -> None:
+        self._add(self.transports, "transport", item.name, item)
+
+    def add_frame_module(self, item: FrameModuleType) -> None:
+        self._add(self.frame_modules, "frame module", item.name, item)
+
+    def answering(self, keyword: str, word: str | None = None) -> FrameModuleType | None:
+        """The frame module that answers ``keyword [word]`` in a config, if any."""
+        for item in self.frame_modules.values():
+            if item.keyword != keyword:
+                continue
+            if word is None or not item.words or word in item.words:
+                return item
+        return None
+
+    def chain(self, settings: LinkSettings) -> list[FrameModule]:
+        """Instantiate the modules a session uses, ordered by declared stage."""
+        mods: list[tuple[int, str, FrameModule]] = []
+        for item in self.frame_modules.values():
+            mod = item.create(settings)
+            if mod is not None:
+                mods.append((item.stage, item.name, mod))
+        mods.sort(key=lambda t: (t[0], t[1]))
+        return [m for _, _, m in mods]

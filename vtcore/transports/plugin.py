@@ -1,0 +1,1 @@
+"""Built-in transports (tcp, udp), registered like any external plugin."""
