@@ -7,6 +7,7 @@ while the rest work.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -96,8 +97,6 @@ def load_plugins(extra: list[object] | None = None) -> Plugins:
     infos: dict[str, PluginInfo] = {}
     off = disabled_names()
     from vtcore import __version__
-
-    import importlib
 
     for modname in BUILTIN_PLUGINS:
         short = modname.rsplit(".", 2)[-2]

@@ -1,0 +1,46 @@
+"""Registers vtund's ciphers as the ``encrypt`` frame module.
+
+Secure mode (AEAD: ``encrypt aead|chacha20poly1305|aes256gcm``) will be a separate module
+with its own words; none of those words are registered here.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+import vtcore
+from vt_crypto.ciphers import CIPHERS, WORDS
+from vt_crypto.factory import make_codec
+from vtcore.api import FrameModule, FrameModuleType, LinkSettings, Registry, Stage
+
+log = structlog.get_logger()
+
+
+def create(settings: LinkSettings) -> FrameModule | None:
+    """The session's cipher module, or ``None`` when ``encrypt`` is off (None or 0)."""
+    if not settings.encrypt:
+        return None
+    codec = make_codec(settings.encrypt, settings.password)
+    log.info(
+        "crypto.initialized",
+        host=settings.host,
+        role=settings.role,
+        cipher=codec.spec.name,
+        code=settings.encrypt,
+    )
+    return codec
+
+
+CRYPTO = FrameModuleType(
+    name="crypto",
+    stage=Stage.ENCRYPT,
+    keyword="encrypt",
+    words=WORDS,
+    create=create,
+    describe="encrypt yes|" + "|".join(spec.name for spec in CIPHERS.values()),
+)
+
+
+@vtcore.hookimpl
+def vt_register_frame_modules(registry: Registry) -> None:
+    registry.add_frame_module(CRYPTO)

@@ -1,0 +1,153 @@
+"""vt-lzo: raw LZO1X blocks per frame as vtund's lfd_lzo.c; bad frames dropped, not raised."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+
+import lzo
+import pytest
+from vt_lzo.codec import LzoModule, lzo_level
+from vt_lzo.plugin import STAGE, create, vt_register_frame_modules
+
+from vtcore.api import FrameModule, LinkSettings, Registry, Stage
+
+PACKETS = [
+    b"vt lzo known answer, packet one. " * 3,
+    bytes(range(64)),
+    b"vt lzo known answer, packet one. " + bytes(40),
+]
+
+# Raw LZO1X blocks for PACKETS: lzo1x_1 (python-lzo level 1) and lzo1x_999 (level 9).
+VECTORS = {
+    1: [
+        "00147674206c7a6f206b6e6f776e20616e737765722c207061636b6574206f6e652e207674206c7a20"
+        "0b80000e7765722c207061636b6574206f6e652e20110000",
+        "51000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223242526"
+        "2728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f110000",
+        "00127674206c7a6f206b6e6f776e20616e737765722c207061636b6574206f6e652e200000003204"
+        "000e0000000000000000000000000000000000110000",
+    ],
+    9: [
+        "327674206c7a6f206b6e6f776e20616e737765722c207061636b6574206f6e652e2020218000110000",
+        "51000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223242526"
+        "2728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f110000",
+        "337674206c7a6f206b6e6f776e20616e737765722c207061636b6574206f6e652e200020060000110000",
+    ],
+}
+
+
+def packet_sequence(n: int = 200, seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        size = rng.choice([40, 84, 576, 1400, 2048])
+        head = bytes.fromhex("4500") + size.to_bytes(2, "big") + i.to_bytes(2, "big")
+        out.append(head + bytes(rng.choice(b"abcdefgh\x00") for _ in range(size - 6)))
+    return out
+
+
+def settings(**kw: object) -> LinkSettings:
+    return LinkSettings(host="h", role="client", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("level", [1, 9])
+def test_known_answer_vectors(level: int) -> None:
+    mod = LzoModule(level)
+    assert [mod.encode(p).hex() for p in PACKETS] == VECTORS[level]
+    assert [mod.decode(bytes.fromhex(f)) for f in VECTORS[level]] == PACKETS
+
+
+def test_levels_map_to_lzo1x_1_or_999() -> None:
+    assert [lzo_level(n) for n in range(10)] == [1] * 9 + [9]
+    assert LzoModule(5).encode(PACKETS[0]).hex() == VECTORS[1][0]
+
+
+@pytest.mark.parametrize("level", [1, 5, 9])
+def test_round_trip_is_stateless(level: int) -> None:
+    packets = packet_sequence()
+    a, b = LzoModule(level), LzoModule(level)
+    frames = [a.encode(p) for p in packets]
+    assert [b.decode(f) for f in frames] == packets
+    # Stateless: any order decodes, and re-encoding gives the same bytes.
+    assert [b.decode(f) for f in reversed(frames)] == packets[::-1]
+    assert [a.encode(p) for p in packets] == frames
+
+
+@pytest.mark.parametrize("ref_level", [1, 9])
+def test_decodes_reference_frames(ref_level: int) -> None:
+    mod = LzoModule(1)
+    for p in packet_sequence(50):
+        assert mod.decode(lzo.compress(p, ref_level, False)) == p
+    assert mod.dropped == 0
+
+
+def test_frame_of_exactly_max_frame_passes_and_one_more_drops() -> None:
+    mod = LzoModule()
+    ok = bytes(range(256)) * 8 + b"x" * 100
+    assert mod.decode(lzo.compress(ok, 1, False)) == ok
+    assert mod.decode(lzo.compress(ok + b"x", 1, False)) is None
+    assert mod.dropped == 1
+
+
+def test_bomb_dropped_memory_bounded_next_frame_decodes() -> None:
+    mod = LzoModule()
+    bomb = lzo.compress(bytes(1 << 20), 1, False)
+    tracemalloc.start()
+    try:
+        assert mod.decode(bomb) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+    assert mod.dropped == 1
+    assert mod.decode(mod.encode(b"good")) == b"good"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"\x11",
+        b"\xff" * 40,
+        bytes.fromhex(VECTORS[1][0])[:-3],  # truncated: no end-of-stream marker
+        bytes.fromhex(VECTORS[1][0])[:10],
+        bytes.fromhex(VECTORS[9][0]) + b"junk",  # trailing bytes
+    ],
+)
+def test_bad_frames_dropped_and_later_good_frames_decode(bad: bytes) -> None:
+    mod = LzoModule()
+    assert mod.decode(bad) is None
+    assert mod.dropped == 1
+    assert mod.decode(bytes.fromhex(VECTORS[9][2])) == PACKETS[2]
+
+
+def test_fuzz_never_raises() -> None:
+    rng = random.Random(2)
+    mod = LzoModule()
+    good = [mod.encode(p) for p in packet_sequence(20)]
+    for _ in range(2000):
+        frame = bytearray(rng.choice(good))
+        for _ in range(rng.randrange(1, 4)):
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        out = mod.decode(bytes(frame))
+        assert out is None or len(out) <= mod.max_frame
+    for _ in range(500):
+        out = mod.decode(rng.randbytes(rng.randrange(0, 300)))
+        assert out is None or len(out) <= mod.max_frame
+
+
+def test_registration_and_factory() -> None:
+    reg = Registry(current_plugin="lzo")
+    vt_register_frame_modules(reg)
+    item = reg.frame_modules["lzo"]
+    assert item.stage == STAGE and Stage.COMPRESS < STAGE < Stage.ENCRYPT
+    assert reg.answering("compress", "lzo") is item
+    assert reg.answering("compress", "zlib") is None
+    assert item.words == {"lzo": 2} and item.levels == (1, 9)
+    assert create(settings()) is None
+    assert create(settings(compress=("zlib", 1))) is None
+    mod = create(settings(compress=("lzo", 9), options={"max_frame": 1500}))
+    assert isinstance(mod, FrameModule) and isinstance(mod, LzoModule)
+    assert mod.max_frame == 1500
+    assert mod.decode(lzo.compress(b"z" * 1501, 1, False)) is None

@@ -1,0 +1,38 @@
+"""Registers the LZO frame module: answers ``compress lzo:N`` (vtund flag ``L<n>``)."""
+
+from __future__ import annotations
+
+from vt_lzo.codec import DEFAULT_MAX_FRAME, LzoModule
+from vtcore.api import FrameModuleType, LinkSettings, Registry, Stage
+from vtcore.hookspecs import hookimpl
+
+STAGE = Stage.COMPRESS + 1
+"""Just after zlib on the way out (vtund stacks zlib, then lzo, should both be on)."""
+
+
+def max_frame(settings: LinkSettings) -> int:
+    """The decoded-frame limit: ``options["max_frame"]`` when the core sets it."""
+    value = settings.options.get("max_frame", DEFAULT_MAX_FRAME)
+    return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_FRAME
+
+
+def create(settings: LinkSettings) -> LzoModule | None:
+    """A module for sessions that settled on LZO, else None."""
+    if settings.compress is None or settings.compress[0] != "lzo":
+        return None
+    return LzoModule(settings.compress[1], max_frame(settings))
+
+
+@hookimpl
+def vt_register_frame_modules(registry: Registry) -> None:
+    registry.add_frame_module(
+        FrameModuleType(
+            name="lzo",
+            stage=STAGE,
+            keyword="compress",
+            words={"lzo": 2},
+            create=create,
+            describe="compress lzo:1-9",
+            levels=(1, 9),
+        )
+    )

@@ -1,0 +1,223 @@
+"""vt-zlib: byte-exact with vtund's lfd_zlib.c, bounded and non-raising on bad input."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+import zlib
+
+import pytest
+from vt_zlib.codec import DRAIN_LIMIT, ZlibModule
+from vt_zlib.plugin import create, vt_register_frame_modules
+
+from vtcore.api import FrameModule, LinkSettings, Registry, Stage
+
+PACKETS = [
+    b"vt zlib known answer, packet one. " * 3,
+    bytes(range(64)),
+    b"vt zlib known answer, packet one. " + bytes(40),
+]
+
+# Frames vtund (deflateInit(level) + deflate(Z_SYNC_FLUSH) per packet) sends for PACKETS.
+VECTORS = {
+    1: [
+        "78012a2b51a8cac94c52c8cecb2fcf5348cc2b2e4f2dd25128484cce4e2d51c8cf4bd55328a3820a"
+        "00000000ffff",
+        "6260646266616563e7e0e4e2e6e1e5e3171014121611151397909492969195935750545256515553"
+        "d7d0d4d2d6d1d5d33730343236313533b7b0b4b2b6b1b5b307000000ffff",
+        "22ec06062201000000ffff",
+    ],
+    9: [
+        "78da2a2b51a8cac94c52c8cecb2fcf5348cc2b2e4f2dd25128484cce4e2d51c8cf4bd55328a3820a"
+        "00000000ffff",
+        "6260646266616563e7e0e4e2e6e1e5e3171014121611151397909492969195935750545256515553"
+        "d7d0d4d2d6d1d5d33730343236313533b7b0b4b2b6b1b5b307000000ffff",
+        "22c2062201000000ffff",
+    ],
+}
+
+
+def packet_sequence(n: int = 200, seed: int = 7) -> list[bytes]:
+    """Deterministic IP-like packets: a repeated header shape with varying payload."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        size = rng.choice([40, 84, 576, 1400, 2048])
+        head = bytes.fromhex("4500") + size.to_bytes(2, "big") + i.to_bytes(2, "big")
+        body = bytes(rng.choice(b"abcdefgh\x00") for _ in range(size - len(head)))
+        out.append(head + body)
+    return out
+
+
+def settings(**kw: object) -> LinkSettings:
+    return LinkSettings(host="h", role="server", **kw)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+@pytest.mark.parametrize("level", [1, 9])
+def test_known_answer_vectors(level: int) -> None:
+    mod = ZlibModule(level)
+    assert [mod.encode(p).hex() for p in PACKETS] == VECTORS[level]
+    peer = ZlibModule(level)
+    assert [peer.decode(bytes.fromhex(f)) for f in VECTORS[level]] == PACKETS
+
+
+def test_level_9_header_and_sync_marker() -> None:
+    mod = ZlibModule(9)
+    frames = [mod.encode(p) for p in packet_sequence(50)]
+    assert frames[0][:2] == b"\x78\xda"
+    assert all(f.endswith(b"\x00\x00\xff\xff") for f in frames)
+    assert not any(f.startswith(b"\x78\xda") for f in frames[1:])
+
+
+def test_level_0_is_level_1() -> None:
+    assert ZlibModule(0).encode(PACKETS[0]).hex() == VECTORS[1][0]
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_our_frames_decode_with_reference_inflater(level: int) -> None:
+    packets = packet_sequence()
+    mod = ZlibModule(level)
+    ref = zlib.decompressobj()
+    assert [ref.decompress(mod.encode(p)) for p in packets] == packets
+
+
+def test_reference_frames_decode_with_our_module() -> None:
+    packets = packet_sequence()
+    ref = zlib.compressobj(9)
+    mod = ZlibModule(1)
+    got = [mod.decode(ref.compress(p) + ref.flush(zlib.Z_SYNC_FLUSH)) for p in packets]
+    assert got == packets
+    assert mod.dropped == 0
+
+
+def test_frame_of_exactly_max_frame_passes() -> None:
+    packet = bytes(range(256)) * 8 + b"x" * 100  # 2148 bytes
+    assert len(packet) == 2148
+    assert ZlibModule().decode(ZlibModule().encode(packet)) == packet
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bomb_is_dropped_with_bounded_memory_and_stream_stays_in_step() -> None:
+    peer = ZlibModule(9)
+    mod = ZlibModule(9)
+    assert mod.decode(peer.encode(b"first")) == b"first"
+    bomb = peer.encode(bytes(1 << 20))
+    assert len(bomb) < 4096
+    tracemalloc.start()
+    try:
+        assert mod.decode(bomb) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024
+    assert mod.dropped == 1
+    assert not mod.broken
+    # The stream was inflated to the end of the bomb, so later frames still decode.
+    assert mod.decode(peer.encode(b"after" * 10)) == b"after" * 10
+
+
+def test_frame_just_over_limit_is_dropped() -> None:
+    peer, mod = ZlibModule(), ZlibModule(max_frame=100)
+    assert mod.decode(peer.encode(b"y" * 101)) is None
+    assert mod.dropped == 1
+    assert mod.decode(peer.encode(b"y" * 100)) == b"y" * 100
+
+
+def test_bomb_beyond_drain_limit_breaks_stream() -> None:
+    ref = zlib.compressobj(9)
+    mod = ZlibModule()
+    head = ref.compress(b"") + ref.flush(zlib.Z_SYNC_FLUSH)
+    assert mod.decode(head) == b""
+    huge = ref.compress(bytes(DRAIN_LIMIT + 100_000)) + ref.flush(zlib.Z_SYNC_FLUSH)
+    assert mod.decode(huge) is None
+    assert mod.broken and mod.errors == 1 and mod.dropped == 1
+
+
+def test_garbage_first_frame_is_dropped_not_raised() -> None:
+    mod = ZlibModule()
+    assert mod.decode(b"\x00garbage not zlib") is None
+    assert mod.broken and mod.dropped == 1 and mod.errors == 1
+
+
+@pytest.mark.parametrize("flip_at", [0, 1, 2, 5, 10])
+def test_corrupt_frame_never_raises(flip_at: int) -> None:
+    peer, mod = ZlibModule(9), ZlibModule(9)
+    frame = bytearray(peer.encode(PACKETS[0] * 4))
+    frame[flip_at] ^= 0xFF
+    out = mod.decode(bytes(frame))
+    # Either detected (dropped) or, at worst, garbage of bounded size: never an exception.
+    assert out is None or len(out) <= mod.max_frame
+    if out is None:
+        assert mod.dropped == 1
+
+
+@pytest.mark.parametrize("cut", [1, 4, 0.5])
+def test_truncated_frame_breaks_stream_and_later_frames_drop(cut: float) -> None:
+    peer, mod = ZlibModule(9), ZlibModule(9)
+    packets = packet_sequence(30, seed=3)
+    frames = [peer.encode(p) for p in packets]
+    for f, p in zip(frames[:10], packets[:10], strict=True):
+        assert mod.decode(f) == p
+    keep = len(frames[10]) - cut if isinstance(cut, int) else int(len(frames[10]) * cut)
+    assert mod.decode(frames[10][:keep]) is None
+    assert mod.broken and mod.errors == 1 and mod.dropped == 1
+    # The stream is lost for good: nothing later is delivered, everything is counted.
+    assert all(mod.decode(f) is None for f in frames[11:])
+    assert mod.dropped == 1 + len(frames[11:])
+    assert mod.errors == 1
+
+
+def test_inflate_error_breaks_stream() -> None:
+    peer, mod = ZlibModule(), ZlibModule()
+    assert mod.decode(peer.encode(b"ok")) == b"ok"
+    assert mod.decode(b"\xff\xff\xff\x00\x00\xff\xff") is None
+    assert mod.broken and mod.errors == 1
+    assert mod.decode(peer.encode(b"later")) is None
+    assert mod.dropped == 2
+
+
+def test_random_garbage_fuzz_never_raises() -> None:
+    rng = random.Random(1)
+    mod = ZlibModule()
+    for _ in range(500):
+        frame = rng.randbytes(rng.randrange(0, 300))
+        out = mod.decode(frame)
+        assert out is None or len(out) <= mod.max_frame
+
+
+def test_stream_end_from_peer_is_an_error() -> None:
+    mod = ZlibModule()
+    assert mod.decode(zlib.compress(b"whole stream")) is None
+    assert mod.broken
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def test_registration_and_factory() -> None:
+    reg = Registry(current_plugin="zlib")
+    vt_register_frame_modules(reg)
+    item = reg.frame_modules["zlib"]
+    assert item.stage == Stage.COMPRESS
+    assert reg.answering("compress", "zlib") is item
+    assert reg.answering("compress", "lzo") is None
+    assert item.levels == (1, 9)
+    assert item.describe == "compress zlib:1-9"
+    assert create(settings()) is None
+    assert create(settings(compress=("lzo", 1))) is None
+    mod = create(settings(compress=("zlib", 9)))
+    assert isinstance(mod, FrameModule) and isinstance(mod, ZlibModule)
+    assert mod.level == 9 and mod.warning is None and mod.max_frame == 2148
+    assert reg.chain(settings(compress=("zlib", 3)))[0].level == 3
+
+
+def test_factory_reads_max_frame_and_warns_on_udp() -> None:
+    mod = create(settings(compress=("zlib", 1), transport="udp", options={"max_frame": 1500}))
+    assert mod is not None
+    assert mod.max_frame == 1500
+    assert mod.warning and "udp" in mod.warning.lower()

@@ -1,0 +1,35 @@
+"""Registers the zlib frame module: answers ``compress zlib:N`` (vtund flag ``C<n>``)."""
+
+from __future__ import annotations
+
+from vt_zlib.codec import DEFAULT_MAX_FRAME, ZlibModule
+from vtcore.api import FrameModuleType, LinkSettings, Registry, Stage
+from vtcore.hookspecs import hookimpl
+
+
+def max_frame(settings: LinkSettings) -> int:
+    """The decoded-frame limit: ``options["max_frame"]`` when the core sets it."""
+    value = settings.options.get("max_frame", DEFAULT_MAX_FRAME)
+    return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_FRAME
+
+
+def create(settings: LinkSettings) -> ZlibModule | None:
+    """A module for sessions that settled on zlib, else None."""
+    if settings.compress is None or settings.compress[0] != "zlib":
+        return None
+    return ZlibModule(settings.compress[1], max_frame(settings), settings.transport)
+
+
+@hookimpl
+def vt_register_frame_modules(registry: Registry) -> None:
+    registry.add_frame_module(
+        FrameModuleType(
+            name="zlib",
+            stage=Stage.COMPRESS,
+            keyword="compress",
+            words={"zlib": 1},
+            create=create,
+            describe="compress zlib:1-9",
+            levels=(1, 9),
+        )
+    )

@@ -1,0 +1,47 @@
+"""UDP port exchange: Debian little endian, upstream big endian (spec 3.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vtcore.protocol.errors import ProtocolError
+from vtcore.protocol.udp import PortExchange, pack_port, unpack_port
+
+
+def test_captured_bytes() -> None:
+    assert pack_port(5000) == b"\x88\x13"
+    assert pack_port(35639) == b"\x37\x8b"
+    assert pack_port(5000, little_endian=False) == b"\x13\x88"
+
+
+def test_unpack_either_order_by_tcp_port() -> None:
+    assert unpack_port(b"\x37\x8b", 35639) == 35639  # Debian
+    assert unpack_port(b"\x8b\x37", 35639) == 35639  # upstream
+    assert unpack_port(b"\x88\x13", None) == 5000  # default little endian
+    assert unpack_port(b"\x88\x13", 1234) == 5000  # NAT: no match, little endian
+
+
+@pytest.mark.parametrize("data", [b"", b"\x01", b"\x01\x02\x03", b"\x00\x00"])
+def test_unpack_rejects(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        unpack_port(data, None)
+
+
+def test_pack_rejects_bad_port() -> None:
+    with pytest.raises(ValueError):
+        pack_port(0)
+    with pytest.raises(ValueError):
+        pack_port(70000)
+
+
+def test_port_exchange() -> None:
+    ex = PortExchange(35639, tcp_peer_port=5000)
+    assert ex.data_to_send() == b"\x37\x8b"
+    assert ex.data_to_send() == b""
+    assert ex.receive_data(b"\x13") is None
+    assert ex.receive_data(b"\x88") == 5000  # big endian peer recognised
+    with pytest.raises(ProtocolError):
+        ex.receive_data(b"x")
+    ex2 = PortExchange(5000)
+    with pytest.raises(ProtocolError):
+        ex2.receive_data(b"\x01\x02\x03")

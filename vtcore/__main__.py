@@ -1,0 +1,5 @@
+"""``python -m vtcore`` is the ``vt`` command."""
+
+from vtcore.cli import main
+
+main()

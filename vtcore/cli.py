@@ -1,0 +1,230 @@
+"""The ``vt`` command line.  vtund's options keep their meanings and may follow the
+positional arguments (``vt run conn 127.0.0.1 -n -f cli.conf``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import click
+
+from vtcore import __version__
+
+DEFAULT_CONFIG = "/etc/vtund.conf"
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"vt: {message}", err=True)
+    sys.exit(code)
+
+
+def _setup_logging(ctx: click.Context, foreground: bool, facility: str | None = None,
+                   quiet: bool = False) -> None:
+    from vtcore import log
+
+    fmt = ctx.find_root().params.get("log_format") or "auto"
+    if not foreground and fmt == "auto":
+        fmt = "syslog"
+    level = ctx.find_root().params.get("log_level") or ("warning" if quiet else "info")
+    log.configure(fmt, level, facility)
+
+
+def _load(path: str, plugins):
+    """Parse and check the config; exit with one line per error."""
+    from vtcore.config import ConfigErrors, check_config, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigErrors as exc:
+        _fail(str(exc), 2)
+    errors = check_config(config, plugins.registry)
+    if errors:
+        _fail("\n".join(str(e) for e in errors), 2)
+    return config
+
+
+def _daemonize() -> None:
+    """Detach like vtund without ``-n``: fork, new session, stdio to /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    fd = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(fd, n)
+    os.close(fd)
+
+
+def _mlockall() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlockall(3) != 0:  # MCL_CURRENT | MCL_FUTURE
+        _fail(f"mlockall failed: {os.strerror(ctypes.get_errno())}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="vt")
+@click.option("--log-format", type=click.Choice(["auto", "console", "json", "syslog"]),
+              default=None, help="Log output: human (console), json, or syslog.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, help="Lowest level logged (default info).")
+def cli(log_format: str | None, log_level: str | None) -> None:
+    """vt: a vtund-compatible tunnel daemon built from plugins."""
+
+
+config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_default=True,
+                             metavar="FILE", help="Configuration file (vtund.conf syntax).")
+
+
+@cli.command()
+@config_option
+@click.option("-P", "port", type=int, help="Port to listen on (default: options.port, 5000).")
+@click.option("-L", "bind", metavar="ADDR", help="Local address to listen on.")
+@click.option("-t", "timeout", type=int, help="Handshake timeout in seconds.")
+@click.option("-n", "foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("-i", "inetd", is_flag=True, help="inetd mode: the connection is stdin.")
+@click.option("-s", "standalone", is_flag=True, help="Standalone server (the default).")
+@click.option("-4", "ipv4", is_flag=True, help="Listen on IPv4.")
+@click.option("-6", "ipv6", is_flag=True, help="Listen on IPv6.")
+@click.option("-m", "mlock", is_flag=True, help="Lock memory (mlockall).")
+@click.option("-q", "quiet", is_flag=True, help="Log warnings and errors only.")
+@click.pass_context
+def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, ipv4, ipv6,
+          mlock, quiet) -> None:
+    """Run the server (vtund -s)."""
+    from vtcore.plugins import load_plugins
+    from vtcore.runtime.server import Server, ServerOptions, serve_inetd
+
+    plugins = load_plugins()
+    config = _load(config_path, plugins)
+    inetd = inetd or (config.options.type == "inetd" and not standalone)
+    overrides = ServerOptions(port=port, bind=bind, timeout=timeout,
+                              ipv6=True if ipv6 else (False if ipv4 else None))
+    # In inetd mode stdout/stderr may be the client's socket: syslog unless told otherwise.
+    _setup_logging(ctx, foreground and not inetd, config.options.syslog, quiet)
+    if mlock:
+        _mlockall()
+    if inetd:
+        asyncio.run(serve_inetd(config_path, config, plugins, overrides))
+        return
+    server = Server(config_path, config, plugins, overrides)
+    try:
+        server.listener = server.make_listener()
+    except OSError as exc:
+        _fail(f"cannot listen: {exc.strerror or exc}")
+    if not foreground:
+        _daemonize()
+    asyncio.run(server.serve())
+
+
+@cli.command()
+@click.argument("host")
+@click.argument("server")
+@config_option
+@click.option("-P", "port", type=int, help="Server port (default: options.port, 5000).")
+@click.option("-t", "timeout", type=int, help="Connect and handshake timeout in seconds.")
+@click.option("-p", "persist", is_flag=True, help="Reconnect whenever the session ends.")
+@click.option("-n", "foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("-4", "ipv4", is_flag=True, help="Connect over IPv4.")
+@click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6.")
+@click.option("-m", "mlock", is_flag=True, help="Lock memory (mlockall).")
+@click.option("-q", "quiet", is_flag=True, help="Log warnings and errors only.")
+@click.pass_context
+def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4, ipv6, mlock,
+        quiet) -> None:
+    """Run the client for profile HOST against SERVER (vtund HOST SERVER)."""
+    from vtcore.plugins import load_plugins
+    from vtcore.runtime.client import Client, ClientOptions
+
+    plugins = load_plugins()
+    config = _load(config_path, plugins)
+    if host not in config.hosts:
+        _fail(f"{config_path}: no host {host!r} defined")
+    _setup_logging(ctx, foreground, config.options.syslog, quiet)
+    if mlock:
+        _mlockall()
+    if not foreground:
+        _daemonize()
+    opts = ClientOptions(port=port, timeout=timeout, persist=persist,
+                         ipv6=True if ipv6 else (False if ipv4 else None))
+
+    async def main() -> int:
+        return await Client(config, host, server, plugins, opts).run()
+
+    sys.exit(asyncio.run(main()))
+
+
+@cli.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_list(as_json: bool) -> None:
+    """Every plugin: distribution, version, kind, what it provides, status."""
+    from vtcore.plugins import load_plugins
+
+    infos = list(load_plugins().infos.values())
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        return
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "KIND", "STATUS", "PROVIDES")]
+    for i in infos:
+        status = i.status if not i.error else f"{i.status}: {i.error}"
+        rows.append((i.name + (" (builtin)" if i.builtin else ""), i.distribution, i.version,
+                     ",".join(i.kinds) or "-", status, "; ".join(i.provides) or "-"))
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    for r in rows:
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5])
+
+
+@cli.group()
+def config() -> None:
+    """Work with vtund.conf files."""
+
+
+@config.command("check")
+@config_option
+def config_check(config_path: str) -> None:
+    """Parse FILE and report every error as FILE:LINE:COL: message."""
+    from vtcore.config import ConfigErrors, check_config, load_config
+    from vtcore.plugins import load_plugins
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            click.echo(str(err), err=True)
+        sys.exit(1)
+    errors = check_config(cfg, load_plugins().registry)
+    for warn in getattr(cfg, "warnings", []):
+        click.echo(f"{warn} (warning)", err=True)
+    for err in errors:
+        click.echo(str(err), err=True)
+    if errors:
+        sys.exit(1)
+    click.echo(f"{config_path}: ok ({len(cfg.hosts)} hosts)")
+
+
+def build_cli() -> click.Group:
+    """The CLI with plugin-contributed commands added (``vt_register_commands``)."""
+    from vtcore.plugins import load_plugins
+
+    try:
+        load_plugins().pm.hook.vt_register_commands(cli=cli)
+    except Exception as exc:  # a plugin's CLI must not break vt itself
+        click.echo(f"vt: a plugin failed to add commands: {exc}", err=True)
+    return cli
+
+
+def main() -> None:
+    build_cli()(prog_name="vt")
+
+
+if __name__ == "__main__":
+    main()

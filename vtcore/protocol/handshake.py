@@ -1,0 +1,349 @@
+"""The vtun 3 handshake as two sans-I/O state machines (spec 1).
+
+Every message is a fixed 50-byte block: text, NUL padding, byte 49 always NUL.  The
+runtime moves bytes: ``receive_data`` what the socket gave, send what the methods return
+(or ``data_to_send()`` on the client), and act on ``next_event()``.  Bad peer input
+raises :class:`ProtocolError`; the server's runtime then sends ``reject()`` and closes.
+Time-outs are the runtime's business (vtund: ``timeout`` seconds for each message).
+
+Room for a native vt mode (not implemented here).  What a vtund peer tolerates:
+
+* Server greeting: a vtund client checks only the ``VTUN`` prefix, so text after the
+  version (up to 47 characters in all) may carry a marker; the client keeps it in
+  ``ClientHandshake.peer_greeting``.
+* ``HOST:`` line: vtund's server splits on space and ``:`` and reads only tokens 1 and 2
+  (``auth.c``, ``auth_server``), so extra tokens after the host name are ignored there.
+  ``ClientHandshake(host_extra=...)`` sends them; ``HostAnnounced.extra`` and
+  ``ServerHandshake.host_extra`` receive them.  Same for tokens after the ``CHAL:`` answer.
+* ``OK FLAGS``: a vtund client fails on any unknown letter except ``F``.  ``Flags.extra``
+  (written ``F<extra>``) must only be sent to a client that announced itself through a
+  HOST token; a client with ``host_extra`` reads it back.
+* Nothing may grow a message beyond 50 bytes or add a round trip: a native mode would
+  switch protocols after ``OK FLAGS``, when both ends know the other is vt.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from typing import NoReturn
+
+from vtcore.protocol.challenge import (
+    CHAL_SIZE,
+    chal_response,
+    check_response,
+    decode_chal,
+    encode_chal,
+)
+from vtcore.protocol.errors import ProtocolError
+from vtcore.protocol.events import Accepted, ChallengeAnswered, Denied, Event, HostAnnounced
+from vtcore.protocol.flags import Flags, format_flags, parse_flags
+
+MESG_SIZE = 50
+MAX_TEXT = MESG_SIZE - 2
+"""vtund formats into the block with ``vsnprintf(buf, 49, ...)``: 48 characters at most."""
+
+DEFAULT_GREETING = "VTUN server ver 3.X vt"
+_TOKEN_SPLIT = re.compile(r"[ :]+")
+_BAD_TOKEN_CHARS = frozenset(" :\r\n\0")
+
+
+def pack_msg(text: str) -> bytes:
+    """``text`` as one 50-byte block, truncated to 48 characters as vtund does."""
+    raw = text.encode("latin-1")[:MAX_TEXT]
+    return raw + b"\0" * (MESG_SIZE - len(raw))
+
+
+def unpack_msg(block: bytes) -> str:
+    """One 50-byte block -> its text: byte 49 forced to NUL, cut at the first NUL."""
+    if len(block) != MESG_SIZE:
+        raise ValueError(f"a handshake message is {MESG_SIZE} bytes, got {len(block)}")
+    return block[: MESG_SIZE - 1].split(b"\0", 1)[0].decode("latin-1")
+
+
+def _server_tokens(text: str) -> list[str]:
+    """vtund's server parse: ``strtok(buf, "\\r\\n")`` then ``strtok(..., " :")``.
+
+    ``strtok`` skips leading delimiters when searching, but does not remove them from the
+    buffer, so leading CR/LF stay glued to the first token (and make it mismatch).
+    """
+    i = 0
+    while i < len(text) and text[i] in "\r\n":
+        i += 1
+    if i < len(text):
+        end = min(
+            (j for j in (text.find("\r", i), text.find("\n", i)) if j >= 0), default=len(text)
+        )
+        text = text[:end]
+    return [t for t in _TOKEN_SPLIT.split(text) if t]
+
+
+def _check_token(kind: str, value: str) -> None:
+    if not value or _BAD_TOKEN_CHARS & set(value):
+        raise ValueError(f"{kind} must be non-empty without space, ':', CR, LF or NUL")
+    value.encode("latin-1")
+
+
+class ServerState(enum.Enum):
+    WAIT_HOST = "wait_host"
+    NEED_CHALLENGE = "need_challenge"
+    """HostAnnounced was produced; the runtime must call ``send_challenge``."""
+    WAIT_CHAL = "wait_chal"
+    NEED_VERDICT = "need_verdict"
+    """ChallengeAnswered was produced; the runtime must ``accept`` or ``reject``."""
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ClientState(enum.Enum):
+    WAIT_GREETING = "wait_greeting"
+    WAIT_CHAL = "wait_chal"
+    WAIT_FLAGS = "wait_flags"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ServerHandshake:
+    """Server side: greeting, HOST -> challenge, CHAL -> verdict.
+
+    The client speaks only after each of our messages, so at most one 50-byte message is
+    ever buffered; anything more is a protocol error.  Like vtund, the host is not looked
+    up before the answer arrives: unknown hosts get a challenge too, and fail with the
+    same ``ERR`` as a wrong password.
+    """
+
+    def __init__(self, greeting: str = DEFAULT_GREETING) -> None:
+        if not greeting.startswith("VTUN") or len(greeting) > MAX_TEXT - 1:
+            raise ValueError("the greeting must start with 'VTUN' and fit in 47 characters")
+        greeting.encode("latin-1")
+        self.greeting = greeting
+        self.state = ServerState.WAIT_HOST
+        self.host: str | None = None
+        self.host_extra: tuple[str, ...] = ()
+        self.chal_extra: tuple[str, ...] = ()
+        self._buf = b""
+        self._events: deque[Event] = deque()
+        self._chal: bytes | None = None
+        self._response: bytes | None = None
+        self._trailing = b""
+
+    def __repr__(self) -> str:
+        return f"<ServerHandshake state={self.state.value} host={self.host!r}>"
+
+    def initiate(self) -> bytes:
+        """The greeting block, sent as soon as the connection is accepted."""
+        return pack_msg(self.greeting + "\n")
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the client.  Raises ProtocolError on a bad message."""
+        if self.state is ServerState.DONE:
+            self._trailing += data
+            return
+        if self.state is ServerState.FAILED or not data:
+            return
+        if self.state not in (ServerState.WAIT_HOST, ServerState.WAIT_CHAL):
+            self._fail("client spoke out of turn")
+        self._buf += data
+        if len(self._buf) > MESG_SIZE:
+            self._fail("client sent more than one message")
+        if len(self._buf) == MESG_SIZE:
+            block, self._buf = self._buf, b""
+            self._handle(unpack_msg(block))
+
+    @property
+    def bytes_needed(self) -> int:
+        """Bytes that complete the client's current message (0 when none is due)."""
+        if self.state not in (ServerState.WAIT_HOST, ServerState.WAIT_CHAL):
+            return 0
+        return MESG_SIZE - len(self._buf)
+
+    def next_event(self) -> Event | None:
+        """The next event, or None when more data is needed (or a local call is due)."""
+        return self._events.popleft() if self._events else None
+
+    def send_challenge(self, chal: bytes) -> bytes:
+        """After HostAnnounced: the ``OK CHAL`` block for 16 random bytes (``os.urandom``)."""
+        self._expect(ServerState.NEED_CHALLENGE)
+        if len(chal) != CHAL_SIZE:
+            raise ValueError(f"a challenge is {CHAL_SIZE} bytes")
+        self._chal = bytes(chal)
+        self.state = ServerState.WAIT_CHAL
+        return pack_msg(f"OK CHAL: {encode_chal(self._chal)}\n")
+
+    def check(self, password: bytes, sslauth: bool = True) -> bool:
+        """After ChallengeAnswered: does the answer match ``password``?"""
+        self._expect(ServerState.NEED_VERDICT)
+        assert self._chal is not None and self._response is not None
+        return check_response(self._chal, self._response, password, sslauth)
+
+    def accept(self, flags: str | Flags) -> bytes:
+        """The ``OK FLAGS`` block; the handshake is done."""
+        self._expect(ServerState.NEED_VERDICT)
+        text = flags if isinstance(flags, str) else format_flags(flags)
+        msg = f"OK FLAGS: {text}\n"
+        if len(msg) > MAX_TEXT or not (text.startswith("<") and text.endswith(">")):
+            raise ValueError(f"flags string {text!r} is malformed or too long")
+        self.state = ServerState.DONE
+        return pack_msg(msg)
+
+    def reject(self) -> bytes:
+        """The ``ERR`` block (any failure, including after a ProtocolError); then close."""
+        if self.state is ServerState.DONE:
+            raise RuntimeError("handshake already accepted")
+        self.state = ServerState.FAILED
+        self._events.clear()
+        return pack_msg("ERR\n")
+
+    def trailing_data(self) -> bytes:
+        """Bytes received after ``accept`` (belong to the tunnel); returned once."""
+        out, self._trailing = self._trailing, b""
+        return out
+
+    # -- internals
+
+    def _expect(self, state: ServerState) -> None:
+        if self.state is not state:
+            raise RuntimeError(f"not allowed in state {self.state.value}")
+
+    def _fail(self, why: str) -> NoReturn:
+        self.state = ServerState.FAILED
+        self._buf = b""
+        raise ProtocolError(why)
+
+    def _handle(self, text: str) -> None:
+        tokens = _server_tokens(text)
+        if len(tokens) < 2:
+            self._fail("malformed message")
+        if self.state is ServerState.WAIT_HOST:
+            if tokens[0] != "HOST":
+                self._fail("expected HOST")
+            self.host, self.host_extra = tokens[1], tuple(tokens[2:])
+            self.state = ServerState.NEED_CHALLENGE
+            self._events.append(HostAnnounced(self.host, self.host_extra))
+            return
+        if tokens[0] != "CHAL":
+            self._fail("expected CHAL")
+        try:
+            self._response = decode_chal(tokens[1])
+        except ProtocolError as exc:
+            self._fail(str(exc))
+        self.chal_extra = tuple(tokens[2:])
+        self.state = ServerState.NEED_VERDICT
+        assert self.host is not None
+        self._events.append(ChallengeAnswered(self.host, self._response, self.chal_extra))
+
+
+class ClientHandshake:
+    """Client side: answers the greeting with HOST and the challenge with its response.
+
+    Messages are processed as soon as they are complete, so ``data_to_send()`` has the
+    reply right after ``receive_data``.  The server may start the tunnel right behind
+    ``OK FLAGS`` (an ECHO_REQ, or the UDP port): those bytes are kept for
+    ``trailing_data()``.  A client created with ``host_extra`` announces itself (see
+    module doc) and accepts ``F<extra>`` in the flags.
+    """
+
+    def __init__(
+        self, host: str, password: bytes, sslauth: bool = True, host_extra: tuple[str, ...] = ()
+    ) -> None:
+        _check_token("host", host)
+        for tok in host_extra:
+            _check_token("host_extra token", tok)
+        if not sslauth and not password.split(b"\0", 1)[0]:
+            raise ValueError("sslauth no needs a non-empty password")
+        self.host = host
+        self.host_extra = tuple(host_extra)
+        self._password = password
+        self._sslauth = sslauth
+        self.state = ClientState.WAIT_GREETING
+        self.peer_greeting: str | None = None
+        """The server's greeting text (without newline), e.g. ``VTUN server ver 3.X ...``."""
+        self._buf = b""
+        self._out = b""
+        self._events: deque[Event] = deque()
+        self._trailing = b""
+
+    def __repr__(self) -> str:
+        return f"<ClientHandshake state={self.state.value} host={self.host!r}>"
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the server.  Raises ProtocolError on a bad message."""
+        if self.state is ClientState.DONE:
+            self._trailing += data
+            return
+        if self.state is ClientState.FAILED or not data:
+            return
+        self._buf += data
+        while len(self._buf) >= MESG_SIZE and self.state not in (
+            ClientState.DONE,
+            ClientState.FAILED,
+        ):
+            block, self._buf = self._buf[:MESG_SIZE], self._buf[MESG_SIZE:]
+            if self.state is not ClientState.WAIT_FLAGS and self._buf:
+                self._fail("server spoke out of turn")
+            self._handle(block)
+        if self.state is ClientState.DONE:
+            self._trailing, self._buf = self._buf, b""
+        elif self.state is ClientState.FAILED:
+            self._buf = b""
+
+    @property
+    def bytes_needed(self) -> int:
+        """Bytes that complete the current message (0 when finished): receive at most
+        this many so that nothing of the tunnel is read into the handshake."""
+        if self.state in (ClientState.DONE, ClientState.FAILED):
+            return 0
+        return MESG_SIZE - len(self._buf)
+
+    def next_event(self) -> Event | None:
+        """``Accepted`` or ``Denied`` once the server decided, else None."""
+        return self._events.popleft() if self._events else None
+
+    def data_to_send(self) -> bytes:
+        """Blocks to write to the server (empty when none); returned once."""
+        out, self._out = self._out, b""
+        return out
+
+    def trailing_data(self) -> bytes:
+        """Bytes that came after ``OK FLAGS`` (tunnel or UDP port); returned once."""
+        out, self._trailing = self._trailing, b""
+        return out
+
+    # -- internals
+
+    def _fail(self, why: str) -> NoReturn:
+        self.state = ClientState.FAILED
+        self._buf = b""
+        raise ProtocolError(why)
+
+    def _handle(self, block: bytes) -> None:
+        text = unpack_msg(block)
+        if self.state is ClientState.WAIT_GREETING:
+            if not text.startswith("VTUN"):
+                self._fail("not a VTun server greeting")
+            self.peer_greeting = text.split("\n", 1)[0].rstrip("\r")
+            words = " ".join((self.host, *self.host_extra))
+            self._out += pack_msg(f"HOST: {words}\n")
+            self.state = ClientState.WAIT_CHAL
+            return
+        if text.startswith("ERR"):
+            self.state = ClientState.FAILED
+            self._events.append(Denied())
+            return
+        if not text.startswith("OK"):
+            self._fail("expected OK or ERR")
+        try:
+            if self.state is ClientState.WAIT_CHAL:
+                chal = decode_chal(text)
+                resp = chal_response(chal, self._password, self._sslauth)
+                self._out += pack_msg(f"CHAL: {encode_chal(resp)}\n")
+                self.state = ClientState.WAIT_FLAGS
+                return
+            flags = parse_flags(text, allow_extra=bool(self.host_extra))
+        except ProtocolError as exc:
+            self._fail(str(exc))
+        start = text.find("<")
+        raw = text[start : text.index(">", start) + 1]
+        self.state = ClientState.DONE
+        self._events.append(Accepted(flags, raw))

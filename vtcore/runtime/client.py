@@ -1,0 +1,189 @@
+"""``vt run HOST SERVER``: connect, authenticate, carry the session; reconnect if persistent.
+
+The server dictates protocol, type, compression, cipher, shaping and keep-alive
+through ``OK FLAGS``; the client keeps its password, device, keep-alive timing,
+up/down commands, ``persist``, ``stat`` and ``nat_hack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from vtcore.plugins import Plugins
+from vtcore.protocol.errors import ProtocolError
+from vtcore.protocol.events import Accepted, Denied
+from vtcore.protocol.handshake import ClientHandshake
+from vtcore.runtime.netio import peer_name, recv_some, send_all
+from vtcore.runtime.session import Session, SessionError, client_settings
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0
+"""A session that lasted this long resets the back-off."""
+
+log = structlog.get_logger("vt.client")
+
+
+class ConnectError(Exception):
+    """Connecting or authenticating failed (one line, for the log)."""
+
+
+@dataclass
+class ClientOptions:
+    port: int | None = None
+    timeout: int | None = None
+    persist: bool = False
+    ipv6: bool | None = None
+
+
+class Client:
+    def __init__(self, config, host_name: str, server: str, plugins: Plugins,
+                 overrides: ClientOptions | None = None) -> None:
+        self.config = config
+        self.host = config.hosts[host_name]
+        self.server = server
+        self.plugins = plugins
+        self.o = overrides or ClientOptions()
+        self.session: Session | None = None
+        self.stopping = False
+        self._wake = asyncio.Event()
+        self.sessions_run = 0
+        self.log = log.bind(host=self.host.name, server=server)
+
+    @property
+    def persist(self) -> bool:
+        return self.o.persist or self.host.persist in ("yes", "keep")
+
+    @property
+    def port(self) -> int:
+        return self.o.port or self.config.options.port
+
+    def stop(self, reason: str = "signal") -> None:
+        self.stopping = True
+        self._wake.set()
+        if self.session is not None:
+            self.session.stop(reason)
+
+    def restart(self) -> None:
+        """SIGHUP: end the current session and reconnect at once."""
+        self._wake.set()
+        if self.session is not None:
+            self.session.stop("restart requested (SIGHUP)")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.restart)
+        loop.add_signal_handler(signal.SIGUSR1, self._reset)
+        device = None
+        backoff = BACKOFF_FIRST
+        status = 0
+        while not self.stopping:
+            started = time.monotonic()
+            try:
+                sock, flags = await self.connect()
+                settings = client_settings(self.host, flags)
+                self.session = Session(
+                    host=self.host, options=self.config.options, settings=settings,
+                    registry=self.plugins.registry, peer=self.server, device=device,
+                    keep_device=self.host.persist == "keep", stat=self.host.stat,
+                )
+                self.log.info("connected", flags=flags)
+                self.sessions_run += 1
+                reason = await self.session.run(sock, nat_hack=self.host.nat_hack == "client")
+                device = self.session.device
+                self.log.info("session closed", reason=reason, **self.session.counters.as_dict())
+                status = 0
+            except (ConnectError, SessionError) as exc:
+                self.log.error("session failed", error=str(exc))
+                status = 1
+            finally:
+                self.session = None
+            if not self.persist or self.stopping:
+                break
+            if time.monotonic() - started > STABLE_AFTER:
+                backoff = BACKOFF_FIRST
+            self._wake.clear()
+            self.log.info("reconnecting", delay=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        if device is not None:
+            device.close()
+        return 0 if self.stopping else status
+
+    def _reset(self) -> None:
+        if self.session is not None:
+            self.session.counters.reset()
+
+    async def _open_socket(self) -> socket.socket:
+        timeout = float(self.o.timeout or self.host.timeout or 30)
+        family = 0
+        want6 = self.o.ipv6 if self.o.ipv6 is not None else self.config.options.family == "ipv6"
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.server, self.port, type=socket.SOCK_STREAM,
+                                           family=socket.AF_INET6 if want6 else family)
+        except socket.gaierror as exc:
+            raise ConnectError(f"cannot resolve {self.server}: {exc.strerror}") from None
+        last: Exception | None = None
+        for fam, typ, proto, _, addr in infos:
+            sock = socket.socket(fam, typ, proto)
+            sock.setblocking(False)
+            try:
+                src = self.host.srcaddr
+                if src is not None and (src.addr or src.port or src.iface):
+                    if src.iface:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                        src.iface.encode())
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    any_addr = "::" if fam == socket.AF_INET6 else "0.0.0.0"
+                    sock.bind((src.addr or any_addr, src.port or 0))
+                await asyncio.wait_for(loop.sock_connect(sock, addr), timeout)
+                return sock
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                last = exc
+        reason = "timed out" if isinstance(last, TimeoutError) else getattr(last, "strerror", last)
+        raise ConnectError(f"cannot connect to {self.server}:{self.port}: {reason}")
+
+    async def connect(self):
+        """Connect and authenticate; return the socket and the server's flags."""
+        sock = await self._open_socket()
+        timeout = float(self.o.timeout or self.config.options.timeout or 30)
+        hs = ClientHandshake(self.host.name, self.host.passwd.encode(), self.host.sslauth)
+        try:
+            while True:
+                event = hs.next_event()
+                out = hs.data_to_send()
+                if out:
+                    await send_all(sock, out, timeout)
+                if isinstance(event, Accepted):
+                    return sock, event.flags
+                if isinstance(event, Denied):
+                    raise ConnectError(f"connection denied by {self.server}")
+                if event is None:
+                    hs.receive_data(await recv_some(sock, timeout, hs.bytes_needed))
+        except ProtocolError as exc:
+            sock.close()
+            raise ConnectError(f"bad handshake from {self.server}: {exc}") from None
+        except TimeoutError:
+            sock.close()
+            raise ConnectError(f"handshake with {self.server} timed out") from None
+        except (EOFError, OSError) as exc:
+            sock.close()
+            raise ConnectError(f"handshake with {self.server} failed: {exc}") from None
+        except ConnectError:
+            sock.close()
+            raise
+
+
+__all__ = ["Client", "ClientOptions", "ConnectError", "peer_name"]

@@ -1,0 +1,317 @@
+"""``vt serve``: accept clients, authenticate them as vtund does, carry their sessions.
+
+All sessions live in one process on one event loop, each in its own task: an error in
+one is caught at the task boundary, logged, and ends only that session.  Memory per
+idle session is a few buffers, not a forked process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+import structlog
+
+from vtcore.config import ConfigErrors, check_config, load_config
+from vtcore.plugins import Plugins
+from vtcore.protocol.errors import ProtocolError
+from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
+from vtcore.protocol.handshake import ServerHandshake
+from vtcore.runtime import locks
+from vtcore.runtime.netio import peer_name, recv_some, send_all
+from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
+
+GREETING = "VTUN server ver 3.X vt"
+MAX_PENDING_HANDSHAKES = 256
+"""Connections still in the handshake; more wait in the kernel's backlog."""
+
+log = structlog.get_logger("vt.server")
+
+
+@dataclass
+class ServerOptions:
+    """Command-line overrides of the config's ``options``."""
+
+    port: int | None = None
+    bind: str | None = None
+    timeout: int | None = None
+    ipv6: bool | None = None
+
+
+@dataclass
+class _Live:
+    session: Session
+    task: asyncio.Task
+    lock: object = None
+
+
+@dataclass
+class Server:
+    config_path: str
+    config: object
+    plugins: Plugins
+    overrides: ServerOptions = field(default_factory=ServerOptions)
+
+    def __post_init__(self) -> None:
+        self.live: dict[str, list[_Live]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._handshakes = asyncio.Semaphore(MAX_PENDING_HANDSHAKES)
+        self._stopping = asyncio.Event()
+        self._claimed: set[str] = set()
+        self.listener: socket.socket | None = None
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def timeout(self) -> float:
+        return float(self.overrides.timeout or self.config.options.timeout or 30)
+
+    def _listen_addr(self) -> tuple[int, str]:
+        opts = self.config.options
+        ipv6 = self.overrides.ipv6 if self.overrides.ipv6 is not None else opts.family == "ipv6"
+        family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        addr = self.overrides.bind
+        if addr is None and opts.bindaddr is not None:
+            addr = opts.bindaddr.addr or _iface_addr(opts.bindaddr.iface, family)
+        if addr and ":" in addr:
+            family = socket.AF_INET6
+        return family, addr or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+
+    def make_listener(self) -> socket.socket:
+        family, addr = self._listen_addr()
+        port = self.overrides.port or self.config.options.port
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def serve(self) -> None:
+        """Listen until SIGTERM/SIGINT; then end every session cleanly."""
+        loop = asyncio.get_running_loop()
+        self.listener = self.listener or self.make_listener()
+        self._install_signals(loop)
+        log.info("listening", address=peer_name(self.listener.getsockname()),
+                 hosts=len(self.config.hosts))
+        accept = loop.create_task(self._accept_loop())
+        await self._stopping.wait()
+        accept.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await accept
+        self.listener.close()
+        await self.shutdown("server shutting down")
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reset_counters)
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(self.listener)
+            except OSError as exc:
+                log.warning("accept failed", error=exc.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            self.spawn(conn, addr)
+
+    def spawn(self, conn: socket.socket, addr) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self.handle(conn, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def shutdown(self, reason: str) -> None:
+        for lives in list(self.live.values()):
+            for live in lives:
+                live.session.stop(reason)
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=15)
+            for t in still:
+                t.cancel()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; live sessions keep the profile they started with."""
+        try:
+            config = load_config(self.config_path)
+            errors = check_config(config, self.plugins.registry)
+            if errors:
+                raise ConfigErrors(errors)
+        except ConfigErrors as exc:
+            log.error("config reload failed, keeping the old one", error=str(exc).splitlines()[0])
+            return
+        self.config = config
+        log.info("config reloaded", hosts=len(config.hosts))
+
+    def reset_counters(self) -> None:
+        for lives in self.live.values():
+            for live in lives:
+                live.session.counters.reset()
+        log.info("counters reset")
+
+    def sessions(self) -> list[Session]:
+        return [live.session for lives in self.live.values() for live in lives]
+
+    # ------------------------------------------------------------------ one client
+
+    async def handle(self, conn: socket.socket, addr) -> None:
+        peer = peer_name(addr)
+        plog = log.bind(peer=peer)
+        conn.setblocking(False)
+        try:
+            async with self._handshakes:
+                accepted = await self._authenticate(conn, plog)
+            if accepted is None:
+                return
+            await self._run_session(conn, *accepted, peer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one session's bug must never reach the listener
+            plog.error("session crashed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    async def _authenticate(self, conn: socket.socket, plog):
+        """Run the server side of the handshake; return ``(host, lock)`` or None."""
+        hs = ServerHandshake(GREETING)
+        timeout = self.timeout
+        name = "?"
+        try:
+            await send_all(conn, hs.initiate(), timeout)
+            while True:
+                event = hs.next_event()
+                if event is None:
+                    hs.receive_data(await recv_some(conn, timeout, hs.bytes_needed))
+                    continue
+                if isinstance(event, HostAnnounced):
+                    name = event.host
+                    await send_all(conn, hs.send_challenge(os.urandom(16)), timeout)
+                elif isinstance(event, ChallengeAnswered):
+                    host = self.config.hosts.get(event.host)
+                    ok = self._password_ok(hs, host)
+                    lock = None
+                    if not ok:
+                        plog.warning("denied: authentication failed", host=event.host)
+                    else:
+                        ok, lock = await self._take_lock(host, plog)
+                        if not ok:
+                            plog.warning("denied: host already connected", host=event.host)
+                    if not ok:
+                        await send_all(conn, hs.reject(), timeout)
+                        return None
+                    try:
+                        await send_all(conn, hs.accept(server_flags(host)), timeout)
+                    except BaseException:
+                        locks.release(lock)
+                        self._claimed.discard(host.name)
+                        raise
+                    return host, lock
+        except (ProtocolError, UnicodeError) as exc:
+            plog.warning("denied: bad handshake", host=name, error=str(exc))
+            with contextlib.suppress(OSError, TimeoutError):
+                await send_all(conn, hs.reject(), 1.0)
+        except TimeoutError:
+            plog.warning("denied: handshake timed out", host=name)
+        except (EOFError, OSError) as exc:
+            plog.info("handshake aborted by peer", host=name, error=str(exc))
+        return None
+
+    @staticmethod
+    def _password_ok(hs: ServerHandshake, host) -> bool:
+        """Constant-time check; an unknown host costs the same work as a known one."""
+        if host is None:
+            hs.check(os.urandom(16))
+            return False
+        return hs.check(host.passwd.encode(), host.sslauth)
+
+    async def _take_lock(self, host, plog):
+        """``multi``: allow, refuse, or end the old session (``killold``).
+
+        Returns ``(allowed, lock path or None)``."""
+        mode = host.multi
+        if mode == "yes":
+            return True, None
+        old = self.live.get(host.name, [])
+        if mode == "no" and (old or host.name in self._claimed):
+            return False, None
+        # Claimed before the first await, so two handshakes cannot both pass.
+        self._claimed.add(host.name)
+        for live in old:
+            plog.info("killing old session", host=host.name)
+            live.session.stop("replaced by a new connection (multi killold)")
+        if old:
+            await asyncio.wait([live.task for live in old], timeout=10)
+        path = await asyncio.to_thread(locks.acquire, self.config.options.lockdir, host.name, mode)
+        if path is None:
+            self._claimed.discard(host.name)
+        return path is not None, path
+
+    async def _run_session(self, conn: socket.socket, host, lock, peer: str) -> None:
+        settings = server_settings(host)
+        session = Session(host=host, options=self.config.options, settings=settings,
+                          registry=self.plugins.registry, peer=peer, stat=host.stat)
+        live = _Live(session, asyncio.current_task(), lock)
+        self.live.setdefault(host.name, []).append(live)
+        self._claimed.discard(host.name)
+        slog = log.bind(host=host.name, peer=peer)
+        slog.info("session opened", proto=settings.transport, type=settings.tunnel_type)
+        reason = "?"
+        try:
+            reason = await session.run(conn, nat_hack=host.nat_hack == "server")
+        except SessionError as exc:
+            reason = str(exc)
+            slog.error("session failed", error=reason)
+        finally:
+            lives = self.live.get(host.name, [])
+            if live in lives:
+                lives.remove(live)
+            if not lives:
+                self.live.pop(host.name, None)
+            if lock is not None:
+                locks.release(lock)
+            slog.info("session closed", reason=reason, **session.counters.as_dict())
+
+
+def _iface_addr(iface: str | None, family: int) -> str | None:
+    """The first address of ``iface`` (``bindaddr { iface eth0; }``)."""
+    if not iface:
+        return None
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=iface)
+            if not idx:
+                return None
+            for msg in ipr.get_addr(index=idx[0], family=family):
+                return msg.get_attr("IFA_ADDRESS")
+    except Exception:
+        return None
+    return None
+
+
+async def serve_inetd(config_path: str, config, plugins: Plugins,
+                      overrides: ServerOptions) -> None:
+    """``-i``: the client connection is stdin; one session, then exit."""
+    sock = socket.socket(fileno=os.dup(0))
+    server = Server(config_path, config, plugins, overrides)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, lambda: [s.stop("signal") for s in server.sessions()])
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        addr = None
+    await server.handle(sock, addr)

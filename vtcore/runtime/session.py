@@ -1,0 +1,234 @@
+"""One tunnel session after a successful handshake, for either role.
+
+Opens the link (the transport's business), the device (kept across reconnects with
+``persist keep``), builds the frame chain, runs ``up``, carries traffic, runs ``down``
+exactly once per ``up``, and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from vtcore.api import Device, DeviceRequest, FrameModule, LinkSettings, Registry
+from vtcore.protocol.flags import Flags, format_flags
+from vtcore.protocol.keepalive import KeepAlive
+from vtcore.runtime.commands import Substitutions, run_commands
+from vtcore.runtime.stats import write_stats_forever
+from vtcore.runtime.tunnel import Counters, Tunnel
+
+DEFAULT_KEEPALIVE = (30, 4)
+
+
+class SessionError(Exception):
+    """The session could not be set up (device, transport, missing module)."""
+
+
+# ------------------------------------------------------------------ negotiation
+
+
+def _compress(host) -> tuple[str, int] | None:
+    comp = host.compress
+    if not comp:
+        return None
+    method, level = comp
+    return (method, max(1, int(level)))
+
+
+def server_settings(host, options=None) -> LinkSettings:
+    """What the server's profile dictates for a session."""
+    return LinkSettings(
+        host=host.name,
+        role="server",
+        transport=host.proto,
+        tunnel_type=host.type,
+        compress=_compress(host),
+        encrypt=host.encrypt if isinstance(host.encrypt, int) else None,
+        speed_out=int(host.speed[0]) if host.speed else 0,
+        keepalive=host.keepalive is not None,
+        password=host.passwd.encode(),
+    )
+
+
+def server_flags(host) -> str:
+    """The ``OK FLAGS`` string for a profile (spec 1.5)."""
+    comp = _compress(host)
+    speed = None
+    if host.speed and (host.speed[0] or host.speed[1]):
+        speed = int(host.speed[1])
+    return format_flags(
+        Flags(
+            proto=host.proto,
+            type=host.type,
+            speed=speed,
+            zlib=comp[1] if comp and comp[0] == "zlib" else None,
+            lzo=comp[1] if comp and comp[0] == "lzo" else None,
+            keepalive=host.keepalive is not None,
+            encrypt=host.encrypt if isinstance(host.encrypt, int) else None,
+        )
+    )
+
+
+def client_settings(host, flags: Flags) -> LinkSettings:
+    """The client keeps its password, device and keep-alive timing; the rest is the server's."""
+    comp = None
+    if flags.zlib is not None:
+        comp = ("zlib", max(1, flags.zlib))
+    elif flags.lzo is not None:
+        comp = ("lzo", max(1, flags.lzo))
+    return LinkSettings(
+        host=host.name,
+        role="client",
+        transport=flags.proto,
+        tunnel_type=flags.type,
+        compress=comp,
+        encrypt=flags.encrypt,
+        speed_out=int(flags.speed or 0),
+        keepalive=flags.keepalive,
+        password=host.passwd.encode(),
+    )
+
+
+def build_chain(registry: Registry, settings: LinkSettings) -> list[FrameModule]:
+    """The session's modules; a feature the peer asks for but nobody provides is an error."""
+    chain = registry.chain(settings)
+    wanted = {
+        "compress": settings.compress is not None,
+        "encrypt": settings.encrypt is not None,
+        "speed": settings.speed_out > 0,
+    }
+    for keyword, on in wanted.items():
+        if on and registry.answering(keyword) is None:
+            extra = {"compress": settings.compress[0] if settings.compress else "",
+                     "encrypt": "crypto", "speed": "shaper"}[keyword]
+            raise SessionError(
+                f"the session needs {keyword} but no plugin provides it: "
+                f"pip install 'vtcore[{extra}]'"
+            )
+    return chain
+
+
+# ------------------------------------------------------------------ the session
+
+
+@dataclass
+class SessionInfo:
+    host: str
+    peer: str
+    started: float
+
+
+class Session:
+    """A tunnel session; ``run`` returns the reason it ended."""
+
+    def __init__(
+        self,
+        *,
+        host,
+        options,
+        settings: LinkSettings,
+        registry: Registry,
+        peer: str,
+        device: Device | None = None,
+        keep_device: bool = False,
+        stat: bool = False,
+    ) -> None:
+        self.host = host
+        self.options = options
+        self.settings = settings
+        self.registry = registry
+        self.peer = peer
+        self.device = device
+        self.keep_device = keep_device
+        self.stat = stat
+        self.counters = Counters()
+        self.tunnel: Tunnel | None = None
+        self.started = time.time()
+        self._stop_reason: str | None = None
+        self.log = structlog.get_logger("vt.session").bind(host=host.name, peer=peer)
+
+    def stop(self, reason: str) -> None:
+        self._stop_reason = reason
+        if self.tunnel is not None:
+            self.tunnel.stop(reason)
+
+    def _keepalive(self) -> KeepAlive | None:
+        if not self.settings.keepalive:
+            return None
+        interval, count = self.host.keepalive or DEFAULT_KEEPALIVE
+        return KeepAlive(interval, count, time.monotonic())
+
+    def _open_device(self) -> Device:
+        if self.device is not None:
+            return self.device
+        backend = self.registry.devices.get(self.settings.tunnel_type)
+        if backend is None:
+            raise SessionError(f"no device backend for type {self.settings.tunnel_type}")
+        try:
+            self.device = backend.open(
+                DeviceRequest(self.settings.tunnel_type, self.host.device, self.host.name)
+            )
+        except OSError as exc:
+            raise SessionError(f"cannot open {self.settings.tunnel_type} device: {exc}") from exc
+        return self.device
+
+    async def run(self, sock, *, nat_hack: bool = False) -> str:
+        transport = self.registry.transports.get(self.settings.transport)
+        if transport is None:
+            sock.close()
+            raise SessionError(f"no transport {self.settings.transport}")
+        chain = build_chain(self.registry, self.settings)
+        timeout = float(getattr(self.host, "timeout", 30) or 30)
+        try:
+            link = await transport.open_link(sock, self.settings, timeout, nat_hack)
+        except (OSError, EOFError, TimeoutError, ValueError) as exc:
+            raise SessionError(f"{self.settings.transport} link failed: {exc}") from exc
+        try:
+            device = self._open_device()
+        except SessionError:
+            link.close()
+            raise
+        ends = link.endpoints
+        subs = Substitutions(device.name, self.host.name, ends.local_addr, ends.local_port,
+                             ends.remote_addr, ends.remote_port)
+        self.log = self.log.bind(device=device.name)
+        stat_task = None
+        try:
+            await run_commands(self.host.up, self.options, subs, stdio_fd=device.stdio_fd(),
+                               what="up")
+            # Our copy of the pty slave / pipe end must go, or the session would not see
+            # its program (pppd, ...) exit.
+            release = getattr(device, "release_stdio", None)
+            if release is not None:
+                release()
+            if self._stop_reason is not None:
+                return self._stop_reason
+            self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(),
+                                 counters=self.counters)
+            if self.stat:
+                interval = self.host.keepalive[0] if self.host.keepalive else 300
+                stat_task = asyncio.get_running_loop().create_task(
+                    write_stats_forever(self.options.statdir, self.host.name, self.counters,
+                                        first=min(interval, 300))
+                )
+            self.log.info("session up", proto=self.settings.transport,
+                          type=self.settings.tunnel_type,
+                          modules=[type(m).__name__ for m in chain])
+            reason = await self.tunnel.run()
+            return self._stop_reason or reason
+        finally:
+            if stat_task is not None:
+                stat_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stat_task
+            link.close()
+            await asyncio.shield(
+                run_commands(self.host.down, self.options, subs, stdio_fd=None, what="down")
+            )
+            if not self.keep_device:
+                device.close()
+                self.device = None

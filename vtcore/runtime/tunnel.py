@@ -1,0 +1,308 @@
+"""The linker: moves packets between a device and a link through the frame-module chain.
+
+Device -> network: each packet runs through the modules in ascending stage (compress,
+encrypt, ...), gets its 2-byte vtun header and is queued on the link.  Network ->
+device: each data frame runs through the modules in reverse.  A module returning
+``None`` drops that one frame (counted); nothing a peer sends can end the session
+except a close, EOF or keep-alive silence.
+
+This is the per-packet path: no pluggy, no logging, no per-packet allocation beyond
+the frames themselves.  Readiness callbacks on the asyncio loop, batches of packets
+per wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+from vtcore.api import Device, FrameModule, PacingModule
+from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ, FRAME_EOF
+from vtcore.protocol.keepalive import Action, KeepAlive
+from vtcore.transports.base import Link
+
+BATCH = 64
+"""Packets handled per readiness callback before yielding to the loop."""
+HIGH_WATER = 512 * 1024
+"""Queued bytes on the link above which the device is not read (TCP back-pressure)."""
+MAX_VTUN_PAYLOAD = 0x0FFF
+
+_hdr = struct.Struct(">H").pack
+FRAME_ECHO_REQ = _hdr(ECHO_REQ)
+FRAME_ECHO_REP = _hdr(ECHO_REP)
+FRAME_CONN_CLOSE = _hdr(CONN_CLOSE)
+
+
+@dataclass
+class Counters:
+    """Per-session traffic counters (vtund's four, plus what vt drops and why)."""
+
+    byte_in: int = 0
+    """Bytes written to the device."""
+    byte_out: int = 0
+    """Bytes read from the device."""
+    comp_in: int = 0
+    """Payload bytes received from the peer (after the header, before decoding)."""
+    comp_out: int = 0
+    """Payload bytes sent to the peer."""
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped_decode: int = 0
+    """Frames a module refused on the way in (corrupt, bad padding, bomb...)."""
+    dropped_encode: int = 0
+    dropped_device: int = 0
+    """Packets the device refused (EIO before the interface is up, ENOBUFS)."""
+    echo_sent: int = 0
+    echo_received: int = 0
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Tunnel:
+    """One session's data path.  ``run()`` returns the reason the session ended."""
+
+    def __init__(
+        self,
+        link: Link,
+        device: Device,
+        chain: Sequence[FrameModule],
+        *,
+        keepalive: KeepAlive | None = None,
+        counters: Counters | None = None,
+    ) -> None:
+        self.link = link
+        self.device = device
+        self.encoders = [m.encode for m in chain]
+        self.decoders = [m.decode for m in reversed(chain)]
+        self.pacers = [m for m in chain if isinstance(m, PacingModule)]
+        self.keepalive = keepalive
+        self.counters = counters or Counters()
+        self._done: asyncio.Future[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dev_paused = False
+        self._writer_on = False
+        self._dev_writer_on = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._resume: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> str:
+        loop = self._loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        if self.link.ready():
+            self._send_ctrl(FRAME_ECHO_REQ)
+            self.counters.echo_sent += 1
+        loop.add_reader(self.link.fileno(), self._on_link)
+        loop.add_reader(self.device.fileno(), self._on_device)
+        self._arm_keepalive()
+        try:
+            return await self._done
+        finally:
+            self._detach()
+
+    def stop(self, reason: str, *, send_close: bool = True) -> None:
+        """End the session (idempotent); tells the peer with CONN_CLOSE when asked."""
+        if self._done is None or self._done.done():
+            return
+        if send_close:
+            try:
+                self._send_ctrl(FRAME_CONN_CLOSE)
+            except OSError:
+                pass
+        self._done.set_result(reason)
+
+    def _detach(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        for fd in (self.link.fileno(), self.device.fileno()):
+            if fd >= 0:
+                loop.remove_reader(fd)
+        if self._writer_on and self.link.fileno() >= 0:
+            loop.remove_writer(self.link.fileno())
+        if self._dev_writer_on and self.device.fileno() >= 0:
+            loop.remove_writer(self.device.fileno())
+        for h in (self._timer, self._resume):
+            if h is not None:
+                h.cancel()
+
+    # ------------------------------------------------------------------ device -> network
+
+    def _on_device(self) -> None:
+        try:
+            packets = self.device.read_packets(BATCH)
+        except EOFError as exc:
+            self.stop(f"device closed: {exc}" if str(exc) else "device closed")
+            return
+        except OSError as exc:
+            self.stop(f"device error: {exc.strerror or exc}")
+            return
+        if not packets:
+            return
+        c = self.counters
+        encoders = self.encoders
+        frames = []
+        sent = 0
+        for p in packets:
+            c.byte_out += len(p)
+            for enc in encoders:
+                p = enc(p)
+                if p is None:
+                    break
+            if not p:
+                c.dropped_encode += 1
+                continue
+            n = len(p)
+            if n > MAX_VTUN_PAYLOAD:
+                c.dropped_encode += 1
+                continue
+            sent += n
+            frames.append(_hdr(n) + p)
+        if not frames:
+            return
+        c.comp_out += sent
+        c.frames_out += len(frames)
+        if not self.link.ready():
+            return
+        try:
+            self.link.write_frames(frames)
+        except OSError as exc:
+            self.stop(f"network error: {exc.strerror or exc}", send_close=False)
+            return
+        if self.link.backlog() > HIGH_WATER:
+            self._pause_device()
+            self._want_writer()
+        elif self.link.backlog():
+            self._want_writer()
+        if self.pacers:
+            now = time.monotonic()
+            delay = max(p.sent(sent, now) for p in self.pacers)
+            if delay > 0 and not self._dev_paused:
+                self._pause_device()
+                self._resume = self._loop.call_later(delay, self._resume_device)
+
+    def _pause_device(self) -> None:
+        if not self._dev_paused:
+            self._dev_paused = True
+            self._loop.remove_reader(self.device.fileno())
+
+    def _resume_device(self) -> None:
+        self._resume = None
+        if self._dev_paused and self.link.backlog() <= HIGH_WATER:
+            self._dev_paused = False
+            self._loop.add_reader(self.device.fileno(), self._on_device)
+
+    def _want_writer(self) -> None:
+        if not self._writer_on:
+            self._writer_on = True
+            self._loop.add_writer(self.link.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            self.link.flush()
+        except OSError as exc:
+            self.stop(f"network error: {exc.strerror or exc}", send_close=False)
+            return
+        backlog = self.link.backlog()
+        if not backlog:
+            self._writer_on = False
+            self._loop.remove_writer(self.link.fileno())
+        if backlog <= HIGH_WATER // 2 and self._dev_paused and self._resume is None:
+            self._resume_device()
+
+    def _send_ctrl(self, frame: bytes) -> None:
+        self.link.write_frames([frame])
+        if self.link.backlog():
+            self._want_writer()
+
+    # ------------------------------------------------------------------ network -> device
+
+    def _on_link(self) -> None:
+        try:
+            frames = self.link.read_frames(BATCH)
+        except EOFError as exc:
+            self.stop(str(exc) or "connection closed", send_close=False)
+            return
+        if not frames:
+            return
+        if self.keepalive is not None:
+            self.keepalive.received(time.monotonic())
+        c = self.counters
+        decoders = self.decoders
+        write = self.device.write_packet
+        for flags, p in frames:
+            if flags:
+                self._on_control(flags)
+                if self._done.done():
+                    return
+                continue
+            c.frames_in += 1
+            c.comp_in += len(p)
+            for dec in decoders:
+                p = dec(p)
+                if p is None:
+                    break
+            if not p:
+                c.dropped_decode += 1
+                continue
+            if write(p):
+                c.byte_in += len(p)
+            else:
+                c.dropped_device += 1
+        if self.device.stream and getattr(self.device, "pending", 0) and not self._dev_writer_on:
+            # A tty/pipe reader fell behind: finish the write when it can take more.
+            self._dev_writer_on = True
+            self._loop.add_writer(self.device.fileno(), self._on_device_writable)
+
+    def _on_device_writable(self) -> None:
+        self.device.flush()
+        if not self.device.pending:
+            self._dev_writer_on = False
+            self._loop.remove_writer(self.device.fileno())
+
+    def _on_control(self, flags: int) -> None:
+        if flags == ECHO_REQ:
+            self.counters.echo_received += 1
+            try:
+                self._send_ctrl(FRAME_ECHO_REP)
+            except OSError as exc:
+                self.stop(f"network error: {exc.strerror or exc}", send_close=False)
+        elif flags == CONN_CLOSE:
+            self.stop("connection closed by other side", send_close=False)
+        elif flags == FRAME_EOF:
+            # vtund reads a zero-length data frame as end of stream.
+            self.stop("peer sent an empty frame (end of stream)")
+        # ECHO_REP and unknown combinations only count as "heard from the peer".
+
+    # ------------------------------------------------------------------ keep-alive
+
+    def _arm_keepalive(self) -> None:
+        if self.keepalive is None:
+            return
+        deadline = self.keepalive.next_deadline()
+        self._timer = self._loop.call_at(
+            self._loop.time() + max(0.0, deadline - time.monotonic()), self._on_keepalive
+        )
+
+    def _on_keepalive(self) -> None:
+        action = self.keepalive.on_timer(time.monotonic())
+        if action == Action.DEAD:
+            self.stop("network timeout (keep-alive)")
+            return
+        if action == Action.SEND_ECHO:
+            try:
+                self._send_ctrl(FRAME_ECHO_REQ)
+                self.counters.echo_sent += 1
+            except OSError as exc:
+                self.stop(f"network error: {exc.strerror or exc}", send_close=False)
+                return
+        self._arm_keepalive()

@@ -1,0 +1,89 @@
+"""vtun framing over the TCP connection the handshake ran on."""
+
+from __future__ import annotations
+
+import socket
+
+from vtcore.protocol.errors import ProtocolError
+from vtcore.protocol.frames import StreamDecoder
+from vtcore.transports.base import Endpoints, endpoints_of
+
+RECV_SIZE = 256 * 1024
+MAX_BACKLOG = 4 * 1024 * 1024
+"""Hard bound on queued outgoing bytes; the tunnel pauses the device well before."""
+
+
+class TcpLink:
+    """Frames on a stream socket: a bounded decoder in, a byte queue out."""
+
+    def __init__(self, sock: socket.socket, max_frame: int = 2148) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.sock = sock
+        self.endpoints: Endpoints = endpoints_of(sock)
+        self.decoder = StreamDecoder(max_frame=max_frame)
+        self.out = bytearray()
+        self.dropped_out = 0
+
+    @property
+    def bad_frames(self) -> int:
+        return self.decoder.bad_frames
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_frames(self, limit: int) -> list[tuple[int, bytes]]:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            raise EOFError(f"connection error: {exc.strerror or exc}") from None
+        if not data:
+            raise EOFError("connection closed by peer")
+        try:
+            return self.decoder.feed(data)
+        except ProtocolError as exc:
+            raise EOFError(f"protocol error: {exc}") from None
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        out = self.out
+        for f in frames:
+            if len(out) >= MAX_BACKLOG:
+                # The tunnel stops reading its device long before this; reaching it
+                # means the peer stopped reading.  Drop whole frames rather than grow.
+                self.dropped_out += 1
+                continue
+            out += f
+        self.flush()
+
+    def flush(self) -> None:
+        out = self.out
+        if not out:
+            return
+        try:
+            n = self.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            out.clear()
+            raise
+        del out[:n]
+
+    def backlog(self) -> int:
+        return len(self.out)
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+async def open_tcp_link(sock: socket.socket, settings, timeout: float, nat_hack: bool = False):
+    """The TCP transport keeps using the handshake's connection."""
+    return TcpLink(sock, max_frame=int(settings.options.get("max_frame", 2148)))

@@ -1,0 +1,135 @@
+"""vtun framing over UDP: one frame per datagram after a port exchange on the TCP link.
+
+Both sides bind a datagram socket to the local address and port of their TCP socket,
+write their port as two bytes on TCP, read the peer's, close TCP and from then on
+speak only UDP (spec section 3).  Debian's vtund writes the port little-endian; we
+write it that way too and read either order (see :func:`unpack_port`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+from vtcore.protocol.frames import decode_datagram
+from vtcore.protocol.udp import pack_port, unpack_port
+from vtcore.transports.base import Endpoints, endpoints_of
+
+RECV_SIZE = 65535
+_DROP_ERRNOS = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE, errno.ENETUNREACH,
+                errno.EHOSTUNREACH}
+
+
+class UdpLink:
+    """Frames as datagrams.  Losses are the network's business: nothing is queued."""
+
+    def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
+                 max_frame: int = 2148) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.endpoints = endpoints
+        self.connected = connected
+        self.max_frame = max_frame
+        self.bad_frames = 0
+        self.dropped_out = 0
+        self.peer_addr: tuple | None = None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def ready(self) -> bool:
+        return self.connected
+
+    def read_frames(self, limit: int) -> list[tuple[int, bytes]]:
+        frames: list[tuple[int, bytes]] = []
+        sock = self.sock
+        for _ in range(limit):
+            try:
+                if self.connected:
+                    data = sock.recv(RECV_SIZE)
+                else:
+                    data, addr = sock.recvfrom(RECV_SIZE)
+                    # nat_hack: the first datagram tells us where the peer really is.
+                    sock.connect(addr)
+                    self.connected = True
+                    self.peer_addr = addr
+                    self.endpoints = endpoints_of(sock)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                # ICMP port unreachable from a peer that is not (yet) listening.
+                continue
+            except OSError as exc:
+                raise EOFError(f"udp error: {exc.strerror or exc}") from None
+            frame = decode_datagram(data, self.max_frame)
+            if frame is None:
+                self.bad_frames += 1
+                continue
+            frames.append(frame)
+        return frames
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        if not self.connected:
+            self.dropped_out += len(frames)
+            return
+        send = self.sock.send
+        for f in frames:
+            try:
+                send(f)
+            except OSError as exc:
+                if exc.errno in _DROP_ERRNOS:
+                    self.dropped_out += 1
+                    continue
+                raise
+
+    def backlog(self) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+async def _read_exact(sock: socket.socket, n: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    buf = b""
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise EOFError("connection closed during the UDP port exchange")
+        buf += chunk
+    return buf
+
+
+async def open_udp_link(tcp: socket.socket, settings, timeout: float,
+                        nat_hack: bool = False) -> UdpLink:
+    """Exchange UDP ports over ``tcp``, close it, and return the datagram link."""
+    local = tcp.getsockname()
+    remote = tcp.getpeername()
+    udp = socket.socket(tcp.family, socket.SOCK_DGRAM)
+    try:
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind(local)
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.sock_sendall(tcp, pack_port(local[1])), timeout)
+        raw = await asyncio.wait_for(_read_exact(tcp, 2), timeout)
+        peer_port = unpack_port(raw, remote[1])
+    except BaseException:
+        udp.close()
+        raise
+    finally:
+        tcp.close()
+    peer = (remote[0], peer_port, *remote[2:])
+    if not nat_hack:
+        udp.connect(peer)
+    ends = Endpoints(local[0], local[1], remote[0], peer_port)
+    return UdpLink(udp, ends, connected=not nat_hack,
+                   max_frame=int(settings.options.get("max_frame", 2148)))
