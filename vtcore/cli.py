@@ -96,10 +96,9 @@ config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_d
 def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, ipv4, ipv6,
           mlock, quiet) -> None:
     """Run the server (vtund -s)."""
-    from vtcore.plugins import load_plugins
     from vtcore.runtime.server import Server, ServerOptions, serve_inetd
 
-    plugins = load_plugins()
+    plugins = _plugins(ctx)
     config = _load(config_path, plugins)
     inetd = inetd or (config.options.type == "inetd" and not standalone)
     overrides = ServerOptions(port=port, bind=bind, timeout=timeout,
@@ -137,10 +136,9 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
 def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4, ipv6, mlock,
         quiet) -> None:
     """Run the client for profile HOST against SERVER (vtund HOST SERVER)."""
-    from vtcore.plugins import load_plugins
     from vtcore.runtime.client import Client, ClientOptions
 
-    plugins = load_plugins()
+    plugins = _plugins(ctx)
     config = _load(config_path, plugins)
     if host not in config.hosts:
         _fail(f"{config_path}: no host {host!r} defined")
@@ -165,11 +163,10 @@ def plugins() -> None:
 
 @plugins.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_list(as_json: bool) -> None:
+@click.pass_context
+def plugins_list(ctx: click.Context, as_json: bool) -> None:
     """Every plugin: distribution, version, kind, what it provides, status."""
-    from vtcore.plugins import load_plugins
-
-    infos = list(load_plugins().infos.values())
+    infos = list(_plugins(ctx).infos.values())
     if as_json:
         click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
         return
@@ -190,10 +187,10 @@ def config() -> None:
 
 @config.command("check")
 @config_option
-def config_check(config_path: str) -> None:
+@click.pass_context
+def config_check(ctx: click.Context, config_path: str) -> None:
     """Parse FILE and report every error as FILE:LINE:COL: message."""
     from vtcore.config import ConfigErrors, check_config, load_config
-    from vtcore.plugins import load_plugins
 
     try:
         cfg = load_config(config_path)
@@ -201,7 +198,7 @@ def config_check(config_path: str) -> None:
         for err in exc.errors:
             click.echo(str(err), err=True)
         sys.exit(1)
-    errors = check_config(cfg, load_plugins().registry)
+    errors = check_config(cfg, _plugins(ctx).registry)
     for warn in getattr(cfg, "warnings", []):
         click.echo(f"{warn} (warning)", err=True)
     for err in errors:
@@ -211,19 +208,44 @@ def config_check(config_path: str) -> None:
     click.echo(f"{config_path}: ok ({len(cfg.hosts)} hosts)")
 
 
-def build_cli() -> click.Group:
-    """The CLI with plugin-contributed commands added (``vt_register_commands``)."""
+def _plugins(ctx: click.Context):
+    """The plugins loaded by :func:`main` (once per process), or a fresh load."""
     from vtcore.plugins import load_plugins
 
-    try:
-        load_plugins().pm.hook.vt_register_commands(cli=cli)
-    except Exception as exc:  # a plugin's CLI must not break vt itself
-        click.echo(f"vt: a plugin failed to add commands: {exc}", err=True)
+    return ctx.find_root().obj or load_plugins()
+
+
+def build_cli(plugins=None) -> click.Group:
+    """The CLI with plugin-contributed commands added (``vt_register_commands``).
+
+    Each plugin is called on its own: one that fails, or that tries to replace a command
+    already there, is reported on stderr and the others still add theirs.
+    """
+    import os
+
+    from vtcore.plugins import TRACE_ENV, load_plugins
+
+    plugins = plugins or load_plugins()
+    for impl in plugins.pm.hook.vt_register_commands.get_hookimpls():
+        before = dict(cli.commands)
+        if os.environ.get(TRACE_ENV):
+            click.echo(f"vt hook: vt_register_commands(cli) -> {impl.plugin_name}", err=True)
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # a plugin's CLI must not break vt itself
+            click.echo(f"vt: plugin {impl.plugin_name} failed to add commands: {exc}", err=True)
+        for name, cmd in before.items():
+            if cli.commands.get(name) is not cmd:
+                cli.commands[name] = cmd
+                click.echo(f"vt: plugin {impl.plugin_name} may not replace 'vt {name}'", err=True)
     return cli
 
 
 def main() -> None:
-    build_cli()(prog_name="vt")
+    from vtcore.plugins import load_plugins
+
+    plugins = load_plugins()
+    build_cli(plugins).main(prog_name="vt", obj=plugins)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from vtcore import hookspecs
-from vtcore.api import Registry, RegistryError
+from vtcore.api import Registry
 
 ENTRY_POINT_GROUP = "vt.plugins"
 DISABLE_ENV = "VT_DISABLE_PLUGINS"
@@ -105,12 +105,12 @@ def load_plugins(extra: list[object] | None = None) -> Plugins:
         pm.register(importlib.import_module(modname), name=short)
         infos[short] = PluginInfo(short, "vtcore", __version__, builtin=True)
 
-    seen: set[str] = set()
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in seen:
-            continue
-        seen.add(ep.name)
         dist, version = _dist_of(ep)
+        if ep.name in infos:  # two distributions claim one plugin name: the first keeps it
+            infos[ep.name].error = (infos[ep.name].error or
+                                    f"plugin name also claimed by {dist} {version} (ignored)")
+            continue
         info = PluginInfo(ep.name, dist, version)
         infos[ep.name] = info
         if ep.name in off:
@@ -127,17 +127,20 @@ def load_plugins(extra: list[object] | None = None) -> Plugins:
         pm.register(obj, name=name)
         infos[name] = PluginInfo(name, "(in-process)", "")
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        bad = getattr(exc, "plugin", None)
-        name = pm.get_name(bad) if bad is not None else None
-        if name and name in infos:
+    # A misspelt hook fails loudly: each offending plugin is reported and dropped.
+    # check_pending() raises for one plugin at a time; each round removes one.
+    for _ in range(len(infos) + 1):
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            bad = getattr(exc, "plugin", None)
+            name = pm.get_name(bad) if bad is not None else None
+            if not name or name not in infos:
+                raise
             pm.unregister(bad)
             infos[name].status = "error"
             infos[name].error = str(exc)
-        else:
-            raise
 
     if os.environ.get(TRACE_ENV):
         pm.trace.root.setwriter(sys.stderr.write)
@@ -152,19 +155,42 @@ def load_plugins(extra: list[object] | None = None) -> Plugins:
 
 
 def _register_all(pm: pluggy.PluginManager, registry: Registry, infos: dict[str, PluginInfo]) -> None:
-    """Call each registration hook plugin by plugin, so errors are attributed."""
+    """Call each registration hook plugin by plugin, so errors are attributed.
+
+    A plugin whose registration fails contributes nothing: what it added before the error
+    is taken back and it is unregistered (so it adds no commands either).
+    """
     hooks = ("vt_register_devices", "vt_register_transports", "vt_register_frame_modules")
-    for name, plugin in list(pm.list_name_plugin()):
+    impls = {
+        hook: {i.plugin_name: i.function for i in getattr(pm.hook, hook).get_hookimpls()}
+        for hook in hooks
+    }
+    trace = sys.stderr.write if os.environ.get(TRACE_ENV) else None
+    for name, _plugin in list(pm.list_name_plugin()):
         registry.current_plugin = name
         for hook in hooks:
-            impl = getattr(plugin, hook, None)
+            impl = impls[hook].get(name)
             if impl is None:
                 continue
+            if trace:
+                trace(f"vt hook: {hook}(registry) -> {name}\n")
             try:
                 impl(registry=registry)
-            except (RegistryError, Exception) as exc:
+            except Exception as exc:  # RegistryError (a duplicate) or a bug in the plugin
+                _forget(registry, name)
+                pm.unregister(name=name)
                 info = infos.get(name)
                 if info is not None:
                     info.status = "error"
                     info.error = f"{type(exc).__name__}: {exc}"
+                break
     registry.current_plugin = ""
+
+
+def _forget(registry: Registry, plugin: str) -> None:
+    tables = {"device": registry.devices, "transport": registry.transports,
+              "frame module": registry.frame_modules}
+    for (kind, item), owner in list(registry.owner.items()):
+        if owner == plugin:
+            del tables[kind][item]
+            del registry.owner[(kind, item)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from crypto_spec_ref import ScriptedRng, encrypt_frames, legacy_encrypt, script
+from crypto_spec_ref import ScriptedRng, VtundDecoder, encrypt_frames, legacy_encrypt, script
 from cryptography.hazmat.decrepit.ciphers.algorithms import Blowfish
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from vt_crypto import CIPHERS, WORDS, derive_key, make_codec, spec_for
@@ -170,8 +170,6 @@ def test_cipher_table_codes() -> None:
 def test_vtund_decoder_reads_ivec_plus_rsyn_frame(name: str) -> None:
     """vt may send a fresh IV and a resync request in one frame; vtund's order of checks
     (ivec header, then the tag) reads both."""
-    from crypto_spec_ref import VtundDecoder
-
     codec = make_codec(WORDS[name], PASSWORD)
     codec.send_rsyn = True  # as after our decoder lost sync, before anything was sent
     assert codec.encoder_state == "INIT"

@@ -21,9 +21,13 @@ State (vtund's names in brackets):
 Resync (vtund): a decoder that cannot read a frame drops it and asks for a new IV by
 tagging its next outgoing frame ``rsyn``; the peer answers with an ``ivec`` header on its
 next frame.  After 10 unreadable frames, or 2 s since the first, the local encoder also
-re-initialises.  vtund injects a 1-byte dummy packet so the ``rsyn`` leaves at once; vt's
-linker has no such hook, so the request rides on the next outgoing frame
-(:attr:`ChainedCodec.resync_pending` tells a linker that wants to send one).
+re-initialises.  vtund pushes a 1-byte dummy packet through the chain so the ``rsyn``
+leaves soon; vt does not: the request rides on the next outgoing frame.  Deliberately so:
+the dummy byte is delivered to the peer's device, and a vtund peer writing one byte to a
+tun device gets EINVAL (unless the byte happens to start with nibble 4 or 6), which vtund
+treats as fatal for the session.  (Observed against Debian vtund: its dummy frames
+decode to one byte such as ``00``.)  :attr:`ChainedCodec.resync_pending` reports a
+pending request.
 
 Compatible robustness additions, decoder side only (never change what the peer sees):
 
@@ -120,7 +124,7 @@ class ChainedCodec:
 
     @property
     def resync_pending(self) -> bool:
-        """The next outgoing frame carries ``ivec`` or ``rsyn``: worth sending one soon."""
+        """The next outgoing frame carries an ``ivec`` header or an ``rsyn`` tag."""
         return self.need_iv or self.send_rsyn
 
     # ------------------------------------------------------------------ encode
@@ -233,8 +237,8 @@ class ChainedCodec:
         self._gibberish += 1
         if self._gibberish == 1:
             self._gib_start = now
-        # vtund asks only on the 1st; asking on every one costs the peer at most a spare
-        # ivec header (taken at once, see above) and survives a lost rsyn or ivec frame.
+        # vtund asks only on the 1st.  Asking on every one survives a lost rsyn or ivec
+        # frame; a surplus request costs one more ivec header, which we take at once.
         self.send_rsyn = True
         if self._gibberish >= MAX_GIBBERISH or now - self._gib_start >= MAX_GIBBERISH_TIME:
             self._gibberish = 0

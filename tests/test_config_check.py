@@ -1,0 +1,172 @@
+"""check_config: features resolved against the plugin registry, missing plugins named."""
+
+from __future__ import annotations
+
+import pytest
+
+from vtcore.api import DeviceBackendType, FrameModuleType, Registry, Stage, TransportType
+from vtcore.config import ConfigError, check_config, parse_config
+from vtcore.config.check import VTUND_CIPHERS
+
+
+def _none(_settings: object) -> None:
+    return None
+
+
+def registry(*, zlib=True, lzo=True, crypto=True, shaper=True, devices=("tun", "tty"),
+             transports=("tcp", "udp")) -> Registry:  # fmt: skip
+    """A hand-built registry of fake records (no real plugin involved)."""
+    reg = Registry()
+    if zlib:
+        reg.add_frame_module(
+            FrameModuleType("zlib", Stage.COMPRESS, "compress", {"zlib": 1}, _none, levels=(1, 9))
+        )
+    if lzo:
+        reg.add_frame_module(
+            FrameModuleType("lzo", Stage.COMPRESS + 1, "compress", {"lzo": 2}, _none, levels=(1, 9))
+        )
+    if crypto:
+        words = {w: c for w, c in VTUND_CIPHERS.items() if w.startswith("aes")}
+        words["blowfish128ecb"] = 1
+        reg.add_frame_module(FrameModuleType("crypto", Stage.ENCRYPT, "encrypt", words, _none))
+    if shaper:
+        reg.add_frame_module(FrameModuleType("shaper", Stage.SHAPE, "speed", {}, _none))
+    for t in devices:
+        reg.add_device(DeviceBackendType(t, t, t[0], lambda req: None))
+    for t in transports:
+        reg.add_transport(TransportType(t, t[0].upper(), lambda *a: None))
+    return reg
+
+
+CLI = """options { port 5000; }
+conn {
+  passwd tan5;
+  type tun;
+  proto udp;
+  keepalive yes;
+    compress lzo:9;
+  encrypt aes256cbc;
+  speed 64:128;
+}
+"""
+
+
+def test_everything_present_no_errors_and_cipher_resolved() -> None:
+    cfg = parse_config(CLI, "cli.conf")
+    assert cfg.hosts["conn"].encrypt == "aes256cbc"
+    assert check_config(cfg, registry()) == []
+    assert cfg.hosts["conn"].encrypt == 14
+
+
+def test_missing_lzo_names_extra_at_keyword_position() -> None:
+    cfg = parse_config(CLI, "cli.conf")
+    (err,) = check_config(cfg, registry(lzo=False))
+    assert isinstance(err, ConfigError)
+    assert (
+        str(err)
+        == "cli.conf:7:5: 'compress lzo:9' needs the vt-lzo plugin: pip install 'vtcore[lzo]'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "missing", "expected"),
+    [
+        ("compress zlib:9;", "zlib", "'compress zlib:9' needs the vt-zlib plugin: pip install 'vtcore[zlib]'"),
+        ("compress yes;", "zlib", "'compress yes' needs the vt-zlib plugin: pip install 'vtcore[zlib]'"),
+        ("comp 5;", "zlib", "'compress 5' needs the vt-zlib plugin: pip install 'vtcore[zlib]'"),
+        ("encrypt yes;", "crypto", "'encrypt yes' needs the vt-crypto plugin: pip install 'vtcore[crypto]'"),
+        ("encrypt aes128cbc;", "crypto",
+         "'encrypt aes128cbc' needs the vt-crypto plugin: pip install 'vtcore[crypto]'"),
+        ("encrypt 12;", "crypto", "'encrypt 12' needs the vt-crypto plugin: pip install 'vtcore[crypto]'"),
+        ("speed 64;", "shaper", "'speed 64' needs the vt-shaper plugin: pip install 'vtcore[shaper]'"),
+        ("speed 0:128;", "shaper", "'speed 0:128' needs the vt-shaper plugin: pip install 'vtcore[shaper]'"),
+    ],
+)  # fmt: skip
+def test_missing_plugin_messages(line: str, missing: str, expected: str) -> None:
+    cfg = parse_config(f"h {{\n passwd x;\n {line}\n}}", "c.conf")
+    (err,) = check_config(cfg, registry(**{missing: False}))
+    assert (err.path, err.line, err.col, err.message) == ("c.conf", 3, 2, expected)
+
+
+def test_compress_lzo_quirk_needs_zlib_with_hint() -> None:
+    cfg = parse_config("h { passwd x; compress lzo; }")
+    (err,) = check_config(cfg, registry(zlib=False))
+    assert "vt-zlib" in err.message and "zlib level 2" in err.message
+    assert check_config(parse_config("h { passwd x; compress lzo; }"), registry(lzo=False)) == []
+
+
+def test_unknown_cipher_lists_valid_names() -> None:
+    cfg = parse_config("h {\n passwd x;\n encrypt aes512xyz;\n}")
+    (err,) = check_config(cfg, registry())
+    assert (err.line, err.col) == (3, 2)
+    assert "unknown cipher 'aes512xyz'" in err.message
+    assert "aes128cbc, aes128cfb" in err.message and "blowfish128ecb" in err.message
+    assert cfg.hosts["h"].encrypt == "aes512xyz"  # left unresolved
+
+
+def test_unknown_cipher_code() -> None:
+    cfg = parse_config("h { passwd x; encrypt 77; }")
+    (err,) = check_config(cfg, registry())
+    assert "unknown cipher code 77" in err.message and "10 (aes128cbc)" in err.message
+
+
+def test_unknown_cipher_without_any_crypto_plugin() -> None:
+    cfg = parse_config("h { passwd x; encrypt nonsense; }")
+    (err,) = check_config(cfg, registry(crypto=False))
+    assert "unknown cipher 'nonsense'" in err.message and "oldblowfish128ecb" in err.message
+
+
+def test_compress_level_out_of_range() -> None:
+    cfg = parse_config("h { passwd x; compress zlib:12; }")
+    (err,) = check_config(cfg, registry())
+    assert err.message == "'compress zlib:12': zlib level must be 1-9"
+
+
+def test_type_and_proto_need_backends() -> None:
+    cfg = parse_config("h {\n passwd x;\n type pipe;\n proto udp;\n}")
+    errs = check_config(cfg, registry(devices=("tun",), transports=("tcp",)))
+    assert [(e.line, e.col) for e in errs] == [(3, 2), (4, 2)]
+    assert "'type pipe'" in errs[0].message and "have: tun" in errs[0].message
+    assert "'proto udp'" in errs[1].message and "have: tcp" in errs[1].message
+
+
+def test_implicit_defaults_are_not_checked_against_devices() -> None:
+    # a client profile with just passwd: type/proto come from the server, no device check
+    cfg = parse_config("h { passwd x; }")
+    assert check_config(cfg, registry(devices=(), transports=())) == []
+
+
+def test_error_inherited_from_default_reported_once_at_default() -> None:
+    text = "default {\n compress lzo:9;\n}\na { passwd x; }\nb { passwd y; }\n"
+    errs = check_config(parse_config(text, "d.conf"), registry(lzo=False))
+    assert [str(e) for e in errs] == [
+        "d.conf:2:2: 'compress lzo:9' needs the vt-lzo plugin: pip install 'vtcore[lzo]'"
+    ]
+
+
+def test_each_host_resolves_its_own_cipher() -> None:
+    cfg = parse_config(
+        "default { encrypt aes128cbc; }\na { passwd x; }\nb { passwd y; encrypt aes256ofb; }"
+    )
+    assert check_config(cfg, registry()) == []
+    assert (cfg.default.encrypt, cfg.hosts["a"].encrypt, cfg.hosts["b"].encrypt) == (10, 10, 16)
+
+
+def test_with_real_plugin_registry() -> None:
+    """The one test using the real plugins: whatever is installed, check_config either
+    accepts a feature or names the extra that provides it."""
+    from vtcore.plugins import load_plugins
+
+    reg = load_plugins().registry
+    text = """h {
+ passwd x; type tun; proto tcp; compress zlib:9; encrypt aes128cbc; speed 64;
+}
+l { passwd y; compress lzo:3; }
+"""
+    cfg = parse_config(text)
+    errs = check_config(cfg, reg)
+    for e in errs:
+        assert isinstance(e, ConfigError)
+        assert "needs the vt-" in e.message or "no installed" in e.message, str(e)
+    if reg.answering("encrypt", "aes128cbc") is not None:
+        assert cfg.hosts["h"].encrypt == 10

@@ -1,0 +1,109 @@
+"""Check a parsed config against the installed plugins.
+
+The parser knows vtund's language; which compressors, ciphers, shapers, devices and
+transports exist depends on the plugins installed.  This is where a missing plugin
+becomes an error at the line that needs it, with the ``pip install`` that fixes it, and
+where cipher names become vtund codes.
+"""
+
+from __future__ import annotations
+
+from vtcore.api import Registry
+from vtcore.config.errors import ConfigError, shown
+from vtcore.config.model import Config, Host
+
+VTUND_CIPHERS = {
+    "blowfish128ecb": 1, "blowfish128cbc": 2, "blowfish128cfb": 3, "blowfish128ofb": 4,
+    "blowfish256ecb": 5, "blowfish256cbc": 6, "blowfish256cfb": 7, "blowfish256ofb": 8,
+    "aes128ecb": 9, "aes128cbc": 10, "aes128cfb": 11, "aes128ofb": 12,
+    "aes256ecb": 13, "aes256cbc": 14, "aes256cfb": 15, "aes256ofb": 16,
+    "oldblowfish128ecb": 999,
+}  # fmt: skip
+"""vtund's cipher names (used in messages when no encryption plugin is installed)."""
+
+EXTRAS = {"zlib": "zlib", "lzo": "lzo", "encrypt": "crypto", "speed": "shaper"}
+"""Feature -> the ``vtcore[extra]`` that installs its plugin (distribution ``vt-<extra>``)."""
+
+
+def needs(what: str, extra: str) -> str:
+    return f"'{what}' needs the vt-{extra} plugin: pip install 'vtcore[{extra}]'"
+
+
+def check_config(config: Config, registry: Registry) -> list[ConfigError]:
+    """Errors for features no installed plugin provides; resolves ``encrypt`` words to
+    vtund codes in place.  The ``default`` section is checked too; an error inherited by
+    many sessions is reported once, at the line that set it."""
+    errors: list[ConfigError] = []
+    seen: set[ConfigError] = set()
+    for host in (config.default, *config.hosts.values()):
+        for err in _check_host(config.path, host, registry):
+            if err not in seen:
+                seen.add(err)
+                errors.append(err)
+    errors.sort(key=lambda e: (e.line, e.col))
+    return errors
+
+
+def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
+    out: list[ConfigError] = []
+
+    def err(keyword: str, message: str) -> None:
+        line, col = host.positions.get(keyword, (host.line, 1))
+        out.append(ConfigError(path, line, col, message))
+
+    def written(keyword: str, fallback: str) -> str:
+        return f"{keyword} {shown(host.raw.get(keyword, fallback))}"
+
+    if host.compress is not None:
+        method, level = host.compress
+        text = written("compress", f"{method}:{level}")
+        item = registry.answering("compress", method)
+        if item is None:
+            hint = (
+                " (vtund reads 'compress lzo;' as zlib level 2)" if text == "compress lzo" else ""
+            )
+            err("compress", needs(text, EXTRAS.get(method, method)) + hint)
+        elif item.levels is not None and not item.levels[0] <= level <= item.levels[1]:
+            lo, hi = item.levels
+            err("compress", f"'{text}': {method} level must be {lo}-{hi}")
+
+    if host.encrypt is not None:
+        _check_encrypt(host, registry, err, written)
+
+    if host.speed != (0, 0) and registry.answering("speed") is None:
+        out_kbps, in_kbps = host.speed
+        fallback = str(out_kbps) if out_kbps == in_kbps else f"{out_kbps}:{in_kbps}"
+        err("speed", needs(written("speed", fallback), EXTRAS["speed"]))
+
+    if "type" in host.positions and host.type not in registry.devices:
+        have = ", ".join(sorted(registry.devices)) or "none"
+        err("type", f"'type {host.type}': no installed device plugin serves it (have: {have})")
+    if "proto" in host.positions and host.proto not in registry.transports:
+        have = ", ".join(sorted(registry.transports)) or "none"
+        err("proto", f"'proto {host.proto}': no installed transport plugin (have: {have})")
+    return out
+
+
+def _check_encrypt(host: Host, registry: Registry, err, written) -> None:
+    mods = [m for m in registry.frame_modules.values() if m.keyword == "encrypt"]
+    known: dict[str, int] = {}
+    for mod in mods:
+        for word, code in mod.words.items():
+            known.setdefault(word, code)
+    value = host.encrypt
+    text = written("encrypt", str(value))
+    if isinstance(value, str):
+        if value in known:
+            host.encrypt = known[value]
+            return
+        if not mods and value in VTUND_CIPHERS:
+            err("encrypt", needs(text, EXTRAS["encrypt"]))
+            return
+        names = ", ".join(sorted(known or VTUND_CIPHERS))
+        err("encrypt", f"'{text}': unknown cipher '{shown(value)}'; valid names: {names}")
+        return
+    if not mods:
+        err("encrypt", needs(text, EXTRAS["encrypt"]))
+    elif value not in known.values() and all(m.words for m in mods):
+        codes = ", ".join(f"{c} ({w})" for w, c in sorted(known.items(), key=lambda kv: kv[1]))
+        err("encrypt", f"'{text}': unknown cipher code {value}; valid codes: {codes}")
