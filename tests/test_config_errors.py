@@ -31,7 +31,14 @@ def test_error_str_format() -> None:
 def test_unknown_keyword_position() -> None:
     text = "options {\n  port 5000;\n  prot 6000;\n}\n"
     assert errors_of(text) == [(3, 3, "'proto' is not valid in the options section")]
+    # In a session an unknown keyword may belong to a plugin: the parser keeps it and
+    # check_config reports it at its position when no installed plugin answers it.
     text = "h {\n\tpasswd x;\n\tbogus yes;\n}\n"
+    config = parse_config(text, "t.conf")
+    assert config.hosts["h"].extras == {"bogus": "yes"}
+    (err,) = check_config(config, Registry())
+    assert (err.line, err.col) == (3, 2) and "unknown keyword 'bogus'" in err.message
+    text = "h {\n\tpasswd x;\n\tbogus { x; };\n}\n"
     assert errors_of(text) == [(3, 2, "unknown keyword 'bogus' in a session section")]
 
 
@@ -131,9 +138,8 @@ def test_load_config_unreadable(tmp_path) -> None:
 def test_load_config_reports_path_and_keeps_raw_bytes(tmp_path) -> None:
     p = tmp_path / "x.conf"
     p.write_bytes(b"h {\n passwd caf\xe9;\n bogus 1;\n}\n")
-    with pytest.raises(ConfigErrors) as exc:
-        load_config(str(p))
-    assert str(exc.value) == f"{p}:3:2: unknown keyword 'bogus' in a session section"
+    (err,) = check_config(load_config(str(p)), Registry())
+    assert str(err).startswith(f"{p}:3:2: unknown keyword 'bogus'")
     p.write_bytes(b"h { passwd caf\xe9\xff; }\n")
     assert load_config(str(p)).hosts["h"].password_bytes() == b"caf\xe9\xff"
 
@@ -243,11 +249,12 @@ def test_thousand_hosts_parse_and_check_fast() -> None:
         ("shaper", "speed", {}),
     ):
         reg.add_frame_module(FrameModuleType(name, Stage.COMPRESS, kw, words, lambda s: None))
+    # CPU time, not wall time: a loaded CI machine must not make this flaky.
     limit = 1.0 * float(os.environ.get("VT_TIME_FACTOR", "1"))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     cfg = parse_config(text)
     errs = check_config(cfg, reg)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert len(cfg.hosts) == 1000 and cfg.hosts["h999"].encrypt == 10
     assert [e for e in errs if "type" not in e.message and "proto" not in e.message] == []
     assert elapsed < limit, f"1000 hosts took {elapsed:.3f}s"

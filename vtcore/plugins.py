@@ -100,10 +100,11 @@ def load_plugins(extra: list[object] | None = None) -> Plugins:
 
     for modname in BUILTIN_PLUGINS:
         short = modname.rsplit(".", 2)[-2]
+        infos[short] = PluginInfo(short, "vtcore", __version__, builtin=True)
         if short in off:
+            infos[short].status = "disabled"
             continue
         pm.register(importlib.import_module(modname), name=short)
-        infos[short] = PluginInfo(short, "vtcore", __version__, builtin=True)
 
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist, version = _dist_of(ep)

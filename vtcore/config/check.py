@@ -8,6 +8,8 @@ where cipher names become vtund codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vtcore.api import Registry
 from vtcore.config.errors import ConfigError, shown
 from vtcore.config.model import Config, Host
@@ -75,6 +77,11 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
         fallback = str(out_kbps) if out_kbps == in_kbps else f"{out_kbps}:{in_kbps}"
         err("speed", needs(written("speed", fallback), EXTRAS["speed"]))
 
+    for key, value in host.extras.items():
+        if registry.answering(key) is None:
+            err(key, f"unknown keyword '{shown(key)}' (no installed plugin answers "
+                     f"'{shown(key)} {shown(value)}')")
+
     if "type" in host.positions and host.type not in registry.devices:
         have = ", ".join(sorted(registry.devices)) or "none"
         err("type", f"'type {host.type}': no installed device plugin serves it (have: {have})")
@@ -84,7 +91,12 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
     return out
 
 
-def _check_encrypt(host: Host, registry: Registry, err, written) -> None:
+def _check_encrypt(
+    host: Host,
+    registry: Registry,
+    err: Callable[[str, str], None],
+    written: Callable[[str, str], str],
+) -> None:
     mods = [m for m in registry.frame_modules.values() if m.keyword == "encrypt"]
     known: dict[str, int] = {}
     for mod in mods:

@@ -16,8 +16,8 @@ character (``passwd ab#cd;`` is the password ``ab#cd``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from vtcore.config.errors import ConfigError, shown
 
@@ -31,8 +31,7 @@ class Kind(Enum):
     EOF = "end of file"
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     kind: Kind
     text: str
     line: int
@@ -46,73 +45,77 @@ class Token:
         return self.kind.value
 
 
-_BLANK = re.compile(r"[ \t\r\f\v]+")
+_MASTER = re.compile(
+    r"""(?P<nl>\n)
+      | (?P<blank>[ \t\r\f\v]+)
+      | (?P<comment>\#[^\n]*)
+      | (?P<punct>[{};])
+      | (?P<string>"[^"\n]*")
+      | (?P<open>"[^"\n]*)
+      | (?P<word>[^ \t\n\r\f\v;{}"]+)""",
+    re.VERBOSE,
+)
 _WORD = re.compile(r"[^ \t\n\r\f\v;{}\"]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ANY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # _CONTROL without newline
 _PUNCT = {"{": Kind.LBRACE, "}": Kind.RBRACE, ";": Kind.SEMI}
 _KEYWORD_START = (Kind.SEMI, Kind.LBRACE, Kind.RBRACE)
 
 
 def tokenize(text: str, path: str, errors: list[ConfigError]) -> list[Token]:
-    """Split ``text`` into tokens; lexical errors are appended to ``errors`` and the bad
-    characters skipped, so parsing can go on and report more."""
+    """Split ``text`` into tokens; lexical errors are appended to ``errors`` (the token
+    is kept), so parsing can go on and report more."""
     tokens: list[Token] = []
-    pos = 0
+    append = tokens.append
     line = 1
     line_start = 0
     depth = 0
-    n = len(text)
-    while pos < n:
-        ch = text[pos]
-        col = pos - line_start + 1
-        if ch == "\n":
-            pos += 1
-            line += 1
-            line_start = pos
-            continue
-        m = _BLANK.match(text, pos)
-        if m:
-            pos = m.end()
-            continue
-        if ch == "#" and (depth == 0 or not tokens or tokens[-1].kind in _KEYWORD_START):
-            end = text.find("\n", pos)
-            pos = n if end < 0 else end
-            continue
-        kind = _PUNCT.get(ch)
-        if kind is not None:
-            tokens.append(Token(kind, ch, line, col))
-            if kind is Kind.LBRACE:
-                depth += 1
-            elif kind is Kind.RBRACE and depth > 0:
-                depth -= 1
-            pos += 1
-            continue
-        if ch == '"':
-            end = text.find('"', pos + 1)
-            nl = text.find("\n", pos + 1)
-            if end < 0 or (0 <= nl < end):
-                errors.append(ConfigError(path, line, col, "unterminated string"))
-                stop = n if nl < 0 else nl
-                tokens.append(Token(Kind.STRING, text[pos + 1 : stop], line, col))
-                pos = stop
+    pos = 0
+    check = _ANY_CONTROL.search(text) is not None
+    restart = True
+    while restart:  # runs again only after a '#' inside a value
+        restart = False
+        for m in _MASTER.finditer(text, pos):
+            kind = m.lastgroup
+            if kind == "blank":
                 continue
-            body = text[pos + 1 : end]
-            bad = _CONTROL.search(body)
-            if bad:
-                errors.append(
-                    ConfigError(path, line, col + 1 + bad.start(), "invalid character in string")
-                )
-            tokens.append(Token(Kind.STRING, body, line, col))
-            pos = end + 1
-            continue
-        m = _WORD.match(text, pos)  # always matches here
-        word = m.group()
-        bad = _CONTROL.search(word)
-        if bad:
-            errors.append(
-                ConfigError(path, line, col + bad.start(), f"invalid character '{shown(bad[0])}'")
-            )
-        tokens.append(Token(Kind.WORD, word, line, col))
-        pos = m.end()
-    tokens.append(Token(Kind.EOF, "", line, pos - line_start + 1))
+            start = m.start()
+            if kind == "nl":
+                line += 1
+                line_start = start + 1
+                continue
+            col = start - line_start + 1
+            value = m.group()
+            if kind == "punct":
+                tkind = _PUNCT[value]
+                append(Token(tkind, value, line, col))
+                if tkind is Kind.LBRACE:
+                    depth += 1
+                elif tkind is Kind.RBRACE and depth > 0:
+                    depth -= 1
+            elif kind == "word" or kind == "comment":
+                if kind == "comment":
+                    if depth == 0 or not tokens or tokens[-1].kind in _KEYWORD_START:
+                        continue
+                    # '#' inside a value is a plain character: take the word, re-scan after
+                    value = _WORD.match(text, start).group()
+                    pos = start + len(value)
+                    restart = True
+                bad = check and _CONTROL.search(value)
+                if bad:
+                    msg = f"invalid character '{shown(bad[0])}'"
+                    errors.append(ConfigError(path, line, col + bad.start(), msg))
+                append(Token(Kind.WORD, value, line, col))
+                if restart:
+                    break
+            else:  # a quoted string, closed or not
+                body = value[1:-1] if kind == "string" else value[1:]
+                if kind == "open":
+                    errors.append(ConfigError(path, line, col, "unterminated string"))
+                bad = check and _CONTROL.search(body)
+                if bad:
+                    msg = "invalid character in string"
+                    errors.append(ConfigError(path, line, col + 1 + bad.start(), msg))
+                append(Token(Kind.STRING, body, line, col))
+    tokens.append(Token(Kind.EOF, "", line, len(text) - line_start + 1))
     return tokens

@@ -97,6 +97,10 @@ class Host:
     down: list[Command] = field(default_factory=list)
     vtmode: bool = True
     """vt-only: allow the native vt fast path with a vt peer."""
+    extras: dict[str, str] = field(default_factory=dict)
+    """Keywords no core rule knows (``pcap "/tmp/x.pcap";``), for plugins to answer:
+    keyword -> value as written (quotes removed).  ``check_config`` rejects the ones no
+    installed plugin answers; sessions pass them to modules in ``LinkSettings.options``."""
     line: int = 0
     """Line where the section starts."""
     positions: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
@@ -122,6 +126,7 @@ class Host:
             down=list(self.down),
             positions={k: v for k, v in self.positions.items() if k != "passwd"},
             raw=dict(self.raw),
+            extras=dict(self.extras),
         )
 
 

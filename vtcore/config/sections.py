@@ -209,12 +209,18 @@ class _Builder:
     def warn(self, tok: Token, message: str) -> None:
         self.warnings.append(ConfigError(self.path, tok.line, tok.col, message))
 
-    def each(self, body: list[Stmt], allowed: frozenset[str], apply: Callable) -> None:
-        """Resolve each statement's keyword in ``allowed`` and hand it to ``apply``."""
+    def each(self, body: list[Stmt], allowed: frozenset[str], apply: Callable,
+             host: Host | None = None) -> None:
+        """Resolve each statement's keyword in ``allowed`` and hand it to ``apply``.
+
+        In a host section, an unknown keyword with one simple value is kept in
+        ``host.extras`` for a plugin to answer (checked by ``check_config``)."""
         for stmt in body:
             try:
                 name = kw.resolve_keyword(stmt.key.text)
             except kw.KeywordError as exc:
+                if host is not None and self.plugin_keyword(host, stmt):
+                    continue
                 self.err(stmt.key, f"{exc} in {CONTEXT_NAMES[allowed]}")
                 continue
             if name not in allowed:
@@ -225,6 +231,16 @@ class _Builder:
             except _Bad as bad:
                 self.err(bad.tok, bad.message)
 
+    def plugin_keyword(self, host: Host, stmt: Stmt) -> bool:
+        key = stmt.key.text
+        if stmt.block is not None or len(stmt.args) != 1 or not _NAME.fullmatch(key):
+            return False
+        if any(spelt.startswith(key) for spelt in kw.SPELLINGS):
+            return False  # a too-short abbreviation of a core keyword, not a plugin's
+        host.extras[key] = stmt.args[0].text
+        host.positions[key] = (stmt.key.line, stmt.key.col)
+        return True
+
     # ------------------------------------------------------------- sections
 
     def section(self, sec: Section) -> None:
@@ -232,14 +248,15 @@ class _Builder:
         if name == "options":
             self.each(sec.body, kw.OPTIONS, self.option)
         elif name == "default":
-            self.each(sec.body, kw.HOST, lambda k, s: self.host_option(self.default, k, s))
+            self.each(sec.body, kw.HOST, lambda k, s: self.host_option(self.default, k, s),
+                      self.default)
         else:
             self.session(sec)
 
     def session(self, sec: Section) -> None:
         tok = sec.name
         host = self.default.inherit(tok.text, tok.line)
-        self.each(sec.body, kw.HOST, lambda k, s: self.host_option(host, k, s))
+        self.each(sec.body, kw.HOST, lambda k, s: self.host_option(host, k, s), host)
         if not _NAME.fullmatch(tok.text):
             self.err(
                 tok,

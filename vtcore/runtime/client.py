@@ -159,7 +159,7 @@ class Client:
         """Connect and authenticate; return the socket and the server's flags."""
         sock = await self._open_socket()
         timeout = float(self.o.timeout or self.config.options.timeout or 30)
-        hs = ClientHandshake(self.host.name, self.host.passwd.encode(), self.host.sslauth)
+        hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth)
         try:
             while True:
                 event = hs.next_event()

@@ -234,7 +234,7 @@ class Server:
         if host is None:
             hs.check(os.urandom(16))
             return False
-        return hs.check(host.passwd.encode(), host.sslauth)
+        return hs.check(host.password_bytes(), host.sslauth)
 
     async def _take_lock(self, host, plog):
         """``multi``: allow, refuse, or end the old session (``killold``).

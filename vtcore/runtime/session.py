@@ -50,7 +50,8 @@ def server_settings(host, options=None) -> LinkSettings:
         encrypt=host.encrypt if isinstance(host.encrypt, int) else None,
         speed_out=int(host.speed[0]) if host.speed else 0,
         keepalive=host.keepalive is not None,
-        password=host.passwd.encode(),
+        password=host.password_bytes(),
+        options=dict(host.extras),
     )
 
 
@@ -89,7 +90,8 @@ def client_settings(host, flags: Flags) -> LinkSettings:
         encrypt=flags.encrypt,
         speed_out=int(flags.speed or 0),
         keepalive=flags.keepalive,
-        password=host.passwd.encode(),
+        password=host.password_bytes(),
+        options=dict(host.extras),
     )
 
 

@@ -113,9 +113,7 @@ class Sealer:
         self._counter = ctr + 1
         self._bytes += len(payload) + 1
         header = _HDR.pack(self.epoch & 0xFF, ctr)
-        return header + self._aead.encrypt(
-            _ZERO4 + header[1:], _TYPE_BYTE[ftype] + payload, header
-        )
+        return header + self._aead.encrypt(_ZERO4 + header[1:], _TYPE_BYTE[ftype] + payload, header)
 
     def rekey(self, now: float | None = None) -> None:
         """Move to the next epoch now (e.g. on request); normally automatic."""
@@ -203,8 +201,17 @@ class Opener:
     accepted, and the previous epoch stays valid for ``grace`` seconds.
     """
 
-    __slots__ = ("_ahead", "_cur", "_grace", "_prev", "_suite", "_window", "accepted",
-                 "rejected", "replayed")
+    __slots__ = (
+        "_ahead",
+        "_cur",
+        "_grace",
+        "_prev",
+        "_suite",
+        "_window",
+        "accepted",
+        "rejected",
+        "replayed",
+    )
 
     def __init__(
         self,
@@ -256,8 +263,9 @@ class Opener:
             self.replayed += 1
             return None
         try:
-            plain = ep.aead.decrypt(_ZERO4 + frame[1:HEADER_SIZE], frame[HEADER_SIZE:],
-                                    frame[:HEADER_SIZE])
+            plain = ep.aead.decrypt(
+                _ZERO4 + frame[1:HEADER_SIZE], frame[HEADER_SIZE:], frame[:HEADER_SIZE]
+            )
         except InvalidTag:
             self.rejected += 1
             return None
