@@ -31,3 +31,9 @@ interop: setup
 	@$(PYTEST) -m vtund $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make interop: no tests collected (exit 5) -> failure"; fi; \
 	exit $$rc
+
+# vt against vtund (and raw veth, OpenVPN) in network namespaces; needs root.
+# Results: bench/results/latest.md. Smoke run (< 2 min): make bench ARGS=--quick
+.PHONY: bench
+bench: setup
+	$(PY) bench/run.py $(ARGS)

@@ -115,11 +115,18 @@ def raw(pair: Pair, cpus: tuple[int | None, int | None]) -> Iterator[Tunnel]:
 def vtun_family(
     impl: str, pair: Pair, cfg: Config, cpus: tuple[int | None, int | None], timeout: float = 15
 ) -> Iterator[Tunnel]:
-    """vtund <-> vtund or vt <-> vt with the same vtund.conf text on both."""
+    """vtund <-> vtund, vt <-> vt, or vt <-> vt with ``vtmode no`` (impl "vt-compat").
+
+    vt <-> vt negotiates vt-native features on TCP (large frames, offloads: see
+    vtcore.runtime.native); "vt-compat" turns them off to compare the same wire as vtund.
+    """
     ia, ib, da, db = _devices(pair, cfg.dev)
     port = free_port()
     scfg = vtund_conf(HOST, options={"port": port}, device=da, **cfg.vtund_settings())
     ccfg = vtund_conf(HOST, options={"port": port}, device=db)
+    if impl == "vt-compat":
+        # vtun framing, one packet per frame: exactly what vtund would be sent.
+        scfg = scfg.replace(f"  device {da};", f"  device {da};\n  vtmode no;")
     srv_cls, cli_cls = (VtundServer, VtundClient) if impl == "vtund" else (VtServer, VtClient)
     server = _pinned(srv_cls, cpus[0])(pair.a, scfg, port=port)
     client = _pinned(cli_cls, cpus[1])(pair.b, ccfg, HOST, pair.a_addr, port=port)

@@ -144,6 +144,32 @@ elif kind == "truncated_chal":
     s.recv(50)
     s.sendall(b"CHAL: <abc")
     data, end = read_all()
+elif kind == "dribble":
+    # One byte per second: never silent for long, never done.
+    s.recv(50)
+    msg = pack_msg("HOST: " + host + "\n")
+    end = "timeout"
+    data = b""
+    for b in msg:
+        try:
+            s.sendall(bytes([b]))
+        except OSError:
+            end = "closed"
+            break
+        s.settimeout(1.0)
+        try:
+            d = s.recv(4096)
+            if not d:
+                end = "closed"
+                break
+            data += d
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            end = "reset"
+            break
+        if time.monotonic() - t0 > limit:
+            break
 elif kind == "silent":
     data, end = read_all()
     if data.startswith(b"VTUN"):

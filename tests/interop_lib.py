@@ -221,16 +221,13 @@ def run_checks(pair: Pair, profiles: list[Profile], plan: Plan, workers: int = 6
     numbers are not shared.  A tunnel that never came up skips its later checks.
     """
     fails: dict[str, list[str]] = {p.name: [] for p in profiles}
-    T0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, min(len(profiles), 16))) as pool:
         for p, f in zip(profiles, pool.map(lambda p: _up_and_ping(pair, p, plan), profiles)):
             fails[p.name] += f
-    print("ping phase", time.monotonic() - T0, flush=True)
     live = [p for p in profiles if not any(f.startswith("no tunnel") for f in fails[p.name])]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for p, f in zip(live, pool.map(lambda p: _files(pair, p, plan), live)):
             fails[p.name] += f
-    print("file phase", time.monotonic() - T0, flush=True)
     if plan.iperf:
         for p in live:
             if not p.light:

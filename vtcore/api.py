@@ -120,6 +120,9 @@ class DeviceRequest:
     name: str | None = None
     """Requested interface name (``device tun7;``), ``None`` for automatic."""
     host: str = ""
+    offload: bool = False
+    """vt-native: open tun/tap with ``IFF_VNET_HDR`` and offloads (GSO super-packets,
+    each prefixed by a ``virtio_net_hdr``); both ends agree on it at the handshake."""
 
 
 class Device(Protocol):

@@ -166,6 +166,8 @@ class TunDevice:
         """Bytes asked of each read; at least MTU + 14 (+4 with VLAN) for tap."""
         self.dropped = 0
         """Packets the kernel refused on write."""
+        self.offload = 0
+        """``TUN_F_*`` offloads on (with ``IFF_VNET_HDR``), 0 for plain packets."""
 
     def fileno(self) -> int:
         return self._fd
@@ -223,8 +225,12 @@ class TunDevice:
 
 
 def _open(request: Any, tap: bool) -> TunDevice:
-    handle = open_tun(request.name or None, tap=tap)
-    return TunDevice(handle.fd, handle.name, tap=tap)
+    offload = bool(getattr(request, "offload", False))
+    handle = open_tun(request.name or None, tap=tap, vnet_hdr=offload)
+    size = READ_SIZE + VNET_HDR_LEN if offload else READ_SIZE
+    dev = TunDevice(handle.fd, handle.name, tap=tap, read_size=size)
+    dev.offload = handle.offload if offload else 0
+    return dev
 
 
 def open_tun_device(request: Any) -> TunDevice:

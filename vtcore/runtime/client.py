@@ -20,6 +20,7 @@ from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
 from vtcore.protocol.handshake import ClientHandshake
+from vtcore.runtime.native import HOST_TOKEN
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.session import Session, SessionError, client_settings
 
@@ -159,7 +160,9 @@ class Client:
         """Connect and authenticate; return the socket and the server's flags."""
         sock = await self._open_socket()
         timeout = float(self.o.timeout or self.config.options.timeout or 30)
-        hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth)
+        token = (HOST_TOKEN,) if getattr(self.host, "vtmode", True) else ()
+        hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
+                             host_extra=token)
         try:
             while True:
                 event = hs.next_event()

@@ -22,6 +22,7 @@ from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
 from vtcore.protocol.handshake import ServerHandshake
 from vtcore.runtime import locks
+from vtcore.runtime.native import server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
 
@@ -190,14 +191,22 @@ class Server:
         name = "?"
         try:
             await send_all(conn, hs.initiate(), timeout)
+            # Each message must be complete within ``timeout``: a client dribbling one
+            # byte at a time cannot hold a handshake slot for longer.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
             while True:
                 event = hs.next_event()
                 if event is None:
-                    hs.receive_data(await recv_some(conn, timeout, hs.bytes_needed))
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise TimeoutError
+                    hs.receive_data(await recv_some(conn, left, hs.bytes_needed))
                     continue
                 if isinstance(event, HostAnnounced):
                     name = event.host
                     await send_all(conn, hs.send_challenge(os.urandom(16)), timeout)
+                    deadline = loop.time() + timeout
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
                     ok = self._password_ok(hs, host)
@@ -211,19 +220,23 @@ class Server:
                     if not ok:
                         await send_all(conn, hs.reject(), timeout)
                         return None
+                    features = server_features(host, hs.host_extra)
                     try:
-                        await send_all(conn, hs.accept(server_flags(host)), timeout)
+                        await send_all(conn, hs.accept(server_flags(host, features)), timeout)
                     except BaseException:
                         locks.release(lock)
                         self._claimed.discard(host.name)
                         raise
-                    return host, lock
+                    return host, lock, features
         except (ProtocolError, UnicodeError) as exc:
             plog.warning("denied: bad handshake", host=name, error=str(exc))
             with contextlib.suppress(OSError, TimeoutError):
                 await send_all(conn, hs.reject(), 1.0)
         except TimeoutError:
             plog.warning("denied: handshake timed out", host=name)
+            # vtund answers a timed-out handshake with ERR too.
+            with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+                await send_all(conn, hs.reject(), 1.0)
         except (EOFError, OSError) as exc:
             plog.info("handshake aborted by peer", host=name, error=str(exc))
         return None
@@ -258,8 +271,9 @@ class Server:
             self._claimed.discard(host.name)
         return path is not None, path
 
-    async def _run_session(self, conn: socket.socket, host, lock, peer: str) -> None:
-        settings = server_settings(host)
+    async def _run_session(self, conn: socket.socket, host, lock, features: str,
+                           peer: str) -> None:
+        settings = server_settings(host, features)
         session = Session(host=host, options=self.config.options, settings=settings,
                           registry=self.plugins.registry, peer=peer, stat=host.stat)
         live = _Live(session, asyncio.current_task(), lock)

@@ -18,6 +18,7 @@ from vtcore.api import Device, DeviceRequest, FrameModule, LinkSettings, Registr
 from vtcore.protocol.flags import Flags, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
+from vtcore.runtime.native import feature_options, legacy_cipher
 from vtcore.runtime.stats import write_stats_forever
 from vtcore.runtime.tunnel import Counters, Tunnel
 
@@ -39,8 +40,9 @@ def _compress(host) -> tuple[str, int] | None:
     return (method, max(1, int(level)))
 
 
-def server_settings(host, options=None) -> LinkSettings:
-    """What the server's profile dictates for a session."""
+def server_settings(host, features: str = "") -> LinkSettings:
+    """What the server's profile dictates for a session (``features``: vt-native ones
+    granted to a vt client, see :mod:`vtcore.runtime.native`)."""
     return LinkSettings(
         host=host.name,
         role="server",
@@ -51,12 +53,12 @@ def server_settings(host, options=None) -> LinkSettings:
         speed_out=int(host.speed[0]) if host.speed else 0,
         keepalive=host.keepalive is not None,
         password=host.password_bytes(),
-        options=dict(host.extras),
+        options={**host.extras, **feature_options(features)},
     )
 
 
-def server_flags(host) -> str:
-    """The ``OK FLAGS`` string for a profile (spec 1.5)."""
+def server_flags(host, features: str = "") -> str:
+    """The ``OK FLAGS`` string for a profile (spec 1.5), ``F<features>`` for a vt client."""
     comp = _compress(host)
     speed = None
     if host.speed and (host.speed[0] or host.speed[1]):
@@ -69,7 +71,8 @@ def server_flags(host) -> str:
             zlib=comp[1] if comp and comp[0] == "zlib" else None,
             lzo=comp[1] if comp and comp[0] == "lzo" else None,
             keepalive=host.keepalive is not None,
-            encrypt=host.encrypt if isinstance(host.encrypt, int) else None,
+            encrypt=host.encrypt if legacy_cipher(host.encrypt) else None,
+            extra=features,
         )
     )
 
@@ -91,7 +94,7 @@ def client_settings(host, flags: Flags) -> LinkSettings:
         speed_out=int(flags.speed or 0),
         keepalive=flags.keepalive,
         password=host.password_bytes(),
-        options=dict(host.extras),
+        options={**host.extras, **feature_options(flags.extra)},
     )
 
 
@@ -165,14 +168,21 @@ class Session:
         return KeepAlive(interval, count, time.monotonic())
 
     def _open_device(self) -> Device:
+        offload = bool(self.settings.options.get("offload"))
         if self.device is not None:
-            return self.device
+            if bool(getattr(self.device, "offload", False)) == offload:
+                return self.device
+            # persist keep across a change of offload: the framing of packets differs.
+            self.log.info("reopening device: offload changed", offload=offload)
+            self.device.close()
+            self.device = None
         backend = self.registry.devices.get(self.settings.tunnel_type)
         if backend is None:
             raise SessionError(f"no device backend for type {self.settings.tunnel_type}")
         try:
             self.device = backend.open(
-                DeviceRequest(self.settings.tunnel_type, self.host.device, self.host.name)
+                DeviceRequest(self.settings.tunnel_type, self.host.device, self.host.name,
+                              offload=offload)
             )
         except OSError as exc:
             raise SessionError(f"cannot open {self.settings.tunnel_type} device: {exc}") from exc
@@ -219,6 +229,8 @@ class Session:
                 )
             self.log.info("session up", proto=self.settings.transport,
                           type=self.settings.tunnel_type,
+                          native=bool(self.settings.options.get("native")),
+                          offload=bool(getattr(device, "offload", False)),
                           modules=[type(m).__name__ for m in chain])
             reason = await self.tunnel.run()
             return self._stop_reason or reason

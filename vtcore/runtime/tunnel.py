@@ -14,7 +14,6 @@ per wake-up.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -28,12 +27,6 @@ BATCH = 64
 """Packets handled per readiness callback before yielding to the loop."""
 HIGH_WATER = 512 * 1024
 """Queued bytes on the link above which the device is not read (TCP back-pressure)."""
-MAX_VTUN_PAYLOAD = 0x0FFF
-
-_hdr = struct.Struct(">H").pack
-FRAME_ECHO_REQ = _hdr(ECHO_REQ)
-FRAME_ECHO_REP = _hdr(ECHO_REP)
-FRAME_CONN_CLOSE = _hdr(CONN_CLOSE)
 
 
 @dataclass
@@ -79,6 +72,12 @@ class Tunnel:
         counters: Counters | None = None,
     ) -> None:
         self.link = link
+        framing = link.framing
+        self._hdr = framing.header
+        self._max_payload = framing.max_payload
+        self._echo_req = framing.control(ECHO_REQ)
+        self._echo_rep = framing.control(ECHO_REP)
+        self._conn_close = framing.control(CONN_CLOSE)
         self.device = device
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
@@ -99,7 +98,7 @@ class Tunnel:
         loop = self._loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         if self.link.ready():
-            self._send_ctrl(FRAME_ECHO_REQ)
+            self._send_ctrl(self._echo_req)
             self.counters.echo_sent += 1
         loop.add_reader(self.link.fileno(), self._on_link)
         loop.add_reader(self.device.fileno(), self._on_device)
@@ -115,7 +114,7 @@ class Tunnel:
             return
         if send_close:
             try:
-                self._send_ctrl(FRAME_CONN_CLOSE)
+                self._send_ctrl(self._conn_close)
             except OSError:
                 pass
         self._done.set_result(reason)
@@ -150,6 +149,8 @@ class Tunnel:
             return
         c = self.counters
         encoders = self.encoders
+        hdr = self._hdr
+        max_payload = self._max_payload
         frames = []
         sent = 0
         for p in packets:
@@ -162,15 +163,15 @@ class Tunnel:
                 c.dropped_encode += 1
                 continue
             n = len(p)
-            if n > MAX_VTUN_PAYLOAD:
+            if n > max_payload:
                 c.dropped_encode += 1
                 continue
             sent += n
-            frames.append(_hdr(n) + p)
+            frames += (hdr(n), p)
         if not frames:
             return
         c.comp_out += sent
-        c.frames_out += len(frames)
+        c.frames_out += len(frames) // 2
         if not self.link.ready():
             return
         try:
@@ -220,7 +221,7 @@ class Tunnel:
             self._resume_device()
 
     def _send_ctrl(self, frame: bytes) -> None:
-        self.link.write_frames([frame])
+        self.link.write_frames([frame, b""])
         if self.link.backlog():
             self._want_writer()
 
@@ -273,7 +274,7 @@ class Tunnel:
         if flags == ECHO_REQ:
             self.counters.echo_received += 1
             try:
-                self._send_ctrl(FRAME_ECHO_REP)
+                self._send_ctrl(self._echo_rep)
             except OSError as exc:
                 self.stop(f"network error: {exc.strerror or exc}", send_close=False)
         elif flags == CONN_CLOSE:
@@ -300,7 +301,7 @@ class Tunnel:
             return
         if action == Action.SEND_ECHO:
             try:
-                self._send_ctrl(FRAME_ECHO_REQ)
+                self._send_ctrl(self._echo_req)
                 self.counters.echo_sent += 1
             except OSError as exc:
                 self.stop(f"network error: {exc.strerror or exc}", send_close=False)

@@ -9,8 +9,12 @@ outgoing frames (header included), ``flush`` when it is writable again.
 from __future__ import annotations
 
 import socket
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from vtcore.protocol.frames import FSIZE_MASK
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,23 @@ class Endpoints:
     remote_port: int
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How frames are headed on a link: vtun's 2-byte header or vt-native's 4 bytes."""
+
+    header: Callable[[int], bytes]
+    """Header of a data frame with that many payload bytes."""
+    control: Callable[[int], bytes]
+    """A whole control frame for a vtun flag (CONN_CLOSE, ECHO_REQ, ECHO_REP)."""
+    max_payload: int
+
+
+_vtun_pack = struct.Struct(">H").pack
+VTUN_FRAMING = Framing(_vtun_pack, _vtun_pack, FSIZE_MASK)
+
+
 class Link(Protocol):
+    framing: Framing
     endpoints: Endpoints
     bad_frames: int
     """Malformed frames received and skipped."""
@@ -38,8 +58,9 @@ class Link(Protocol):
         Raises ``EOFError`` when the peer closed the connection."""
         ...
 
-    def write_frames(self, frames: list[bytes]) -> None:
-        """Queue encoded frames (header included) and send what the kernel takes."""
+    def write_frames(self, parts: list[bytes]) -> None:
+        """Queue frames given as ``[header, payload, header, payload, ...]`` (a control
+        frame is ``[frame, b""]``) and send what the kernel takes now."""
         ...
 
     def backlog(self) -> int:

@@ -6,7 +6,13 @@ import socket
 
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.frames import StreamDecoder
-from vtcore.transports.base import Endpoints, endpoints_of
+from vtcore.protocol.native import (
+    MAX_NATIVE_FRAME,
+    NativeStreamDecoder,
+    native_control,
+    native_header,
+)
+from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, endpoints_of
 
 RECV_SIZE = 256 * 1024
 MAX_BACKLOG = 4 * 1024 * 1024
@@ -16,13 +22,18 @@ MAX_BACKLOG = 4 * 1024 * 1024
 class TcpLink:
     """Frames on a stream socket: a bounded decoder in, a byte queue out."""
 
-    def __init__(self, sock: socket.socket, max_frame: int = 2148) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = 2148, native: bool = False) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock = sock
         self.endpoints: Endpoints = endpoints_of(sock)
-        self.decoder = StreamDecoder(max_frame=max_frame)
+        if native:
+            self.decoder = NativeStreamDecoder(MAX_NATIVE_FRAME)
+            self.framing = Framing(native_header, native_control, MAX_NATIVE_FRAME)
+        else:
+            self.decoder = StreamDecoder(max_frame=max_frame)
+            self.framing = VTUN_FRAMING
         self.out = bytearray()
         self.dropped_out = 0
 
@@ -47,15 +58,29 @@ class TcpLink:
         except ProtocolError as exc:
             raise EOFError(f"protocol error: {exc}") from None
 
-    def write_frames(self, frames: list[bytes]) -> None:
+    def write_frames(self, parts: list[bytes]) -> None:
+        """Queue frames given as header/payload pairs; gather-write when nothing waits."""
         out = self.out
-        for f in frames:
+        if not out:
+            try:
+                sent = self.sock.sendmsg(parts)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            for part in parts:
+                if sent >= len(part):
+                    sent -= len(part)
+                    continue
+                out += part[sent:] if sent else part
+                sent = 0
+            return
+        for i in range(0, len(parts), 2):
             if len(out) >= MAX_BACKLOG:
                 # The tunnel stops reading its device long before this; reaching it
                 # means the peer stopped reading.  Drop whole frames rather than grow.
                 self.dropped_out += 1
                 continue
-            out += f
+            out += parts[i]
+            out += parts[i + 1]
         self.flush()
 
     def flush(self) -> None:
@@ -86,4 +111,5 @@ class TcpLink:
 
 async def open_tcp_link(sock: socket.socket, settings, timeout: float, nat_hack: bool = False):
     """The TCP transport keeps using the handshake's connection."""
-    return TcpLink(sock, max_frame=int(settings.options.get("max_frame", 2148)))
+    return TcpLink(sock, max_frame=int(settings.options.get("max_frame", 2148)),
+                   native=bool(settings.options.get("native")))

@@ -14,7 +14,7 @@ import socket
 
 from vtcore.protocol.frames import decode_datagram
 from vtcore.protocol.udp import pack_port, unpack_port
-from vtcore.transports.base import Endpoints, endpoints_of
+from vtcore.transports.base import VTUN_FRAMING, Endpoints, endpoints_of
 
 RECV_SIZE = 65535
 _DROP_ERRNOS = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE, errno.ENETUNREACH,
@@ -23,6 +23,8 @@ _DROP_ERRNOS = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE,
 
 class UdpLink:
     """Frames as datagrams.  Losses are the network's business: nothing is queued."""
+
+    framing = VTUN_FRAMING
 
     def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
                  max_frame: int = 2148) -> None:
@@ -69,14 +71,15 @@ class UdpLink:
             frames.append(frame)
         return frames
 
-    def write_frames(self, frames: list[bytes]) -> None:
+    def write_frames(self, parts: list[bytes]) -> None:
+        """One datagram per header/payload pair; what the kernel refuses is dropped."""
         if not self.connected:
-            self.dropped_out += len(frames)
+            self.dropped_out += len(parts) // 2
             return
-        send = self.sock.send
-        for f in frames:
+        sendmsg = self.sock.sendmsg
+        for i in range(0, len(parts), 2):
             try:
-                send(f)
+                sendmsg(parts[i : i + 2])
             except OSError as exc:
                 if exc.errno in _DROP_ERRNOS:
                     self.dropped_out += 1

@@ -55,6 +55,7 @@ class HandshakeLimiter:
             return False
         tokens, last = self._buckets.pop(source, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate)
+        now = max(now, last)  # a clock stepping back must not refill later
         if tokens < 1.0:
             self._remember(source, tokens, now)
             self.refused += 1

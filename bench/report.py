@@ -1,0 +1,284 @@
+"""Turn raw per-round results into medians, a Markdown report and a PNG plot.
+
+Input is the ``results`` dict built by ``run.py``: ``cases[config_key][impl]`` is a list
+of per-round dicts from :func:`measure.round_of` (or ``{"error": ...}``), ``scale`` a list
+of :func:`scale.run_scale` results.  Medians are taken over rounds that produced a number.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+IMPLS = ("vtund", "vt", "vt-compat")
+REF = "reference"
+"""Pseudo config key for the raw veth and OpenVPN rows."""
+
+
+def _get(d: object, path: str) -> float | None:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d if isinstance(d, (int, float)) and not isinstance(d, bool) else None
+
+
+def med(rounds: list[dict], path: str) -> float | None:
+    vals = [v for r in rounds if (v := _get(r, path)) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _cpu_per_gb(r: dict) -> float | None:
+    """Daemon CPU seconds (both hosts) per GB over the fwd and rev runs together."""
+    cpu = nbytes = 0.0
+    for way in ("fwd", "rev"):
+        a, b, n = _get(r, f"{way}.cpu_s.a"), _get(r, f"{way}.cpu_s.b"), _get(r, f"{way}.bytes")
+        if a is None or b is None or not n:
+            return None
+        cpu += a + b
+        nbytes += n
+    return cpu / (nbytes / 1e9)
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """Medians of the numbers that the tables show, for one (config, impl)."""
+    for r in rounds:
+        if "cpu_per_gb" not in r and "fwd" in r:
+            r["cpu_per_gb"] = _cpu_per_gb(r)
+    s = {
+        "fwd_mbit": med(rounds, "fwd.mbit_s"),
+        "rev_mbit": med(rounds, "rev.mbit_s"),
+        "cpu_per_gb": med(rounds, "cpu_per_gb"),
+        "idle_p50": med(rounds, "idle.p50_ms"),
+        "idle_p99": med(rounds, "idle.p99_ms"),
+        "load_p50": med(rounds, "fwd.ping_loaded.p50_ms"),
+        "load_p99": med(rounds, "fwd.ping_loaded.p99_ms"),
+        "pps": med(rounds, "small.pps"),
+        "pps_loss": med(rounds, "small.loss"),
+        "hwm_a_kb": med(rounds, "mem.hwm_kb.a"),
+        "hwm_b_kb": med(rounds, "mem.hwm_kb.b"),
+        "pss_a_kb": med(rounds, "mem.pss_kb.a"),
+        "pss_b_kb": med(rounds, "mem.pss_kb.b"),
+        "rounds": len(rounds),
+        "ok_rounds": sum(1 for r in rounds if _get(r, "fwd.mbit_s") is not None),
+    }
+    errors = sorted({str(v["error"])[:160] for r in rounds for v in _errors(r)})
+    if errors:
+        s["errors"] = errors
+    return s
+
+
+def _errors(r: dict) -> list[dict]:
+    if "error" in r:
+        return [r]
+    return [v for v in r.values() if isinstance(v, dict) and "error" in v]
+
+
+def _f(v: float | None, fmt: str = "{:.0f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}"
+
+
+def _mb(kb: float | None) -> str:
+    return "n/a" if kb is None else f"{kb / 1024:.1f}"
+
+
+def markdown(results: dict, summary: dict) -> str:
+    """The report: one table per measurement, vt against vtund with ratios, then references."""
+    meta = results["meta"]
+    impls = [i for i in IMPLS if i in meta["impls"]]
+    others = [i for i in impls if i != "vtund"] if "vtund" in impls else []
+    lines = [
+        f"# vt vs vtund benchmark — {meta['started']}",
+        "",
+        f"{meta['rounds']} round(s) interleaved, {meta['seconds']} s per test, medians. "
+        f"Host: {meta['cpu']} ({meta['ncpu']} CPUs), kernel {meta['kernel']}. "
+        f"Pinning: {meta['pinning']}. Tunnel MTU {meta['mtu']}. "
+        f"vt revision {meta.get('vt_rev', '?')}. vtund {meta.get('vtund', '?')}, "
+        f"{meta.get('openvpn') or 'no OpenVPN'}. Load average before/after: "
+        f"{meta.get('loadavg_start', '?')} / {meta.get('loadavg_end', '?')} "
+        f"(other work on the machine skews everything). Run took {meta.get('wall_s', '?')} s.",
+        "",
+        f"vt runtime probe: {meta['vt_probe']}.",
+        "",
+        "fwd = client host B → server host A, rev = A → B (iperf3 TCP, one stream). "
+        "CPU/GB = CPU seconds of the tunnel daemons on both hosts (utime+stime of the daemons "
+        "and their children) per GB received, fwd and rev together. "
+        "RSS = peak RSS (VmHWM), summed over a host's daemon processes. "
+        "n/a = not measured (vtund over UDP with AES CBC/CFB/OFB dies under load; "
+        "or the case failed, see the JSON).",
+        "",
+        "vt = vt <-> vt as shipped: over TCP the two ends negotiate vt-native framing "
+        "(and tun/tap offloads unless a vtund cipher is on). vt-compat = vt <-> vt with "
+        "`vtmode no`: vtun framing, one packet per frame, the wire vtund speaks "
+        "(TCP only; over UDP vt never negotiates anything, so vt-compat would equal vt).",
+        "",
+    ]
+    cases = summary["cases"]
+    keys = [k for k in cases if k != REF]
+
+    def cell(key: str, impl: str, field: str, fmt: str = "{:.0f}") -> str:
+        return _f(cases[key].get(impl, {}).get(field), fmt)
+
+    def val(key: str, impl: str, field: str) -> float | None:
+        return cases[key].get(impl, {}).get(field)
+
+    lines += ["## Throughput (Mbit/s)", ""]
+    head = ["config"]
+    for i in impls:
+        head += [f"{i} fwd", f"{i} rev"]
+    for o in others:
+        head += [f"{o}/vtund fwd", f"{o}/vtund rev"]
+    lines += _table_head(head)
+    for k in keys:
+        row = [k]
+        for i in impls:
+            row += [cell(k, i, "fwd_mbit"), cell(k, i, "rev_mbit")]
+        for o in others:
+            row += [_ratio(val(k, o, f), val(k, "vtund", f)) for f in ("fwd_mbit", "rev_mbit")]
+        lines.append("| " + " | ".join(row) + " |")
+
+    lines += ["", "## CPU seconds per GB and peak RSS (MB, server A / client B)", ""]
+    head = ["config"] + [f"{i} CPU s/GB" for i in impls]
+    head += [f"{o}/vtund CPU" for o in others]
+    head += [f"{i} RSS A/B" for i in impls]
+    lines += _table_head(head)
+    for k in keys:
+        row = [k] + [cell(k, i, "cpu_per_gb", "{:.1f}") for i in impls]
+        row += [_ratio(val(k, o, "cpu_per_gb"), val(k, "vtund", "cpu_per_gb")) for o in others]
+        row += [f"{_mb(val(k, i, 'hwm_a_kb'))} / {_mb(val(k, i, 'hwm_b_kb'))}" for i in impls]
+        lines.append("| " + " | ".join(row) + " |")
+
+    lines += ["", "## Latency: ping RTT p50 / p99 (ms), idle and under TCP load (fwd)", ""]
+    head = ["config"] + [f"{i} idle" for i in impls] + [f"{i} loaded" for i in impls]
+    lines += _table_head(head)
+    for k in keys:
+        row = [k]
+        for what in ("idle", "load"):
+            for i in impls:
+                row.append(
+                    f"{cell(k, i, what + '_p50', '{:.2f}')} / {cell(k, i, what + '_p99', '{:.2f}')}"
+                )
+        lines.append("| " + " | ".join(row) + " |")
+
+    small = [k for k in keys if any(val(k, i, "pps") is not None for i in impls)]
+    if small:
+        lines += ["", "## Small packets: iperf3 UDP, 64-byte payloads, unlimited rate", ""]
+        head = ["config"] + [f"{i} pkt/s delivered (loss)" for i in impls]
+        head += [f"{o}/vtund" for o in others]
+        lines += _table_head(head)
+        for k in small:
+            row = [k] + [
+                f"{cell(k, i, 'pps')} ({_f(_pct(val(k, i, 'pps_loss')), '{:.0f}%')})"
+                for i in impls
+            ]
+            row += [_ratio(val(k, o, "pps"), val(k, "vtund", "pps")) for o in others]
+            lines.append("| " + " | ".join(row) + " |")
+
+    ref = cases.get(REF, {})
+    if ref:
+        lines += ["", "## References: raw veth (ceiling) and OpenVPN (AES-256-GCM, udp, tun)", ""]
+        lines += _table_head(
+            ["what", "fwd Mbit/s", "rev Mbit/s", "CPU s/GB", "idle p50/p99 ms",
+             "loaded p50/p99 ms", "64 B pkt/s (loss)", "RSS A/B MB"]
+        )  # fmt: skip
+        names = {"raw": "raw veth", "openvpn": "OpenVPN 2.6 p2p"}
+        for impl, s in ref.items():
+            lines.append(
+                "| " + " | ".join([
+                    names.get(impl, impl), _f(s.get("fwd_mbit")), _f(s.get("rev_mbit")),
+                    _f(s.get("cpu_per_gb"), "{:.1f}"),
+                    f"{_f(s.get('idle_p50'), '{:.2f}')} / {_f(s.get('idle_p99'), '{:.2f}')}",
+                    f"{_f(s.get('load_p50'), '{:.2f}')} / {_f(s.get('load_p99'), '{:.2f}')}",
+                    f"{_f(s.get('pps'))} ({_f(_pct(s.get('pps_loss')), '{:.0f}%')})",
+                    f"{_mb(s.get('hwm_a_kb'))} / {_mb(s.get('hwm_b_kb'))}",
+                ]) + " |"
+            )  # fmt: skip
+
+    if results.get("scale"):
+        lines += [
+            "",
+            "## Scale: N concurrent sessions against one server (tun over tcp)",
+            "",
+            f"Sessions opened at {meta.get('scale_rate', '?')}/s by one Python client process "
+            "(bench/vtclients.py), then all held open; each passes one ICMP echo through "
+            "its tunnel. Memory per session = growth of the summed PSS of all server "
+            "processes over the idle server, divided by N.",
+            "",
+        ]
+        lines += _table_head(
+            ["N", "server", "logged in", "passing traffic", "handshake p50 ms",
+             "handshake p99 ms", "PSS/session KB", "server PSS MB", "server procs"]
+        )  # fmt: skip
+        for s in results["scale"]:
+            if "error" in s:
+                lines.append(f"| {s.get('n')} | {s.get('impl')} | error: {s['error'][:80]} |")
+                continue
+            lines.append(
+                "| " + " | ".join([
+                    str(s["n"]), s["impl"], str(s["logged_in"]), str(s["passing"]),
+                    _f(s["handshake_p50_ms"], "{:.1f}"), _f(s["handshake_p99_ms"], "{:.1f}"),
+                    _f(s["pss_per_session_kb"]), _mb(s["server_pss_kb"]),
+                    str(s["server_procs"]),
+                ]) + " |"
+            )  # fmt: skip
+
+    errs = [
+        f"- {k} {i}: {e}"
+        for k, per in cases.items()
+        for i, s in per.items()
+        for e in s.get("errors", [])
+    ]
+    if errs:
+        lines += ["", "## Failures", "", *errs]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else v * 100
+
+
+def _table_head(cols: list[str]) -> list[str]:
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Grouped bars per config: fwd throughput and CPU/GB; raw veth and OpenVPN as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = summary["cases"]
+    keys = [k for k in cases if k != REF]
+    impls = [i for i in IMPLS if any(i in cases[k] for k in keys)]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.7 * len(keys) + 3), 8), sharex=True)
+    width = 0.8 / max(1, len(impls))
+    xs = range(len(keys))
+    for ax, field, label in (
+        (axes[0], "fwd_mbit", "TCP throughput fwd (Mbit/s)"),
+        (axes[1], "cpu_per_gb", "daemon CPU s per GB (both hosts)"),
+    ):
+        for j, impl in enumerate(impls):
+            ys = [cases[k].get(impl, {}).get(field) or 0 for k in keys]
+            ax.bar([x + (j - (len(impls) - 1) / 2) * width for x in xs], ys, width, label=impl)
+        for impl, style in (("openvpn", "--"), ("raw", ":")):
+            v = cases.get(REF, {}).get(impl, {}).get(field)
+            if v and not (impl == "raw" and field == "fwd_mbit" and v > 5 * _top(cases, field)):
+                ax.axhline(v, linestyle=style, color="grey", label=f"{impl} ({v:.0f})")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].set_xticks(list(xs))
+    axes[1].set_xticklabels(keys, rotation=45, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _top(cases: dict, field: str) -> float:
+    vals = [s.get(field) or 0 for k, per in cases.items() if k != REF for s in per.values()]
+    return max(vals, default=0) or 1

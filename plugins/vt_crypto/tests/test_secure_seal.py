@@ -1,0 +1,298 @@
+"""Secure mode's frame layer: known answers, tampering, replay window, rekeying."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from vt_crypto.secure import FRAME_CLOSE, FRAME_DATA, FRAME_ECHO_REQ, OVERHEAD, Opener, Sealer
+from vt_crypto.secure.seal import (
+    EPOCH_GRACE_SECONDS,
+    REJECT_AFTER_FRAMES,
+    ReplayWindow,
+)
+
+KEY = bytes(range(32))
+AEADS = {"aes256gcm": AESGCM, "chacha20poly1305": ChaCha20Poly1305}
+
+
+def spec_frame(suite: str, key: bytes, epoch: int, ctr: int, ftype: int, payload: bytes) -> bytes:
+    """The documented construction, with nothing from vt_crypto."""
+    header = bytes([epoch & 0xFF]) + ctr.to_bytes(8, "big")
+    nonce = bytes(4) + ctr.to_bytes(8, "big")
+    return header + AEADS[suite](key).encrypt(nonce, bytes([ftype]) + payload, header)
+
+
+def rekeyed(key: bytes) -> bytes:
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"vt rekey").derive(key)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# --------------------------------------------------------------------------- known answers
+
+SEAL_KAT = {
+    "aes256gcm": "00000000000000000598d7b642a5ccf4200d727cab7af41ab89a1c1f7a59d85a3e89a885",
+    "chacha20poly1305": "000000000000000005ccbe973c44edf85eccae76a0dabd314d589e16db7abceffc5a34d4",
+}
+
+
+@pytest.mark.parametrize("suite", sorted(AEADS))
+def test_seal_known_answer(suite: str) -> None:
+    sealer = Sealer(KEY, suite, clock=Clock())
+    frames = [sealer.seal(FRAME_DATA, b"vt frame %d" % i) for i in range(6)]
+    assert frames[5] == spec_frame(suite, KEY, 0, 5, FRAME_DATA, b"vt frame 5")
+    assert frames[5].hex() == SEAL_KAT[suite]
+    assert len(frames[5]) == len(b"vt frame 5") + OVERHEAD
+    opener = Opener(KEY, suite)
+    assert opener.open(frames[5]) == (FRAME_DATA, b"vt frame 5")
+
+
+@pytest.mark.parametrize("suite", sorted(AEADS))
+def test_rekey_known_answer(suite: str) -> None:
+    sealer = Sealer(KEY, suite, clock=Clock())
+    sealer.seal(FRAME_DATA, b"x")
+    sealer.rekey()
+    sealer.rekey()
+    frame = sealer.seal(FRAME_ECHO_REQ, b"")
+    assert frame == spec_frame(suite, rekeyed(rekeyed(KEY)), 2, 0, FRAME_ECHO_REQ, b"")
+
+
+def test_control_frames_are_sealed_too() -> None:
+    sealer, opener = Sealer(KEY, "aes256gcm"), Opener(KEY, "aes256gcm")
+    for ftype in (FRAME_ECHO_REQ, 2, FRAME_CLOSE):
+        frame = sealer.seal(ftype, b"")
+        assert opener.open(frame) == (ftype, b"")
+        forged = bytearray(frame)
+        forged[-1] ^= 1
+        assert opener.open(bytes(forged)) is None
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+@pytest.mark.parametrize("suite", sorted(AEADS))
+@pytest.mark.parametrize("window", [2048, None])
+def test_flip_every_byte_rejected(suite: str, window: int | None) -> None:
+    sealer, opener = Sealer(KEY, suite), Opener(KEY, suite, window=window)
+    frame = sealer.seal(FRAME_DATA, bytes(range(40)))
+    for i in range(len(frame)):
+        for bit in (0x01, 0x80, 0xFF):
+            bad = bytearray(frame)
+            bad[i] ^= bit
+            assert opener.open(bytes(bad)) is None, (i, bit)
+    for n in range(len(frame)):
+        assert opener.open(frame[:n]) is None
+    assert opener.open(frame + b"x") is None
+    assert opener.accepted == 0
+    assert opener.rejected == 3 * len(frame) + len(frame) + 1
+    # forgeries never moved the window: the genuine frame still opens, once
+    replayed = opener.replayed  # flipped counters may look stale before any decryption
+    assert opener.open(frame) == (FRAME_DATA, bytes(range(40)))
+    assert opener.open(frame) is None and opener.replayed == replayed + 1
+
+
+def test_wrong_key_or_suite_rejected() -> None:
+    frame = Sealer(KEY, "aes256gcm").seal(FRAME_DATA, b"abc")
+    assert Opener(bytes(32), "aes256gcm").open(frame) is None
+    assert Opener(KEY, "chacha20poly1305").open(frame) is None
+
+
+# --------------------------------------------------------------------------- replay window
+
+W = 64
+
+
+def _t(n: int, ok: bool) -> tuple[int, bool]:
+    return (n, ok)
+
+
+REPLAY_TABLE = [  # after wireguard-go replay/replay_test.go, for a window of W counters
+    _t(0, True),
+    _t(1, True),
+    _t(1, False),
+    _t(9, True),
+    _t(8, True),
+    _t(7, True),
+    _t(7, False),
+    _t(W, True),  # 0 falls out (W - 0 = W)
+    _t(W - 1, True),
+    _t(W - 1, False),
+    _t(W - 2, True),
+    _t(2, True),  # oldest still inside: W - 2 < W
+    _t(2, False),
+    _t(W + 16, True),
+    _t(3, False),  # too old
+    _t(W + 16, False),
+    _t(W * 4, True),  # far ahead: the whole window slides
+    _t(W * 4 - (W - 1), True),  # oldest slot of the new window
+    _t(10, False),
+    _t(W * 4 - W, False),  # just outside
+    _t(W * 4 - (W + 1), False),
+    _t(W * 4 - (W - 2), True),
+    _t(W * 4 + 1 - W, False),  # == W*4 - (W-1), already seen
+    _t(0, False),
+    _t(REJECT_AFTER_FRAMES, False),
+    _t(REJECT_AFTER_FRAMES - 1, True),
+    _t(REJECT_AFTER_FRAMES, False),
+    _t(REJECT_AFTER_FRAMES - 1, False),
+    _t(REJECT_AFTER_FRAMES - 2, True),
+    _t(REJECT_AFTER_FRAMES + 1, False),
+    _t(REJECT_AFTER_FRAMES + 2, False),
+    _t(REJECT_AFTER_FRAMES - 2, False),
+    _t(REJECT_AFTER_FRAMES - 3, True),
+    _t(0, False),
+]
+
+
+def _feed(window: ReplayWindow, ctr: int) -> bool:
+    if not window.check(ctr):
+        return False
+    window.update(ctr)
+    return True
+
+
+def test_replay_table() -> None:
+    w = ReplayWindow(W)
+    for step, (ctr, ok) in enumerate(REPLAY_TABLE):
+        assert _feed(w, ctr) is ok, f"step {step}: counter {ctr}"
+
+
+def test_replay_bulk() -> None:
+    w = ReplayWindow(W)  # ascending W-1, then 0 is the oldest still inside
+    assert all(_feed(w, i) for i in range(1, W))
+    assert _feed(w, 0) and not _feed(w, 0)
+    w = ReplayWindow(W)  # W ascending from 2: 0 is just outside
+    assert all(_feed(w, i) for i in range(2, W + 2))
+    assert not _feed(w, 0)
+    w = ReplayWindow(W)  # descending: every one inside, then all duplicates
+    assert all(_feed(w, i) for i in range(W, 0, -1))
+    assert not any(_feed(w, i) for i in range(W, 0, -1))
+    assert not _feed(w, 0)
+
+
+def _frames(sealer: Sealer, n: int, **kw: float) -> list[bytes]:
+    return [sealer.seal(FRAME_DATA, b"%d" % i, **kw) for i in range(n)]
+
+
+def test_opener_reorder_duplicates_too_old() -> None:
+    sealer, opener = Sealer(KEY, "aes256gcm"), Opener(KEY, "aes256gcm", window=128)
+    frames = _frames(sealer, 300)
+    order = list(range(0, 100))
+    random.Random(7).shuffle(order)
+    for i in order:
+        assert opener.open(frames[i]) == (FRAME_DATA, b"%d" % i)
+    for i in order[:10]:
+        assert opener.open(frames[i]) is None
+    assert opener.open(frames[299]) is not None  # far ahead
+    assert opener.open(frames[150]) is None  # 299 - 150 >= 128: too old
+    assert opener.open(frames[172]) is not None  # 299 - 172 = 127: inside
+    assert opener.open(frames[172]) is None
+    assert (opener.accepted, opener.replayed, opener.rejected) == (102, 12, 12)
+
+
+def test_counter_beyond_limit_rejected_even_if_authentic() -> None:
+    opener = Opener(KEY, "aes256gcm")
+    assert opener.open(spec_frame("aes256gcm", KEY, 0, REJECT_AFTER_FRAMES, 0, b"x")) is None
+    assert opener.open(spec_frame("aes256gcm", KEY, 0, REJECT_AFTER_FRAMES - 1, 0, b"x"))
+
+
+def test_tcp_strict_order() -> None:
+    sealer, opener = Sealer(KEY, "chacha20poly1305"), Opener(KEY, "chacha20poly1305", window=None)
+    f = _frames(sealer, 5)
+    assert opener.open(f[0]) is not None
+    assert opener.open(f[2]) is None  # gap
+    assert opener.open(f[1]) is not None
+    assert opener.open(f[1]) is None  # duplicate
+    assert opener.open(f[0]) is None  # old
+    assert opener.open(f[2]) is not None
+    assert opener.replayed == 3
+
+
+# --------------------------------------------------------------------------- rekeying
+
+
+def test_rekey_by_bytes_with_reordering_across_epochs() -> None:
+    clock = Clock()
+    sealer = Sealer(KEY, "aes256gcm", clock=clock, rekey_bytes=1000)
+    opener = Opener(KEY, "aes256gcm", window=256)
+    frames = [sealer.seal(FRAME_DATA, bytes([i % 256]) * 99) for i in range(60)]
+    assert sealer.epoch == 5  # 10 frames of 100 plaintext bytes per epoch
+    assert {f[0] for f in frames} == {0, 1, 2, 3, 4, 5}
+    rng = random.Random(3)
+    delivered = []
+    for start in range(0, 60, 4):  # shuffle within groups: crosses epoch boundaries
+        group = list(range(start, min(start + 7, 60)))
+        rng.shuffle(group)
+        delivered += [i for i in group if i not in delivered]
+    got = {}
+    for i in delivered:
+        out = opener.open(frames[i], clock.t)
+        assert out is not None, i
+        got[i] = out[1]
+    assert got == {i: bytes([i % 256]) * 99 for i in range(60)}
+    assert opener.epoch == 5 and opener.rejected == 0
+    assert all(opener.open(f, clock.t) is None for f in frames[:50])  # old epochs: gone
+
+
+def test_rekey_by_time_with_grace_for_in_flight_frames() -> None:
+    clock = Clock()
+    sealer = Sealer(KEY, "chacha20poly1305", clock=clock, rekey_seconds=120)
+    opener = Opener(KEY, "chacha20poly1305")
+    old = _frames(sealer, 5)
+    clock.t += 119.9
+    old.append(sealer.seal(FRAME_DATA, b"still 0"))
+    clock.t += 0.2
+    new = _frames(sealer, 3)
+    assert old[-1][0] == 0 and new[0][0] == 1 and new[0][1:9] == bytes(8)
+    assert opener.open(new[1], clock.t) is not None  # the next epoch overtakes ...
+    for f in old[:3]:
+        assert opener.open(f, clock.t + 1) is not None  # ... old frames still in flight
+    assert opener.open(new[0], clock.t + 1) is not None
+    assert opener.open(old[3], clock.t + EPOCH_GRACE_SECONDS + 1) is None  # grace over
+    assert opener.open(old[4], clock.t + 1) is None  # key dropped for good
+    assert opener.epoch == 1 and opener.replayed == 0
+
+
+def test_whole_epoch_lost_then_recovered() -> None:
+    sealer, opener = Sealer(KEY, "aes256gcm"), Opener(KEY, "aes256gcm")
+    assert opener.open(sealer.seal(0, b"a")) is not None
+    sealer.rekey()
+    sealer.seal(0, b"lost")
+    sealer.rekey()
+    assert opener.open(sealer.seal(0, b"b")) == (0, b"b")
+    assert opener.epoch == 2
+    sealer.rekey()
+    sealer.rekey()
+    sealer.rekey()
+    assert opener.open(sealer.seal(0, b"too far")) is None  # only 2 epochs ahead
+
+
+def test_rekey_by_frame_count_and_tcp_epochs() -> None:
+    sealer = Sealer(KEY, "aes256gcm", rekey_frames=3)
+    opener = Opener(KEY, "aes256gcm", window=None)
+    frames = _frames(sealer, 10)
+    headers = [(f[0], int.from_bytes(f[1:9], "big")) for f in frames]
+    assert headers == [(e, c) for e in range(4) for c in range(3)][:10]
+    assert all(opener.open(f) is not None for f in frames)
+    assert opener.open(frames[2]) is None  # previous epoch: no grace over tcp
+    with pytest.raises(ValueError):
+        Sealer(KEY, "aes256gcm", rekey_frames=REJECT_AFTER_FRAMES + 1)
+
+
+def test_epoch_byte_wraps() -> None:
+    sealer, opener = Sealer(KEY, "aes256gcm"), Opener(KEY, "aes256gcm", window=None)
+    for _ in range(300):
+        assert opener.open(sealer.seal(0, b"x")) is not None
+        sealer.rekey()
+    assert opener.epoch == 299 and sealer.epoch == 300
+    assert opener.open(sealer.seal(0, b"y")) == (0, b"y")

@@ -1,0 +1,99 @@
+"""Server signals: SIGHUP reloads without touching live sessions, SIGUSR1 resets counters,
+SIGTERM ends every session cleanly (``down`` once per session) and exits 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+
+import pytest
+from behaviour import ERR_BLOCK, HOST, PASSWD, assert_no_secret, conf, count_lines, probe
+from behaviour import tmpdir, wait_for
+from netns import ping, two_hosts, wait_ping
+from peers import VtClient, VtServer
+
+NEW_PW = "Changed-pw-7"
+
+
+@pytest.mark.netns
+def test_sighup_keeps_sessions_and_applies_new_config_sigusr1_resets() -> None:
+    with two_hosts() as p:
+        ta, tb = p.tunnel_addrs()
+        p.a.add_tun("tsrv", addr=ta, peer=tb)
+        p.b.add_tun("tcli", addr=tb, peer=ta)
+        scfg = conf(HOST, type="tun", proto="tcp", device="tsrv")
+        ccfg = conf(HOST, device="tcli")
+        with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=10)
+            # Before the reload: bt2 is unknown, bt1 takes the old password.
+            assert probe(p.b, p.a_addr, 5000, "auth", host="bt2", pw=NEW_PW)["data"] == ERR_BLOCK
+            # New config: bt1's password changes, a host bt2 appears.
+            new = conf(HOST, type="tun", proto="tcp", device="tsrv", passwd=NEW_PW,
+                       extra_hosts=f"bt2 {{\n  passwd {NEW_PW};\n  type tty;\n}}\n")
+            s.cfg.write_text(new)
+            os.kill(s.proc.pid, signal.SIGHUP)
+            s.wait_log(r"config reloaded", timeout=5)
+            # The live session is untouched.
+            r = ping(p.b, ta, count=10, interval=0.1)
+            assert r.received == r.sent == 10
+            assert "session closed" not in s.log()
+            # New sessions get the new config.
+            old_pw = probe(p.b, p.a_addr, 5000, "auth", host=HOST, pw=PASSWD)
+            assert old_pw["data"] == ERR_BLOCK
+            served = probe(p.b, p.a_addr, 5000, "auth", host="bt2", pw=NEW_PW, limit=3)
+            assert served["data"].startswith(b"OK FLAGS: <")
+            # A broken config on SIGHUP keeps the old one.
+            s.cfg.write_text("bt3 { passwd x; type nonsense; }\n")
+            os.kill(s.proc.pid, signal.SIGHUP)
+            s.wait_log(r"config reload failed", timeout=5)
+            served = probe(p.b, p.a_addr, 5000, "auth", host="bt2", pw=NEW_PW, limit=3)
+            assert served["data"].startswith(b"OK FLAGS: <")
+
+            # SIGUSR1: counters start again from zero.
+            ping(p.b, ta, count=10, interval=0.05)
+            os.kill(s.proc.pid, signal.SIGUSR1)
+            s.wait_log(r"counters reset", timeout=5)
+            wait_ping(p.b, ta, timeout=5)
+            assert c.alive() and s.alive()
+            s.stop()
+            m = s.wait_log(r"session closed.*host=bt1.*", timeout=5)
+            byte_in = int(re.search(r"byte_in=(\d+)", m.group(0)).group(1))
+            # 20+ pings of 84 bytes went in before the reset; only the last one (and
+            # perhaps some IPv6 chatter) after it.
+            assert byte_in < 10 * 84, m.group(0)
+            assert_no_secret(s, c)
+            assert NEW_PW not in s.log()
+
+
+@pytest.mark.netns
+def test_sigterm_ends_every_session_and_runs_down_once() -> None:
+    d = tmpdir()
+    marks = d / "server-updown"
+    try:
+        scfg = conf(
+            HOST, type="tty", proto="tcp",
+            up=[f"program /bin/sh \"-c 'echo up >> {marks}'\" wait",
+                "program /bin/sh \"-c 'exec sleep 60'\""],
+            down=[f"program /bin/sh \"-c 'echo down >> {marks}'\" wait"],
+        )  # fmt: skip
+        ccfg = conf(HOST, up=["program /bin/sh \"-c 'exec sleep 60'\""])
+        with two_hosts() as p, VtServer(p.a, scfg) as s:
+            with VtClient(p.b, ccfg, HOST, p.a_addr) as c1, \
+                    VtClient(p.b, ccfg, HOST, p.a_addr) as c2:
+                wait_for(lambda: count_lines(marks, "up") == 2, 10, "two sessions up")
+                c1.wait_log("session up")
+                c2.wait_log("session up")
+                os.kill(s.proc.pid, signal.SIGTERM)
+                assert s.proc.wait(timeout=10) == 0
+                assert count_lines(marks, "down") == 2
+                assert count_lines(marks, "up") == 2
+                assert len(re.findall(r"session closed.*server shutting down", s.log())) == 2
+                # The clients learn of it and, not being persistent, exit.
+                for c in (c1, c2):
+                    wait_for(lambda c=c: not c.alive(), 10, "client exit")
+                    assert re.search(r"session closed.*reason=", c.log())
+                assert_no_secret(s, c1, c2)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
