@@ -8,6 +8,7 @@ CPU time is read before and after each transfer, so CPU per GB covers only the b
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import time
@@ -25,7 +26,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
     return s[k]
 
 

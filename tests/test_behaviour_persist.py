@@ -1,7 +1,8 @@
 """Persistent clients come back after the server dies; keep-alive ends silent sessions.
 
 * ``persist yes`` / ``-p``: SIGKILL the server, restart it, the session is back within
-  seconds; the client's ``up`` and ``down`` lists ran equally often.
+  seconds (the dead server's ``multi no`` lock is stale, not a refusal); the client's
+  ``up`` and ``down`` lists ran equally often.
 * ``persist keep``: the client's device (made by vt, not pre-made) keeps its ifindex across
   reconnects; with ``persist yes`` it is a new device each time.
 * ``keepalive 2:2``: a server that goes silent (SIGSTOP) is given up after about
@@ -53,7 +54,9 @@ def test_client_reconnects_after_server_killed(persist: str) -> None:
         with two_hosts() as p:
             ta, tb = p.tunnel_addrs()
             p.a.add_tun("tsrv", addr=ta, peer=tb)
-            scfg = conf(HOST, type="tun", proto="tcp", device="tsrv")
+            # multi no: the killed server's lock (dead PID) is stale and must not block.
+            scfg = conf(HOST, vt_options={"lockdir": d / "locks"}, type="tun", proto="tcp",
+                        device="tsrv", multi="no")
             # The client's device is made by vt (so it can vanish); up commands address it.
             ud = _updown(marks)
             up = [f'ip "addr add {tb} peer {ta} dev %d"', 'ip "link set %d up"', *ud["up"]]

@@ -97,3 +97,26 @@ def test_sigterm_ends_every_session_and_runs_down_once() -> None:
                 assert_no_secret(s, c1, c2)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.netns
+def test_client_sighup_reconnects_at_once_sigusr1_resets() -> None:
+    """vtund's client reconnects on SIGHUP even without persist; SIGUSR1 must not kill it."""
+    with two_hosts() as p:
+        ta, tb = p.tunnel_addrs()
+        p.a.add_tun("tsrv", addr=ta, peer=tb)
+        p.b.add_tun("tcli", addr=tb, peer=ta)
+        scfg = conf(HOST, type="tun", proto="tcp", device="tsrv")
+        ccfg = conf(HOST, device="tcli")
+        with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=10)
+            os.kill(c.proc.pid, signal.SIGHUP)
+            wait_for(lambda: len(re.findall("session opened", s.log())) == 2, 5, "reconnect")
+            wait_ping(p.b, ta, timeout=5)
+            assert c.alive()
+            os.kill(c.proc.pid, signal.SIGUSR1)
+            c.wait_log("counters reset", timeout=5)
+            wait_ping(p.b, ta, timeout=5)
+            assert c.alive()
+            assert len(re.findall("session closed", s.log())) == 1
+            assert_no_secret(s, c)

@@ -187,6 +187,84 @@ class TransportType:
     describe: str = ""
 
 
+# --------------------------------------------------------------------------- secure modes
+
+
+class HandshakeRefused(Exception):
+    """A handshake extension refused the peer; the message is one line, safe to log."""
+
+
+class SansIOHandshake(Protocol):
+    """A handshake extension's state machine, driven by the core's socket loop.
+
+    Messages on the wire are a 2-byte big-endian length and a body of at most
+    ``MAX_MESSAGE`` bytes; the core reads exactly one message at a time, so nothing of
+    the tunnel is read into the handshake.  Errors: :class:`HandshakeRefused`.
+    """
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def data_to_send(self) -> bytes: ...
+
+    def next_event(self) -> object | None:
+        """The established session (has ``.settings.flags``, ``.settings.options``), or None."""
+        ...
+
+    def timed_out(self) -> None:
+        """Raise the extension's time-out error."""
+        ...
+
+    def connection_lost(self) -> None:
+        """Raise the extension's connection-lost error."""
+        ...
+
+
+class SecureMode(Protocol):
+    """A replacement for vtund's challenge/response, negotiated only between vt ends.
+
+    Registered with ``registry.add_secure_mode(...)`` from ``vt_register_secure_modes``.
+    The core: a vt client always appends ``host_token`` to its ``HOST:`` line; the server
+    asks :meth:`server_offer` and, given a block, sends it instead of ``OK CHAL`` and runs
+    :meth:`server_handshake`; the client asks :meth:`client_accepts` about the server's
+    reply.  After the handshake the transport's link is wrapped by :meth:`wrap_link`.
+    """
+
+    name: str
+    words: frozenset[str]
+    """``encrypt`` words selecting this mode (kept as words by the config check)."""
+    host_token: str
+
+    def server_offer(self, host: str, extra: tuple[str, ...], host_known: bool,
+                     encrypt_word: str | None) -> bytes | None:
+        """The 50-byte block replacing ``OK CHAL``, or None for vtund's path.
+        Raises :class:`HandshakeRefused` for a secure host whose client cannot do it."""
+        ...
+
+    def server_handshake(self, offer: bytes, host: str, password: bytes | None, flags: str,
+                         options: Mapping[str, object], transcript: bytes) -> SansIOHandshake:
+        ...
+
+    def client_accepts(self, block: bytes, host: str, require: bool) -> bool:
+        """True if ``block`` (the reply to ``HOST:``) starts this mode; False to go on
+        with vtund's path.  Raises :class:`HandshakeRefused` when ``require`` and the
+        server did not offer it (downgrade)."""
+        ...
+
+    def client_handshake(self, offer: bytes, host: str, password: bytes,
+                         transcript: bytes) -> SansIOHandshake:
+        ...
+
+    def wrap_link(self, established: object, link: object, role: Role) -> object:
+        """A Link sealing every frame (data and control) of ``link``."""
+        ...
+
+    def admit(self, source: str, now: float) -> bool:
+        """Cheap flood check before any expensive work; pair with :meth:`release`."""
+        ...
+
+    def release(self) -> None: ...
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -201,6 +279,7 @@ class Registry:
     devices: dict[str, DeviceBackendType] = field(default_factory=dict)
     transports: dict[str, TransportType] = field(default_factory=dict)
     frame_modules: dict[str, FrameModuleType] = field(default_factory=dict)
+    secure_modes: dict[str, SecureMode] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
     """(kind, name) -> plugin name, for ``vt plugins list``."""
     current_plugin: str = ""
@@ -222,6 +301,16 @@ class Registry:
 
     def add_frame_module(self, item: FrameModuleType) -> None:
         self._add(self.frame_modules, "frame module", item.name, item)
+
+    def add_secure_mode(self, item: SecureMode) -> None:
+        self._add(self.secure_modes, "secure mode", item.name, item)
+
+    def secure_mode_for(self, word: object) -> SecureMode | None:
+        """The secure mode an ``encrypt`` word selects, if any."""
+        for mode in self.secure_modes.values():
+            if word in mode.words:
+                return mode
+        return None
 
     def answering(self, keyword: str, word: str | None = None) -> FrameModuleType | None:
         """The frame module that answers ``keyword [word]`` in a config, if any."""

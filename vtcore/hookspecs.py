@@ -57,6 +57,16 @@ def vt_register_frame_modules(registry: Registry) -> None:
     """
 
 
+@hookspec
+def vt_register_secure_modes(registry: Registry) -> None:
+    """Add handshake extensions with ``registry.add_secure_mode(...)`` (see
+    :class:`vtcore.api.SecureMode`): modes that replace vtund's challenge/response and
+    framing between two vt ends, selected by ``encrypt`` words.
+
+    Called once at start-up.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------

@@ -83,6 +83,9 @@ def _describe(registry: Registry, plugin: str, info: PluginInfo) -> None:
             info.provides.append(f"type {dev.tunnel_type}")
         elif kind == "transport":
             info.provides.append(f"proto {name}")
+        elif kind == "secure mode":
+            mode = registry.secure_modes[name]
+            info.provides.append("encrypt " + "|".join(sorted(mode.words)) + " (secure mode)")
         else:
             mod = registry.frame_modules[name]
             info.provides.append(mod.describe or f"{mod.keyword} {name}")
@@ -161,7 +164,8 @@ def _register_all(pm: pluggy.PluginManager, registry: Registry, infos: dict[str,
     A plugin whose registration fails contributes nothing: what it added before the error
     is taken back and it is unregistered (so it adds no commands either).
     """
-    hooks = ("vt_register_devices", "vt_register_transports", "vt_register_frame_modules")
+    hooks = ("vt_register_devices", "vt_register_transports", "vt_register_frame_modules",
+             "vt_register_secure_modes")
     impls = {
         hook: {i.plugin_name: i.function for i in getattr(pm.hook, hook).get_hookimpls()}
         for hook in hooks
@@ -190,7 +194,7 @@ def _register_all(pm: pluggy.PluginManager, registry: Registry, infos: dict[str,
 
 def _forget(registry: Registry, plugin: str) -> None:
     tables = {"device": registry.devices, "transport": registry.transports,
-              "frame module": registry.frame_modules}
+              "frame module": registry.frame_modules, "secure mode": registry.secure_modes}
     for (kind, item), owner in list(registry.owner.items()):
         if owner == plugin:
             del tables[kind][item]

@@ -104,6 +104,8 @@ def _check_encrypt(
             known.setdefault(word, code)
     value = host.encrypt
     text = written("encrypt", str(value))
+    if isinstance(value, str) and registry.secure_mode_for(value) is not None:
+        return  # vt's secure mode: the word stays, the handshake negotiates it
     if isinstance(value, str):
         if value in known:
             host.encrypt = known[value]

@@ -12,16 +12,19 @@ import contextlib
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
+from vtcore.api import HandshakeRefused
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
-from vtcore.protocol.handshake import ClientHandshake
+from vtcore.protocol.flags import parse_flags
+from vtcore.protocol.handshake import MESG_SIZE, ClientHandshake
 from vtcore.runtime.native import HOST_TOKEN
 from vtcore.runtime.netio import peer_name, recv_some, send_all
+from vtcore.runtime.secure import drive_secure
 from vtcore.runtime.session import Session, SessionError, client_settings
 
 BACKOFF_FIRST = 1.0
@@ -55,6 +58,7 @@ class Client:
         self.session: Session | None = None
         self.stopping = False
         self._wake = asyncio.Event()
+        self._restart = False
         self.sessions_run = 0
         self.log = log.bind(host=self.host.name, server=server)
 
@@ -73,9 +77,11 @@ class Client:
             self.session.stop(reason)
 
     def restart(self) -> None:
-        """SIGHUP: end the current session and reconnect at once."""
+        """SIGHUP: end the current session and reconnect at once (even without persist,
+        as vtund does)."""
         self._wake.set()
         if self.session is not None:
+            self._restart = True
             self.session.stop("restart requested (SIGHUP)")
 
     async def run(self) -> int:
@@ -90,8 +96,8 @@ class Client:
         while not self.stopping:
             started = time.monotonic()
             try:
-                sock, flags = await self.connect()
-                settings = client_settings(self.host, flags)
+                sock, flags, secure = await self.connect()
+                settings = client_settings(self.host, flags, secure)
                 self.session = Session(
                     host=self.host, options=self.config.options, settings=settings,
                     registry=self.plugins.registry, peer=self.server, device=device,
@@ -108,8 +114,13 @@ class Client:
                 status = 1
             finally:
                 self.session = None
-            if not self.persist or self.stopping:
+            restart, self._restart = self._restart, False
+            if self.stopping or not (self.persist or restart):
                 break
+            if restart:
+                backoff = BACKOFF_FIRST
+                self.log.info("reconnecting", delay=0)
+                continue
             if time.monotonic() - started > STABLE_AFTER:
                 backoff = BACKOFF_FIRST
             self._wake.clear()
@@ -124,6 +135,7 @@ class Client:
     def _reset(self) -> None:
         if self.session is not None:
             self.session.counters.reset()
+        self.log.info("counters reset")
 
     async def _open_socket(self) -> socket.socket:
         timeout = float(self.o.timeout or self.host.timeout or 30)
@@ -156,25 +168,64 @@ class Client:
         reason = "timed out" if isinstance(last, TimeoutError) else getattr(last, "strerror", last)
         raise ConnectError(f"cannot connect to {self.server}:{self.port}: {reason}")
 
+    def _secure_mode(self):
+        """The secure mode this client can speak (its host's, or any installed one)."""
+        reg = self.plugins.registry
+        return reg.secure_mode_for(self.host.encrypt) or next(iter(reg.secure_modes.values()),
+                                                               None)
+
+    async def _block(self, sock: socket.socket, hs: ClientHandshake, timeout: float) -> bytes:
+        """Exactly one 50-byte handshake block, within ``timeout``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        block = b""
+        while len(block) < MESG_SIZE:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError
+            block += await recv_some(sock, left, MESG_SIZE - len(block))
+        return block
+
     async def connect(self):
-        """Connect and authenticate; return the socket and the server's flags."""
+        """Connect and authenticate; return the socket, the server's flags and the
+        secure mode's ``(mode, established)`` (None on vtund's path)."""
         sock = await self._open_socket()
         timeout = float(self.o.timeout or self.config.options.timeout or 30)
         token = (HOST_TOKEN,) if getattr(self.host, "vtmode", True) else ()
+        mode = self._secure_mode()
+        require = self.plugins.registry.secure_mode_for(self.host.encrypt) is not None
+        if mode is not None and require:
+            token = (mode.host_token,)
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
                              host_extra=token)
         try:
+            greeting = await self._block(sock, hs, timeout)
+            hs.receive_data(greeting)
+            host_block = hs.data_to_send()
+            await send_all(sock, host_block, timeout)
+            reply = await self._block(sock, hs, timeout)
+            if mode is not None and token and mode.client_accepts(reply, self.host.name, require):
+                ch = mode.client_handshake(reply, self.host.name, self.host.password_bytes(),
+                                           greeting + host_block + reply)
+                established = await drive_secure(sock, ch, timeout)
+                flags = parse_flags(established.settings.flags)
+                features = str(established.settings.options.get("features", ""))
+                self.log.info("secure mode established", **_safe(established))
+                return sock, replace(flags, extra=features), (mode, established)
+            hs.receive_data(reply)
             while True:
                 event = hs.next_event()
                 out = hs.data_to_send()
                 if out:
                     await send_all(sock, out, timeout)
                 if isinstance(event, Accepted):
-                    return sock, event.flags
+                    return sock, event.flags, None
                 if isinstance(event, Denied):
                     raise ConnectError(f"connection denied by {self.server}")
                 if event is None:
                     hs.receive_data(await recv_some(sock, timeout, hs.bytes_needed))
+        except HandshakeRefused as exc:
+            sock.close()
+            raise ConnectError(f"{self.server}: {exc}") from None
         except ProtocolError as exc:
             sock.close()
             raise ConnectError(f"bad handshake from {self.server}: {exc}") from None
@@ -187,6 +238,12 @@ class Client:
         except ConnectError:
             sock.close()
             raise
+
+
+def _safe(established) -> dict[str, str]:
+    fields = getattr(established, "log_fields", None)
+    safe = fields() if callable(fields) else {}
+    return {k: v for k, v in safe.items() if k not in ("host", "role")}
 
 
 __all__ = ["Client", "ClientOptions", "ConnectError", "peer_name"]

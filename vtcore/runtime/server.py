@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
-from vtcore.protocol.handshake import ServerHandshake
+from vtcore.protocol.handshake import ServerHandshake, pack_msg
 from vtcore.runtime import locks
-from vtcore.runtime.native import server_features
+from vtcore.runtime.native import HOST_TOKEN, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
+from vtcore.runtime.secure import drive_secure
 from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
 
 GREETING = "VTUN server ver 3.X vt"
@@ -189,8 +191,10 @@ class Server:
         hs = ServerHandshake(GREETING)
         timeout = self.timeout
         name = "?"
+        greeting = hs.initiate()
+        host_block = b""
         try:
-            await send_all(conn, hs.initiate(), timeout)
+            await send_all(conn, greeting, timeout)
             # Each message must be complete within ``timeout``: a client dribbling one
             # byte at a time cannot hold a handshake slot for longer.
             loop = asyncio.get_running_loop()
@@ -201,10 +205,17 @@ class Server:
                     left = deadline - loop.time()
                     if left <= 0:
                         raise TimeoutError
-                    hs.receive_data(await recv_some(conn, left, hs.bytes_needed))
+                    data = await recv_some(conn, left, hs.bytes_needed)
+                    if not name or name == "?":
+                        host_block += data
+                    hs.receive_data(data)
                     continue
                 if isinstance(event, HostAnnounced):
                     name = event.host
+                    mode, offer = self._secure_offer(event)
+                    if offer is not None:
+                        return await self._secure(conn, mode, offer, greeting + host_block,
+                                                  event, plog)
                     await send_all(conn, hs.send_challenge(os.urandom(16)), timeout)
                     deadline = loop.time() + timeout
                 elif isinstance(event, ChallengeAnswered):
@@ -227,7 +238,11 @@ class Server:
                         locks.release(lock)
                         self._claimed.discard(host.name)
                         raise
-                    return host, lock, features
+                    return host, lock, features, None
+        except HandshakeRefused as exc:
+            plog.warning("denied: secure mode", host=name, error=str(exc))
+            with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+                await send_all(conn, hs.reject(), 1.0)
         except (ProtocolError, UnicodeError) as exc:
             plog.warning("denied: bad handshake", host=name, error=str(exc))
             with contextlib.suppress(OSError, TimeoutError):
@@ -240,6 +255,49 @@ class Server:
         except (EOFError, OSError) as exc:
             plog.info("handshake aborted by peer", host=name, error=str(exc))
         return None
+
+    # ------------------------------------------------------------------ secure mode
+
+    def _secure_offer(self, event: HostAnnounced):
+        """``(mode, offer block)`` when a secure mode takes this client, else (None, None)."""
+        modes = self.plugins.registry.secure_modes
+        if not modes:
+            return None, None
+        host = self.config.hosts.get(event.host)
+        word = host.encrypt if host is not None and isinstance(host.encrypt, str) else None
+        mode = self.plugins.registry.secure_mode_for(word) or next(iter(modes.values()))
+        offer = mode.server_offer(event.host, event.extra, host is not None, word)
+        return (mode, offer) if offer is not None else (None, None)
+
+    async def _secure(self, conn: socket.socket, mode, offer: bytes, prefix: bytes,
+                      event: HostAnnounced, plog):
+        """Run a secure-mode handshake; return ``(host, lock, features, established)``."""
+        loop = asyncio.get_running_loop()
+        peer = conn.getpeername()[0] if conn.family != socket.AF_UNIX else "local"
+        if not mode.admit(peer, loop.time()):
+            plog.warning("denied: too many secure handshakes", host=event.host)
+            await send_all(conn, pack_msg("ERR\n"), 1.0)
+            return None
+        try:
+            host = self.config.hosts.get(event.host)
+            features = server_features(host, (HOST_TOKEN,)) if host is not None else ""
+            flags = server_flags(host) if host is not None else "<T>"
+            password = host.password_bytes() if host is not None else None
+            await send_all(conn, offer, self.timeout)
+            sh = mode.server_handshake(offer, event.host, password, flags,
+                                       {"features": features}, prefix + offer)
+            established = await drive_secure(conn, sh, self.timeout)
+        except HandshakeRefused as exc:
+            plog.warning("denied: secure mode", host=event.host, error=str(exc))
+            return None
+        finally:
+            mode.release()
+        ok, lock = await self._take_lock(host, plog)
+        if not ok:
+            plog.warning("denied: host already connected", host=event.host)
+            return None
+        plog.info("secure mode established", host=event.host, **_safe(established))
+        return host, lock, features, (mode, established)
 
     @staticmethod
     def _password_ok(hs: ServerHandshake, host) -> bool:
@@ -272,8 +330,8 @@ class Server:
         return path is not None, path
 
     async def _run_session(self, conn: socket.socket, host, lock, features: str,
-                           peer: str) -> None:
-        settings = server_settings(host, features)
+                           established, peer: str) -> None:
+        settings = server_settings(host, features, established)
         session = Session(host=host, options=self.config.options, settings=settings,
                           registry=self.plugins.registry, peer=peer, stat=host.stat)
         live = _Live(session, asyncio.current_task(), lock)
@@ -296,6 +354,12 @@ class Server:
             if lock is not None:
                 locks.release(lock)
             slog.info("session closed", reason=reason, **session.counters.as_dict())
+
+
+def _safe(established) -> dict[str, str]:
+    fields = getattr(established, "log_fields", None)
+    safe = fields() if callable(fields) else {}
+    return {k: v for k, v in safe.items() if k not in ("host", "role")}
 
 
 def _iface_addr(iface: str | None, family: int) -> str | None:

@@ -40,9 +40,10 @@ def _compress(host) -> tuple[str, int] | None:
     return (method, max(1, int(level)))
 
 
-def server_settings(host, features: str = "") -> LinkSettings:
+def server_settings(host, features: str = "", secure: tuple | None = None) -> LinkSettings:
     """What the server's profile dictates for a session (``features``: vt-native ones
-    granted to a vt client, see :mod:`vtcore.runtime.native`)."""
+    granted to a vt client, see :mod:`vtcore.runtime.native`; ``secure``: the secure
+    mode and its established handshake, when one ran)."""
     return LinkSettings(
         host=host.name,
         role="server",
@@ -53,8 +54,15 @@ def server_settings(host, features: str = "") -> LinkSettings:
         speed_out=int(host.speed[0]) if host.speed else 0,
         keepalive=host.keepalive is not None,
         password=host.password_bytes(),
-        options={**host.extras, **feature_options(features)},
+        options=_options(host, features, secure),
     )
+
+
+def _options(host, features: str, secure: tuple | None) -> dict[str, object]:
+    opts: dict[str, object] = {**host.extras, **feature_options(features)}
+    if secure is not None:
+        opts["secure"] = secure
+    return opts
 
 
 def server_flags(host, features: str = "") -> str:
@@ -77,7 +85,7 @@ def server_flags(host, features: str = "") -> str:
     )
 
 
-def client_settings(host, flags: Flags) -> LinkSettings:
+def client_settings(host, flags: Flags, secure: tuple | None = None) -> LinkSettings:
     """The client keeps its password, device and keep-alive timing; the rest is the server's."""
     comp = None
     if flags.zlib is not None:
@@ -94,7 +102,7 @@ def client_settings(host, flags: Flags) -> LinkSettings:
         speed_out=int(flags.speed or 0),
         keepalive=flags.keepalive,
         password=host.password_bytes(),
-        options={**host.extras, **feature_options(flags.extra)},
+        options=_options(host, flags.extra, secure),
     )
 
 
@@ -199,6 +207,10 @@ class Session:
             link = await transport.open_link(sock, self.settings, timeout, nat_hack)
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             raise SessionError(f"{self.settings.transport} link failed: {exc}") from exc
+        secure = self.settings.options.get("secure")
+        if secure is not None:
+            mode, established = secure
+            link = mode.wrap_link(established, link, self.settings.role)
         try:
             device = self._open_device()
         except SessionError:

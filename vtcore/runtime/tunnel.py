@@ -73,11 +73,9 @@ class Tunnel:
     ) -> None:
         self.link = link
         framing = link.framing
-        self._hdr = framing.header
+        self._data = framing.data_fn()
+        self._control = framing.control
         self._max_payload = framing.max_payload
-        self._echo_req = framing.control(ECHO_REQ)
-        self._echo_rep = framing.control(ECHO_REP)
-        self._conn_close = framing.control(CONN_CLOSE)
         self.device = device
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
@@ -98,7 +96,7 @@ class Tunnel:
         loop = self._loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         if self.link.ready():
-            self._send_ctrl(self._echo_req)
+            self._send_ctrl(ECHO_REQ)
             self.counters.echo_sent += 1
         loop.add_reader(self.link.fileno(), self._on_link)
         loop.add_reader(self.device.fileno(), self._on_device)
@@ -114,7 +112,7 @@ class Tunnel:
             return
         if send_close:
             try:
-                self._send_ctrl(self._conn_close)
+                self._send_ctrl(CONN_CLOSE)
             except OSError:
                 pass
         self._done.set_result(reason)
@@ -149,7 +147,7 @@ class Tunnel:
             return
         c = self.counters
         encoders = self.encoders
-        hdr = self._hdr
+        data = self._data
         max_payload = self._max_payload
         frames = []
         sent = 0
@@ -167,7 +165,7 @@ class Tunnel:
                 c.dropped_encode += 1
                 continue
             sent += n
-            frames += (hdr(n), p)
+            frames += data(p)
         if not frames:
             return
         c.comp_out += sent
@@ -220,8 +218,9 @@ class Tunnel:
         if backlog <= HIGH_WATER // 2 and self._dev_paused and self._resume is None:
             self._resume_device()
 
-    def _send_ctrl(self, frame: bytes) -> None:
-        self.link.write_frames([frame, b""])
+    def _send_ctrl(self, flag: int) -> None:
+        """Control frames are framed at send time: a sealing link counts every frame."""
+        self.link.write_frames([self._control(flag), b""])
         if self.link.backlog():
             self._want_writer()
 
@@ -274,7 +273,7 @@ class Tunnel:
         if flags == ECHO_REQ:
             self.counters.echo_received += 1
             try:
-                self._send_ctrl(self._echo_rep)
+                self._send_ctrl(ECHO_REP)
             except OSError as exc:
                 self.stop(f"network error: {exc.strerror or exc}", send_close=False)
         elif flags == CONN_CLOSE:
@@ -301,7 +300,7 @@ class Tunnel:
             return
         if action == Action.SEND_ECHO:
             try:
-                self._send_ctrl(self._echo_req)
+                self._send_ctrl(ECHO_REQ)
                 self.counters.echo_sent += 1
             except OSError as exc:
                 self.stop(f"network error: {exc.strerror or exc}", send_close=False)

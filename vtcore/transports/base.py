@@ -29,13 +29,22 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class Framing:
-    """How frames are headed on a link: vtun's 2-byte header or vt-native's 4 bytes."""
+    """How a link frames: vtun's 2-byte header, vt-native's 4 bytes, or sealed frames."""
 
     header: Callable[[int], bytes]
     """Header of a data frame with that many payload bytes."""
     control: Callable[[int], bytes]
     """A whole control frame for a vtun flag (CONN_CLOSE, ECHO_REQ, ECHO_REP)."""
     max_payload: int
+    data: Callable[[bytes], tuple[bytes, bytes]] | None = None
+    """Payload -> (head, body) to send; defaults to ``(header(len(p)), p)``.  A link
+    that transforms frames (secure mode seals them) sets its own."""
+
+    def data_fn(self) -> Callable[[bytes], tuple[bytes, bytes]]:
+        if self.data is not None:
+            return self.data
+        header = self.header
+        return lambda p: (header(len(p)), p)
 
 
 _vtun_pack = struct.Struct(">H").pack

@@ -22,6 +22,8 @@ MAX_BACKLOG = 4 * 1024 * 1024
 class TcpLink:
     """Frames on a stream socket: a bounded decoder in, a byte queue out."""
 
+    stream = True
+
     def __init__(self, sock: socket.socket, max_frame: int = 2148, native: bool = False) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -112,4 +114,4 @@ class TcpLink:
 async def open_tcp_link(sock: socket.socket, settings, timeout: float, nat_hack: bool = False):
     """The TCP transport keeps using the handshake's connection."""
     return TcpLink(sock, max_frame=int(settings.options.get("max_frame", 2148)),
-                   native=bool(settings.options.get("native")))
+                   native=bool(settings.options.get("native") or settings.options.get("secure")))

@@ -14,21 +14,31 @@ import socket
 
 from vtcore.protocol.frames import decode_datagram
 from vtcore.protocol.udp import pack_port, unpack_port
-from vtcore.transports.base import VTUN_FRAMING, Endpoints, endpoints_of
+from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, endpoints_of
 
 RECV_SIZE = 65535
 _DROP_ERRNOS = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE, errno.ENETUNREACH,
                 errno.EHOSTUNREACH}
 
 
+def _no_header(n: int) -> bytes:
+    return b""
+
+
+RAW_FRAMING = Framing(_no_header, _no_header, RECV_SIZE - 64)
+
+
 class UdpLink:
     """Frames as datagrams.  Losses are the network's business: nothing is queued."""
 
-    framing = VTUN_FRAMING
+    stream = False
 
     def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
-                 max_frame: int = 2148) -> None:
+                 max_frame: int = 2148, raw: bool = False) -> None:
         sock.setblocking(False)
+        self.raw = raw
+        """Datagrams are opaque frames (secure mode seals them): no vtun header."""
+        self.framing = RAW_FRAMING if raw else VTUN_FRAMING
         self.sock = sock
         self.endpoints = endpoints
         self.connected = connected
@@ -64,7 +74,7 @@ class UdpLink:
                 continue
             except OSError as exc:
                 raise EOFError(f"udp error: {exc.strerror or exc}") from None
-            frame = decode_datagram(data, self.max_frame)
+            frame = (0, data) if self.raw else decode_datagram(data, self.max_frame)
             if frame is None:
                 self.bad_frames += 1
                 continue
@@ -122,17 +132,27 @@ async def open_udp_link(tcp: socket.socket, settings, timeout: float,
         udp.setblocking(False)
         tcp.setblocking(False)
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.sock_sendall(tcp, pack_port(local[1])), timeout)
+        # The server's UDP port is shared by all its sessions: until this socket is
+        # connected, a datagram from another client setting up at the same moment could land
+        # here (and this client's first one elsewhere, fatal to a zlib stream).  So the
+        # server reads the client's port and connects before it tells its own: its client
+        # sends nothing over UDP before then.  Every client writes first, so no deadlock.
+        server_first = settings.role == "server"
+        if not server_first:
+            await asyncio.wait_for(loop.sock_sendall(tcp, pack_port(local[1])), timeout)
         raw = await asyncio.wait_for(_read_exact(tcp, 2), timeout)
         peer_port = unpack_port(raw, remote[1])
+        peer = (remote[0], peer_port, *remote[2:])
+        if not nat_hack:
+            udp.connect(peer)
+        if server_first:
+            await asyncio.wait_for(loop.sock_sendall(tcp, pack_port(local[1])), timeout)
     except BaseException:
         udp.close()
         raise
     finally:
         tcp.close()
-    peer = (remote[0], peer_port, *remote[2:])
-    if not nat_hack:
-        udp.connect(peer)
     ends = Endpoints(local[0], local[1], remote[0], peer_port)
     return UdpLink(udp, ends, connected=not nat_hack,
-                   max_frame=int(settings.options.get("max_frame", 2148)))
+                   max_frame=int(settings.options.get("max_frame", 2148)),
+                   raw=bool(settings.options.get("secure")))

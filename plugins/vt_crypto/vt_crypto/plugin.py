@@ -1,7 +1,7 @@
 """Registers vtund's ciphers as the ``encrypt`` frame module.
 
-Secure mode (AEAD: ``encrypt aead|chacha20poly1305|aes256gcm``) will be a separate module
-with its own words; none of those words are registered here.
+Secure mode (AEAD: ``encrypt aead|chacha20poly1305|aes256gcm``) is registered separately,
+as a secure mode (``vt_register_secure_modes``): it replaces the handshake and framing.
 """
 
 from __future__ import annotations
@@ -44,3 +44,10 @@ CRYPTO = FrameModuleType(
 @vtcore.hookimpl
 def vt_register_frame_modules(registry: Registry) -> None:
     registry.add_frame_module(CRYPTO)
+
+
+@vtcore.hookimpl
+def vt_register_secure_modes(registry: Registry) -> None:
+    from vt_crypto.secure.mode import MODE
+
+    registry.add_secure_mode(MODE)

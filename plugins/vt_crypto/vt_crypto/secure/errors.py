@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from vtcore.api import HandshakeRefused
 
-class SecureHandshakeError(Exception):
+
+class SecureHandshakeError(HandshakeRefused):
     """The secure handshake or its negotiation failed.
 
     The message is one line, safe to log and to show on both ends: it never contains a

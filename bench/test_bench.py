@@ -1,0 +1,121 @@
+"""Checks of the benchmark's own logic (no root): ``.venv/bin/python -m pytest bench``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for p in (os.path.join(os.path.dirname(HERE), "tests"), HERE):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import measure  # noqa: E402
+import procstat  # noqa: E402
+import report  # noqa: E402
+import run  # noqa: E402
+import scale  # noqa: E402
+import vtclients  # noqa: E402
+from tunnels import Config  # noqa: E402
+
+
+def test_percentile_nearest_rank() -> None:
+    vals = [float(v) for v in range(1, 101)]
+    assert measure.percentile(vals, 50) == 50
+    assert measure.percentile(vals, 99) == 99
+    assert measure.percentile([3.0], 99) == 3.0
+    assert measure.percentile([], 50) is None
+
+
+def test_icmp_echo_checksums_and_reply_match() -> None:
+    pkt = vtclients.icmp_echo("172.21.0.5", "172.20.0.1", ident=0x4004)
+    assert len(pkt) == 84 and pkt[0] == 0x45 and pkt[9] == 1
+    assert vtclients._csum(pkt[:20]) == 0  # a valid header sums to 0xffff
+    assert vtclients._csum(pkt[20:]) == 0
+    # The kernel's reply: addresses swapped, type 0, same identifier.
+    reply = bytearray(pkt)
+    reply[12:16], reply[16:20] = pkt[16:20], pkt[12:16]
+    reply[20] = 0
+    assert vtclients.is_echo_reply(bytes(reply), "172.20.0.1", 0x4004)
+    assert not vtclients.is_echo_reply(bytes(reply), "172.20.0.1", 0x4005)
+    assert not vtclients.is_echo_reply(pkt, "172.21.0.5", 0x4004)  # a request, not a reply
+    assert not vtclients.is_echo_reply(b"\x60" + bytes(60), "172.20.0.1", 0x4004)
+
+
+def test_scale_addresses_and_config_are_distinct() -> None:
+    addrs = {scale.peer_addr(i) for i in range(500)}
+    assert len(addrs) == 500
+    for a in addrs:
+        socket.inet_aton(a)
+        assert 0 < int(a.split(".")[3]) < 255
+    text = scale.server_conf(3, 5555)
+    assert text.count("device bs") == 3 and "s2 {" in text and "port 5555;" in text
+
+
+def test_vtund_udp_aes_is_skipped_but_vt_is_not() -> None:
+    assert run.skip_reason("vtund", Config("tun", "udp", "aes128cbc"))
+    assert run.skip_reason("vtund", Config("ether", "tcp", "aes128cbc")) is None
+    assert run.skip_reason("vt", Config("tun", "udp", "aes128cbc")) is None
+    assert run.skip_reason("vt-compat", Config("tun", "udp", "none"))
+
+
+def test_quick_mode_is_small() -> None:
+    a = run.parse_args(["--quick"])
+    assert (a.rounds, a.seconds, a.scale) == (1, 2, [10])
+    assert [c.key for c in a.config_list] == list(run.QUICK_CONFIGS)
+    assert len(run.parse_args([]).config_list) == 16
+
+
+@pytest.mark.parametrize("argv", [["--configs", "tun/tcp/lz4"], ["--impls", "wireguard"],
+                                  ["--scale", "ten"], ["--rounds", "0"]])
+def test_bad_arguments_exit_with_usage(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        run.parse_args(argv)
+    assert e.value.code == 2
+
+
+def _round(fwd: float, cpu: float, nbytes: int = 10**9) -> dict:
+    return {
+        "idle": {"p50_ms": 0.3, "p99_ms": 1.0},
+        "fwd": {"mbit_s": fwd, "bytes": nbytes, "cpu_s": {"a": cpu, "b": cpu},
+                "ping_loaded": {"p50_ms": 5.0, "p99_ms": 9.0}},
+        "rev": {"mbit_s": fwd, "bytes": nbytes, "cpu_s": {"a": cpu, "b": cpu}},
+        "mem": {"hwm_kb": {"a": 2048, "b": 1024}},
+    }  # fmt: skip
+
+
+def test_summary_takes_medians_and_report_shows_ratio() -> None:
+    rounds = [_round(100, 1.0), _round(300, 3.0), _round(200, 2.0), {"error": "did not come up"}]
+    s = report.summarize(rounds)
+    assert s["fwd_mbit"] == 200
+    assert s["cpu_per_gb"] == pytest.approx(4.0)  # 2 s per side per GB, both sides
+    assert s["ok_rounds"] == 3 and s["errors"] == ["did not come up"]
+    vt = report.summarize([_round(100, 1.0)])
+    meta = {"started": "now", "rounds": 4, "seconds": 2, "cpu": "x", "ncpu": 2, "kernel": "k",
+            "pinning": "none", "mtu": 1400, "vt_probe": "ok", "impls": ["vtund", "vt"]}
+    md = report.markdown({"meta": meta, "scale": []},
+                         {"cases": {"tun/tcp/none": {"vtund": s, "vt": vt}}})  # fmt: skip
+    row = next(line for line in md.splitlines() if line.startswith("| tun/tcp/none | 200"))
+    assert row.split("|")[6:8] == [" 0.50 ", " 0.50 "]
+    assert "did not come up" in md
+
+
+def test_procstat_reads_this_process() -> None:
+    u = procstat.usage([os.getpid()])
+    assert u.nprocs >= 1 and u.hwm_kb > 1000 and u.pss_kb > 0
+    t0 = procstat.cpu_seconds([os.getpid()])
+    x = 0
+    for i in range(3_000_000):
+        x += i
+    assert procstat.cpu_seconds([os.getpid()]) > t0
+
+
+def test_frame_header_of_echo_fits_vtun() -> None:
+    from vtcore.protocol.frames import frame
+
+    f = frame(vtclients.icmp_echo("172.21.0.1", "172.20.0.1", 1))
+    assert struct.unpack("!H", f[:2])[0] == 84

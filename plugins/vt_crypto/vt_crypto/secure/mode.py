@@ -1,0 +1,156 @@
+"""Secure mode as the core sees it: a :class:`vtcore.api.SecureMode` and a sealing link.
+
+The core drives the handshake (bytes, time-outs, the flood check) and wraps the
+transport's link with :class:`SealedLink` once both ends are established.  Every frame,
+data or control, travels sealed; the inner link only carries opaque sealed frames
+(native 4-byte framing on TCP, one datagram per frame on UDP).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
+from vt_crypto.secure.limiter import HandshakeLimiter, source_key
+from vt_crypto.secure.negotiate import HOST_TOKEN, check_server_reply, offer_block, server_mode
+from vt_crypto.secure.seal import (
+    FRAME_CLOSE,
+    FRAME_DATA,
+    FRAME_ECHO_REP,
+    FRAME_ECHO_REQ,
+    OVERHEAD,
+)
+from vt_crypto.secure.settings import DEFAULT_MAX_FRAME, SecureSettings
+from vt_crypto.secure.suites import SECURE_WORDS
+from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ
+from vtcore.transports.base import Framing
+
+_TO_TYPE = {ECHO_REQ: FRAME_ECHO_REQ, ECHO_REP: FRAME_ECHO_REP, CONN_CLOSE: FRAME_CLOSE}
+_TO_FLAG = {FRAME_DATA: 0, FRAME_ECHO_REQ: ECHO_REQ, FRAME_ECHO_REP: ECHO_REP,
+            FRAME_CLOSE: CONN_CLOSE}
+UDP_WINDOW = 2048
+
+
+class SealedLink:
+    """Wraps a transport link: seals what the tunnel sends, opens what it receives.
+
+    Over TCP a rejected frame ends the session (a stream cannot lose or reorder frames,
+    so a bad one is an attack or a bug); over UDP it is dropped and counted.
+    """
+
+    def __init__(self, inner, sealer, opener, stream: bool, max_payload: int) -> None:
+        self.inner = inner
+        self.sealer = sealer
+        self.opener = opener
+        self.stream = stream
+        self.rejected = 0
+        self._head = inner.framing.header if stream else None
+        self.framing = Framing(inner.framing.header, self._control, max_payload, self._data)
+
+    # Link protocol: what the tunnel calls
+    @property
+    def endpoints(self):
+        return self.inner.endpoints
+
+    @property
+    def bad_frames(self) -> int:
+        return self.inner.bad_frames + self.rejected
+
+    @property
+    def dropped_out(self) -> int:
+        return self.inner.dropped_out
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def ready(self) -> bool:
+        return self.inner.ready()
+
+    def backlog(self) -> int:
+        return self.inner.backlog()
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def write_frames(self, parts: list[bytes]) -> None:
+        self.inner.write_frames(parts)
+
+    def _data(self, payload: bytes) -> tuple[bytes, bytes]:
+        sealed = self.sealer.seal(FRAME_DATA, payload)
+        return (self._head(len(sealed)) if self.stream else b""), sealed
+
+    def _control(self, flag: int) -> bytes:
+        sealed = self.sealer.seal(_TO_TYPE[flag], b"")
+        return (self._head(len(sealed)) + sealed) if self.stream else sealed
+
+    def read_frames(self, limit: int) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        now = time.monotonic()
+        opener = self.opener
+        for _flags, frame in self.inner.read_frames(limit):
+            opened = opener.open(frame, now)
+            if opened is None:
+                self.rejected += 1
+                if self.stream:
+                    raise EOFError("secure mode: a frame failed authentication")
+                continue
+            ftype, payload = opened
+            flag = _TO_FLAG.get(ftype)
+            if flag is None:
+                self.rejected += 1
+                continue
+            out.append((flag, payload))
+        return out
+
+
+class AeadSecureMode:
+    """vt's secure mode (SPAKE2 + AEAD), registered for ``encrypt aead`` and friends."""
+
+    name = "aead"
+    words = frozenset(SECURE_WORDS)
+    host_token = HOST_TOKEN
+
+    def __init__(self) -> None:
+        self.limiter = HandshakeLimiter()
+
+    def server_offer(self, host: str, extra: tuple[str, ...], host_known: bool,
+                     encrypt_word: str | None) -> bytes | None:
+        suite = server_mode(host, extra, host_known, encrypt_word)
+        return None if suite is None else offer_block(suite)
+
+    def server_handshake(self, offer: bytes, host: str, password: bytes | None, flags: str,
+                         options: Mapping[str, object], transcript: bytes):
+        settings = None
+        if password is not None:
+            from vt_crypto.secure.negotiate import parse_offer
+
+            settings = SecureSettings(flags=flags, suite=parse_offer(offer),
+                                      max_frame=DEFAULT_MAX_FRAME, options=dict(options))
+        return ServerSecureHandshake(host, password, settings, transcript)
+
+    def client_accepts(self, block: bytes, host: str, require: bool) -> bool:
+        return check_server_reply(block, host, require) is not None
+
+    def client_handshake(self, offer: bytes, host: str, password: bytes, transcript: bytes):
+        return ClientSecureHandshake(host, password, transcript)
+
+    def wrap_link(self, established, link, role: str) -> SealedLink:
+        stream = bool(getattr(link, "stream", False))
+        sealer = established.keys.sealer(role)
+        opener = established.keys.opener(role, window=None if stream else UDP_WINDOW)
+        # Room for a 64 KiB GSO packet and its virtio header (offload), sealed.
+        max_payload = min(link.framing.max_payload - OVERHEAD, 65535 + 64)
+        return SealedLink(link, sealer, opener, stream, max_payload)
+
+    def admit(self, source: str, now: float) -> bool:
+        return self.limiter.admit(source_key(source), now)
+
+    def release(self) -> None:
+        self.limiter.release()
+
+
+MODE = AeadSecureMode()

@@ -1,0 +1,71 @@
+"""Driving a secure-mode handshake (a :class:`vtcore.api.SecureMode`) over a socket.
+
+The extension's state machine is sans-I/O; this reads one length-prefixed message at a
+time (never a byte of the tunnel), bounds each read in size and time, and runs the
+expensive steps (the PAKE) off the event loop so other sessions keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from vtcore.api import HandshakeRefused, SansIOHandshake
+from vtcore.runtime.netio import send_all
+
+MAX_MESSAGE = 4096
+"""Largest secure-handshake message accepted (the extension's own limit is lower)."""
+
+
+async def _read_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    buf = b""
+    while len(buf) < n:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise TimeoutError
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, n - len(buf)), left)
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+async def read_message(sock: socket.socket, timeout: float) -> bytes:
+    """One ``length(2) + body`` message, whole, within ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    head = await _read_exact(sock, 2, deadline)
+    n = int.from_bytes(head, "big")
+    if n == 0 or n > MAX_MESSAGE:
+        return head  # let the state machine reject it with its own message
+    return head + await _read_exact(sock, n, deadline)
+
+
+async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float):
+    """Pump ``hs`` until established; return its event.  Raises HandshakeRefused."""
+    try:
+        while True:
+            out = hs.data_to_send()
+            if out:
+                await send_all(sock, out, timeout)
+            event = hs.next_event()
+            if event is not None:
+                return event
+            msg = await read_message(sock, timeout)
+            try:
+                await asyncio.to_thread(hs.receive_data, msg)
+            except HandshakeRefused:
+                # Tell the peer (an abort message, if the extension queued one).
+                out = hs.data_to_send()
+                if out:
+                    try:
+                        await send_all(sock, out, 1.0)
+                    except (OSError, TimeoutError):
+                        pass
+                raise
+    except TimeoutError:
+        hs.timed_out()
+        raise HandshakeRefused("secure handshake timed out") from None
+    except (EOFError, OSError):
+        hs.connection_lost()
+        raise HandshakeRefused("connection closed during secure handshake") from None
