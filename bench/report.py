@@ -62,7 +62,7 @@ def summarize(rounds: list[dict]) -> dict:
         "rounds": len(rounds),
         "ok_rounds": sum(1 for r in rounds if _get(r, "fwd.mbit_s") is not None),
     }
-    errors = sorted({str(v["error"])[:160] for r in rounds for v in _errors(r)})
+    errors = sorted({str(v["error"])[:700] for r in rounds for v in _errors(r)})
     if errors:
         s["errors"] = errors
     return s
@@ -114,7 +114,8 @@ def markdown(results: dict, summary: dict) -> str:
         "vt = vt <-> vt as shipped: over TCP the two ends negotiate vt-native framing "
         "(and tun/tap offloads unless a vtund cipher is on). vt-compat = vt <-> vt with "
         "`vtmode no`: vtun framing, one packet per frame, the wire vtund speaks "
-        "(TCP only; over UDP vt never negotiates anything, so vt-compat would equal vt).",
+        "(tun over TCP only: over UDP vt negotiates nothing, so vt-compat would equal vt; "
+        "`--compat-all` adds ether over TCP).",
         "",
     ]
     cases = summary["cases"]

@@ -61,6 +61,9 @@ def test_vtund_udp_aes_is_skipped_but_vt_is_not() -> None:
     assert run.skip_reason("vtund", Config("ether", "tcp", "aes128cbc")) is None
     assert run.skip_reason("vt", Config("tun", "udp", "aes128cbc")) is None
     assert run.skip_reason("vt-compat", Config("tun", "udp", "none"))
+    assert run.skip_reason("vt-compat", Config("ether", "tcp", "none"))
+    assert run.skip_reason("vt-compat", Config("ether", "tcp", "none"), compat_all=True) is None
+    assert run.skip_reason("vt-compat", Config("tun", "tcp", "zlib:1")) is None
 
 
 def test_quick_mode_is_small() -> None:

@@ -154,9 +154,10 @@ def vtun_family(
         _drop_devices(pair)
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
+def _short(e: BaseException, head: int = 160, tail: int = 500) -> str:
+    """The start (what failed) and the end (a traceback's last lines) of a long message."""
     s = " ".join(str(e).split())
-    return s if len(s) <= limit else s[:limit] + "..."
+    return s if len(s) <= head + tail else f"{s[:head]} ... {s[-tail:]}"
 
 
 # --------------------------------------------------------------------------------------------

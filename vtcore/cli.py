@@ -180,6 +180,33 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         click.echo("  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5])
 
 
+@cli.command()
+@click.argument("pids", nargs=-1, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(pids: tuple[int, ...], as_json: bool) -> None:
+    """Sessions and counters of every vt running on this machine (or of PIDS)."""
+    from vtcore.runtime.status import query_all
+
+    docs = [d for d in query_all() if not pids or d.get("pid") in pids]
+    if as_json:
+        click.echo(json.dumps(docs, indent=2))
+        return
+    if not docs:
+        click.echo("no vt running (nothing answers in $VT_RUN_DIR or /run/vt)")
+        return
+    for doc in docs:
+        what = (f"server on {doc.get('listen')}" if doc.get("role") == "server"
+                else f"client {doc.get('host')} -> {doc.get('server')}")
+        click.echo(f"pid {doc.get('pid')}: {what}, {len(doc.get('sessions', []))} session(s)")
+        for s in doc.get("sessions", []):
+            c = s["counters"]
+            mode = "+".join(m for m in ("native", "offload", "secure") if s.get(m)) or "vtun"
+            click.echo(f"  {s['host']} {s['peer']} {s['proto']}/{s['type']} {s['device']} "
+                       f"[{mode}] up {s['uptime']:.0f}s  in {c['byte_in']} B "
+                       f"out {c['byte_out']} B  frames {c['frames_in']}/{c['frames_out']}  "
+                       f"dropped {c['dropped_decode'] + c['dropped_device']}")
+
+
 @cli.group()
 def config() -> None:
     """Work with vtund.conf files."""

@@ -20,8 +20,8 @@ from pathlib import Path
 STEP_TIMEOUT = 30
 
 
-def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, check=check, capture_output=True, text=True,
+def sh(*argv: str, check: bool = True, text: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=text,
                           timeout=STEP_TIMEOUT, **kw)
 
 
@@ -151,6 +151,8 @@ def main(proto: str = "tcp") -> int:
         n, digest = out.split()
         ok = int(n) == len(payload) and digest == hashlib.sha256(payload).hexdigest()
         print(f"   {n} bytes in {took:.2f} s, sha256 {'matches' if ok else 'DIFFERS'}")
+        print("== vt status (both daemons answer on their status sockets)")
+        print(sh(*vt, "status", *(str(p.pid) for p in procs[:2]), check=False).stdout)
         print("== interface counters")
         for ns in (ns_a, ns_b):
             link = in_ns(ns, "ip", "-s", "link", "show", "type", "tun", check=False).stdout

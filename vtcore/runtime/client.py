@@ -26,6 +26,7 @@ from vtcore.runtime.native import HOST_TOKEN
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure
 from vtcore.runtime.session import Session, SessionError, client_settings
+from vtcore.runtime.status import StatusServer, session_status
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -90,6 +91,20 @@ class Client:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.restart)
         loop.add_signal_handler(signal.SIGUSR1, self._reset)
+        status_server = StatusServer("run", f"{self.host.name}-{self.server}", self.status)
+        await status_server.start()
+        try:
+            return await self._run()
+        finally:
+            await status_server.close()
+
+    def status(self) -> dict:
+        """The document ``vt status`` shows."""
+        return {"role": "client", "host": self.host.name, "server": self.server,
+                "sessions_run": self.sessions_run,
+                "sessions": [session_status(self.session)] if self.session else []}
+
+    async def _run(self) -> int:
         device = None
         backoff = BACKOFF_FIRST
         status = 0

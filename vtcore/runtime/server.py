@@ -27,6 +27,7 @@ from vtcore.runtime.native import HOST_TOKEN, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure
 from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
+from vtcore.runtime.status import StatusServer, session_status
 
 GREETING = "VTUN server ver 3.X vt"
 MAX_PENDING_HANDSHAKES = 256
@@ -101,15 +102,26 @@ class Server:
         loop = asyncio.get_running_loop()
         self.listener = self.listener or self.make_listener()
         self._install_signals(loop)
-        log.info("listening", address=peer_name(self.listener.getsockname()),
-                 hosts=len(self.config.hosts))
+        address = peer_name(self.listener.getsockname())
+        log.info("listening", address=address, hosts=len(self.config.hosts))
+        status = StatusServer("serve", str(self.listener.getsockname()[1]), self.status)
+        await status.start()
         accept = loop.create_task(self._accept_loop())
-        await self._stopping.wait()
-        accept.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await accept
-        self.listener.close()
-        await self.shutdown("server shutting down")
+        try:
+            await self._stopping.wait()
+        finally:
+            accept.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await accept
+            self.listener.close()
+            await self.shutdown("server shutting down")
+            await status.close()
+
+    def status(self) -> dict:
+        """The document ``vt status`` shows."""
+        return {"role": "server", "config": self.config_path,
+                "listen": peer_name(self.listener.getsockname()) if self.listener else None,
+                "sessions": [session_status(s) for s in self.sessions()]}
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
