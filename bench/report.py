@@ -92,7 +92,8 @@ def markdown(results: dict, summary: dict) -> str:
     impls = [i for i in IMPLS if i in meta["impls"]]
     others = [i for i in impls if i != "vtund"] if "vtund" in impls else []
     lines = [
-        f"# vt vs vtund benchmark — {meta['started']}",
+        f"# vt vs vtund benchmark — {meta['started']}"
+        + (" (quick smoke run: too short to compare)" if meta.get("quick") else ""),
         "",
         f"{meta['rounds']} round(s) interleaved, {meta['seconds']} s per test, medians. "
         f"Host: {meta['cpu']} ({meta['ncpu']} CPUs), kernel {meta['kernel']}. "

@@ -130,6 +130,7 @@ def run_scale(
             "server_pss_idle_kb": base.pss_kb,
             "server_pss_kb": loaded.pss_kb,
             "server_procs": loaded.nprocs,
+            "server_hwm_kb": loaded.hwm_kb,
             "pss_per_session_kb": (loaded.pss_kb - base.pss_kb) / n,
             "errors": report["errors"],
             "server_alive": server.alive(),

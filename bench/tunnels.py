@@ -19,6 +19,7 @@ from pathlib import Path
 
 from netns import HarnessError, Netns, Pair, free_port, wait_ping
 from peers import VtClient, VtServer, VtundClient, VtundServer, _killpg, vtund_conf
+from procstat import tree
 
 TUNNEL_MTU = 1400
 """Inner MTU of every tunnel, so that UDP-carried frames fit the 1500-byte veth unfragmented."""
@@ -67,8 +68,6 @@ class Tunnel:
     log: object = None  # callable returning daemon logs, for error reports
 
     def alive(self) -> bool:
-        from procstat import tree
-
         return all(tree([p]) for p in self.a_roots + self.b_roots)
 
 

@@ -50,6 +50,9 @@ class Counters:
     """Packets the device refused (EIO before the interface is up, ENOBUFS)."""
     echo_sent: int = 0
     echo_received: int = 0
+    bad_frames: int = 0
+    """Frames the link rejected (malformed; in secure mode also forged or replayed).
+    Taken from the link when the session ends."""
 
     def reset(self) -> None:
         for f in fields(self):
@@ -121,6 +124,7 @@ class Tunnel:
         loop = self._loop
         if loop is None:
             return
+        self.counters.bad_frames = int(getattr(self.link, "bad_frames", 0))
         for fd in (self.link.fileno(), self.device.fileno()):
             if fd >= 0:
                 loop.remove_reader(fd)

@@ -1,0 +1,420 @@
+"""Attack tools for the secure-mode tests, run as processes inside a test namespace.
+
+``python secure_tools.py relay ...``  a TCP+UDP man in the middle between a vt client and
+                                       server: passes, rewrites, flips, captures, replays
+``python secure_tools.py fuzz ...``   a pure-Python secure-mode client that flips one byte
+                                       of the handshake per run (one direction, given offsets)
+``python secure_tools.py flood ...``  many bogus secure handshakes from one source
+
+Each prints JSON lines on stdout; every wait is bounded.  Only loopback and namespace
+addresses given on the command line are ever contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+
+MESG = 50
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def pack50(text: str) -> bytes:
+    raw = text.encode()
+    return raw + bytes(MESG - len(raw))
+
+
+# ------------------------------------------------------------------------------ relay
+
+
+class Relay:
+    """One client at a time: client -> (listen, port) -> relay -> (target, tport).
+
+    The vtun UDP port exchange tells each end the *other* end's TCP port: the client sends
+    UDP to (listen, tport) and the server to (out_addr, client's source port), so the relay
+    binds its server-side TCP and UDP sockets to the client's source port, and listens for
+    UDP on (listen, tport).
+
+    Modes (SIGUSR1 "arms" the ones that act later):
+    ``pass``; ``strip-vt2`` (remove the token from the HOST line);
+    ``rewrite-offer`` (replace the server's ``OK VT2`` by ``OK CHAL``);
+    ``flip-tcp`` (armed: flip the last byte of the next client chunk of >= 100 bytes);
+    ``flip-udp`` (armed: flip the last byte of the next client datagram);
+    ``replay`` (armed: re-send every datagram seen so far, both ways).
+    """
+
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.armed = False
+        self.c2s: list[bytes] = []
+        self.s2c: list[bytes] = []
+        self.client_udp: tuple | None = None
+        self.udp_c: socket.socket | None = None
+        self.udp_s: socket.socket | None = None
+
+    def arm(self) -> None:
+        self.armed = True
+        if self.a.mode == "replay":
+            self.replay()
+
+    def replay(self) -> None:
+        self.armed = False
+        sent = [0, 0]
+        for pkt in list(self.c2s):
+            if self.udp_s is not None:
+                self.udp_s.send(pkt)
+                sent[0] += 1
+        for pkt in list(self.s2c):
+            if self.udp_c is not None and self.client_udp is not None:
+                self.udp_c.sendto(pkt, self.client_udp)
+                sent[1] += 1
+        emit(event="replayed", c2s=sent[0], s2c=sent[1])
+
+    # -- TCP
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        a = self.a
+        cport = writer.get_extra_info("peername")[1]
+        try:
+            sreader, swriter = await asyncio.wait_for(asyncio.open_connection(
+                a.target, a.tport, local_addr=(a.out_addr, cport)), 5)
+        except (OSError, TimeoutError) as exc:
+            emit(event="connect-failed", error=str(exc))
+            writer.close()
+            return
+        self.open_udp(cport)
+        emit(event="connected", port=cport)
+        await asyncio.gather(self.pump(reader, swriter, "c2s"),
+                             self.pump(sreader, writer, "s2c"), return_exceptions=True)
+        emit(event="closed")
+
+    async def pump(self, reader, writer, way: str) -> None:
+        mode = self.a.mode
+        try:
+            if way == "c2s" and mode == "strip-vt2":
+                text = (await reader.readexactly(MESG)).rstrip(b"\0").decode()
+                writer.write(pack50(text.replace(" vt2", "")))
+                emit(event="stripped")
+            if way == "s2c" and mode == "rewrite-offer":
+                greeting = await reader.readexactly(MESG)
+                offer = await reader.readexactly(MESG)
+                writer.write(greeting + pack50("OK CHAL: " + "41" * 16 + "\n"))
+                emit(event="rewrote", was=offer.rstrip(b"\0").decode(errors="replace"))
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if way == "c2s" and mode == "flip-tcp" and self.armed and len(data) >= 100:
+                    self.armed = False
+                    data = data[:-1] + bytes((data[-1] ^ 0x01,))
+                    emit(event="flipped", size=len(data))
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    # -- UDP
+
+    def open_udp(self, cport: int) -> None:
+        loop = asyncio.get_running_loop()
+        if self.udp_s is not None:
+            loop.remove_reader(self.udp_s.fileno())
+            self.udp_s.close()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((self.a.out_addr, cport))
+        s.connect((self.a.target, self.a.tport))
+        s.setblocking(False)
+        self.udp_s = s
+        loop.add_reader(s.fileno(), self.from_server)
+
+    def from_client(self) -> None:
+        for _ in range(64):
+            try:
+                pkt, addr = self.udp_c.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            self.client_udp = addr
+            if len(self.c2s) < 10000:
+                self.c2s.append(pkt)
+            if self.a.mode == "flip-udp" and self.armed:
+                self.armed = False
+                pkt = pkt[:-1] + bytes((pkt[-1] ^ 0x01,))
+                emit(event="flipped", size=len(pkt))
+            if self.udp_s is not None:
+                try:
+                    self.udp_s.send(pkt)
+                except OSError:
+                    pass
+
+    def from_server(self) -> None:
+        for _ in range(64):
+            try:
+                pkt = self.udp_s.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(self.s2c) < 10000:
+                self.s2c.append(pkt)
+            if self.client_udp is not None:
+                try:
+                    self.udp_c.sendto(pkt, self.client_udp)
+                except OSError:
+                    pass
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, self.arm)
+        self.udp_c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp_c.bind((self.a.listen, self.a.tport))
+        self.udp_c.setblocking(False)
+        loop.add_reader(self.udp_c.fileno(), self.from_client)
+        server = await asyncio.start_server(self.handle, self.a.listen, self.a.tport)
+        emit(event="listening")
+        async with server:
+            await asyncio.sleep(self.a.lifetime)
+
+
+# ------------------------------------------------------------------------------ fuzz
+
+
+class Flipper:
+    """A socket that flips byte ``offset`` of one direction of the stream (XOR 1)."""
+
+    def __init__(self, sock: socket.socket, way: str, offset: int) -> None:
+        self.sock = sock
+        self.way = way
+        self.offset = offset
+        self.pos = {"c2s": 0, "s2c": 0}
+        self.flipped = False
+
+    def _mutate(self, way: str, data: bytes) -> bytes:
+        start = self.pos[way]
+        self.pos[way] += len(data)
+        i = self.offset - start
+        if way == self.way and 0 <= i < len(data):
+            self.flipped = True
+            return data[:i] + bytes((data[i] ^ 0x01,)) + data[i + 1 :]
+        return data
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(self._mutate("c2s", data))
+
+    def recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return self._mutate("s2c", buf)
+
+
+def fuzz_one(a: argparse.Namespace, offset: int, source: str) -> dict:
+    from vt_crypto.secure.mode import MODE
+    from vtcore.api import HandshakeRefused
+    from vtcore.protocol.errors import ProtocolError
+    from vtcore.protocol.handshake import ClientHandshake
+
+    password = a.password.encode()
+    sock = socket.create_connection((a.server, a.port), timeout=a.timeout,
+                                    source_address=(source, 0))
+    f = Flipper(sock, a.way, offset)
+    stage = "greeting"
+    ch = None
+    try:
+        hs = ClientHandshake(a.host, password, host_extra=(MODE.host_token,))
+        greeting = f.recv_exact(MESG)
+        hs.receive_data(greeting)
+        host_block = hs.data_to_send()
+        f.send(host_block)
+        stage = "offer"
+        reply = f.recv_exact(MESG)
+        if not MODE.client_accepts(reply, a.host, True):
+            return {"result": "fallback", "stage": stage, "flipped": f.flipped}
+        ch = MODE.client_handshake(reply, a.host, password, greeting + host_block + reply)
+        stage = "secure"
+        while True:
+            out = ch.data_to_send()
+            if out:
+                f.send(out)
+            if ch.next_event() is not None:
+                return {"result": "established", "stage": stage, "flipped": f.flipped}
+            head = f.recv_exact(2)
+            n = int.from_bytes(head, "big")
+            body = f.recv_exact(n) if 0 < n <= 4096 else b""
+            ch.receive_data(head + body)
+    except (HandshakeRefused, ProtocolError, ValueError) as exc:
+        if ch is not None:
+            out = ch.data_to_send()
+            if out:
+                try:
+                    sock.sendall(out)
+                except OSError:
+                    pass
+        return {"result": "refused", "stage": stage, "error": str(exc), "flipped": f.flipped}
+    except TimeoutError:
+        return {"result": "timeout", "stage": stage, "flipped": f.flipped}
+    except (EOFError, OSError) as exc:
+        return {"result": "closed", "stage": stage, "error": str(exc), "flipped": f.flipped}
+    finally:
+        sock.close()
+
+
+def fuzz(a: argparse.Namespace) -> None:
+    offsets = [int(x) for x in a.offsets.split(",") if x]
+    sources = a.sources.split(",")
+    for i, off in enumerate(offsets):
+        res = fuzz_one(a, off, sources[i % len(sources)])
+        res["offset"] = off
+        emit(**res)
+        if off >= a.settle_from:
+            time.sleep(0.3)  # the server took the session: let it end before the next run
+
+
+# ------------------------------------------------------------------------------ flood
+
+
+async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.bind((a.source, 0))
+        await asyncio.wait_for(loop.sock_connect(sock, (a.server, a.port)), 5)
+        greeting = b""
+        while len(greeting) < MESG:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, MESG - len(greeting)), 5)
+            if not chunk:
+                raise EOFError
+            greeting += chunk
+        await loop.sock_sendall(sock, pack50(f"HOST: {a.host} vt2\n"))
+        reply = b""
+        while len(reply) < MESG:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, MESG - len(reply)), 5)
+            if not chunk:
+                raise EOFError
+            reply += chunk
+        kind = "offer" if reply.startswith(b"OK VT2") else "err" if reply.startswith(b"ERR") \
+            else "other"
+        stats[kind] += 1
+        if kind != "offer":
+            return
+        if i % 2:
+            # Garbage msg1 of the right shape: costs the server its PAKE.
+            await loop.sock_sendall(sock, b"\x00\x42\x01A" + os.urandom(65))
+        # Then dribble: one byte a second until the server gives up on us.
+        while loop.time() < until:
+            await asyncio.sleep(1)
+            await loop.sock_sendall(sock, b"\x00")
+    except (OSError, EOFError, TimeoutError):
+        stats["failed"] += 1
+    finally:
+        sock.close()
+
+
+async def flood(a: argparse.Namespace) -> None:
+    stats = {"offer": 0, "err": 0, "other": 0, "failed": 0}
+    until = asyncio.get_running_loop().time() + a.duration
+    tasks = [asyncio.ensure_future(flood_one(a, i, stats, until)) for i in range(a.count)]
+    while sum(stats.values()) < a.count and asyncio.get_running_loop().time() < until:
+        await asyncio.sleep(0.05)
+    emit(event="flooded", **stats)
+    await asyncio.wait(tasks, timeout=a.duration + 5)
+    emit(event="done", **stats)
+
+
+# ------------------------------------------------------------------------------ test helpers
+
+PASSWD = "Vt-test-pw1"
+TOOL = os.path.abspath(__file__)
+
+
+def server_conf(host: str = "t1", *, proto: str = "tcp", type_: str = "tun",
+                device: str = "tsrv", encrypt: str | None = "aead", extra: str = "",
+                passwd: str = PASSWD, timeout: int = 10) -> str:
+    """A vt/vtund server config with one host."""
+    enc = f"  encrypt {encrypt};\n" if encrypt else ""
+    return (f"options {{ timeout {timeout}; }}\n{host} {{\n  passwd {passwd};\n"
+            f"  type {type_};\n  proto {proto};\n  device {device};\n{enc}{extra}}}\n")
+
+
+def client_conf(host: str = "t1", *, device: str = "tcli", encrypt: str | None = "aead",
+                passwd: str = PASSWD, extra: str = "", timeout: int = 10) -> str:
+    """A vt/vtund client config: the server dictates the rest."""
+    enc = f"  encrypt {encrypt};\n" if encrypt else ""
+    return (f"options {{ timeout {timeout}; }}\n{host} {{\n  passwd {passwd};\n"
+            f"  device {device};\n{enc}{extra}}}\n")
+
+
+def rx_packets(ns, dev: str) -> int:
+    """Packets the tunnel program wrote into ``dev`` (the interface's RX counter)."""
+    out = ns.run("ip", "-s", "-j", "link", "show", "dev", dev).stdout
+    return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+
+def log_lines(text: str, needle: str) -> list[str]:
+    return [ln for ln in text.splitlines() if needle in ln]
+
+
+def log_field(line: str, key: str) -> str | None:
+    """The value of ``key=value`` in a console log line: values are not quoted, so a
+    value runs up to the next `` word=`` (keys are sorted, one line per event)."""
+    m = re.search(rf"(?:^|\s){key}=(.*?)(?=\s+\w+=|\s*$)", line)
+    return m.group(1) if m else None
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("relay")
+    r.add_argument("--listen", required=True)
+    r.add_argument("--out-addr", required=True)
+    r.add_argument("--target", required=True)
+    r.add_argument("--tport", type=int, default=5000)
+    r.add_argument("--mode", default="pass")
+    r.add_argument("--lifetime", type=float, default=120)
+    z = sub.add_parser("fuzz")
+    z.add_argument("--server", required=True)
+    z.add_argument("--port", type=int, default=5000)
+    z.add_argument("--host", required=True)
+    z.add_argument("--password", required=True)
+    z.add_argument("--way", choices=("c2s", "s2c"), required=True)
+    z.add_argument("--offsets", required=True)
+    z.add_argument("--sources", required=True)
+    z.add_argument("--timeout", type=float, default=1.5)
+    z.add_argument("--settle-from", type=int, default=1 << 30)
+    f = sub.add_parser("flood")
+    f.add_argument("--server", required=True)
+    f.add_argument("--port", type=int, default=5000)
+    f.add_argument("--host", default="x")
+    f.add_argument("--source", required=True)
+    f.add_argument("--count", type=int, default=200)
+    f.add_argument("--duration", type=float, default=8)
+    a = p.parse_args(argv)
+    if a.cmd == "relay":
+        asyncio.run(Relay(a).run())
+    elif a.cmd == "fuzz":
+        fuzz(a)
+    else:
+        asyncio.run(flood(a))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
