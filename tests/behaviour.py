@@ -61,12 +61,31 @@ def link_counters(ns: Netns, dev: str) -> tuple[int, int]:
     return int(rx), int(tx)
 
 
+_SESSION_LINES = {
+    # vt's log lines for session start and end, and the context each must carry.
+    "server": {"session opened": ("host=", "peer="), "session up": ("host=", "peer="),
+               "session closed": ("host=", "peer=", "reason="),
+               "session failed": ("host=", "peer=", "error="),
+               "denied": ("host=", "peer=")},
+    "client": {"connected": ("host=", "server="), "session up": ("host=", "peer="),
+               "session closed": ("host=", "server=", "reason="),
+               "session failed": ("host=", "server=", "error=")},
+}
+
+
 def assert_no_secret(*peers, secret: str = PASSWD) -> None:
-    """No log of any peer shows the password (challenges are random, never logged)."""
+    """No log shows the password (nor a challenge), and every vt session start/end line
+    names the host, the peer and (for an end) the reason."""
     for p in peers:
         text = p.log()
         assert secret not in text, f"{p.kind} logged the password"
         assert not re.search(r"CHAL: <[a-p]{32}>", text), f"{p.kind} logged a challenge"
+        role = {"vt-server": "server", "vt-client": "client"}.get(p.kind)
+        for line in text.splitlines() if role else ():
+            for event, keys in _SESSION_LINES[role].items():
+                if event in line:
+                    missing = [k for k in keys if k not in line]
+                    assert not missing, f"{p.kind} log line lacks {missing}: {line}"
 
 
 def stream_script(send: Path, recv: Path) -> str:

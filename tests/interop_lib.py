@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netns import HarnessError, Pair, iperf3, ping, transfer_file, wait_ping
-from peers import VtClient, VtServer, VtundClient, VtundServer, vtund_conf
+from peers import VtClient, VtServer, VtundClient, VtundServer, _killpg, vtund_conf
 
 FULL = os.environ.get("VT_INTEROP_FULL") == "1"
 """``make interop``: iperf3 both ways for every case, every transport x type per setting."""
@@ -28,6 +29,7 @@ IPERF_SECONDS = 2
 FILE_BYTES = 1 << 20
 LIGHT_FILE_BYTES = 64 << 10
 PING_COUNT = 5
+SERIAL_UP_TIMEOUT = 10
 
 LEGACY_OPENSSL_CNF = """\
 openssl_conf = openssl_init
@@ -88,6 +90,8 @@ class Profile:
     label: str = ""
     light: bool = False
     """Light traffic only: pings and a small file, no iperf3."""
+    file_way: str = ""
+    """``c->s`` or ``s->c`` to send the file one way only (default: the plan's ways)."""
     vt_makes_device: bool = False
     """vt sides create their own device and address it in ``up {}`` (no pre-made one)."""
     srv_ip: str = ""
@@ -109,7 +113,8 @@ def _side(p: Profile, impl: str, mode: str, dev: str, ip: str, peer: str) -> dic
     """``device`` for a pre-made device, or ``up {}`` commands when vt makes its own."""
     if impl == "vt" and p.vt_makes_device:
         addr = f"{ip} peer {peer}" if mode == "tun" else f"{ip}/24"
-        return {"up": [f'ip "addr add {addr} dev %d"', 'ip "link set %d up"']}
+        return {"up": ['program /bin/sleep "1" wait', f'ip "addr add {addr} dev %d"',
+                       'ip "link set %d up"']}
     return {"device": dev}
 
 
@@ -121,7 +126,14 @@ def _keepalive_client(p: Profile) -> dict[str, object]:
 
 @contextlib.contextmanager
 def tunnels(
-    pair: Pair, server: str, client: str, transport: str, ttype: str, profiles: list[Profile]
+    pair: Pair,
+    server: str,
+    client: str,
+    transport: str,
+    ttype: str,
+    profiles: list[Profile],
+    port: int = PORT,
+    tag: str = "",
 ) -> Iterator[object]:
     """Bring up one tunnel per profile (one server, one client each); yields the server peer.
 
@@ -133,7 +145,7 @@ def tunnels(
     blocks = []
     for i, p in enumerate(profiles):
         p.srv_ip, p.cli_ip = pair.tunnel_addrs()
-        p.srv_dev, p.cli_dev = f"vs{i:02d}", f"vc{i:02d}"
+        p.srv_dev, p.cli_dev = f"vs{tag}{i:02d}", f"vc{tag}{i:02d}"
         for ns, impl, dev, ip, peer in (
             (pair.a, server, p.srv_dev, p.srv_ip, p.cli_ip),
             (pair.b, client, p.cli_dev, p.cli_ip, p.srv_ip),
@@ -142,17 +154,33 @@ def tunnels(
                 ns.add_tun(dev, mode, addr=ip if mode == "tun" else f"{ip}/24",
                            peer=peer if mode == "tun" else None)
         side = _side(p, server, mode, p.srv_dev, p.srv_ip, p.cli_ip)
-        blocks.append(_profile_text(p.name, type=ttype, proto=transport, **side, **p.settings))
+        blocks.append(_profile_text(p.name, **{"type": ttype, "proto": transport, **side,
+                                               **p.settings}))
     scfg = "options {\n  timeout 10;\n}\n\n" + "".join(blocks)
+    # vtund's UDP sessions all bind the server's port and connect only after the port
+    # exchange: two set-ups at once can swap a datagram (fatal to a zlib stream, and
+    # vtund drops the session).  Bring vtund-server UDP tunnels up one at a time.
+    serial = server == "vtund" and any(
+        p.settings.get("proto", transport) == "udp" for p in profiles
+    )
     with contextlib.ExitStack() as stack:
-        srv = stack.enter_context(SERVERS[server](pair.a, scfg, port=PORT))
-        for p in profiles:
-            side = _side(p, client, mode, p.cli_dev, p.cli_ip, p.srv_ip)
-            ccfg = vtund_conf(p.name, **side, **_keepalive_client(p))
-            p.client = stack.enter_context(
-                CLIENTS[client](pair.b, ccfg, p.name, pair.a_addr, port=PORT)
-            )
-        yield srv
+        srv = stack.enter_context(SERVERS[server](pair.a, scfg, port=port))
+        try:
+            for p in profiles:
+                side = _side(p, client, mode, p.cli_dev, p.cli_ip, p.srv_ip)
+                ccfg = vtund_conf(p.name, **side, **_keepalive_client(p))
+                p.client = stack.enter_context(
+                    CLIENTS[client](pair.b, ccfg, p.name, pair.a_addr, port=port)
+                )
+                if serial:
+                    with contextlib.suppress(HarnessError):  # the checks will say so
+                        wait_ping(pair.b, p.srv_ip, SERIAL_UP_TIMEOUT)
+            yield srv
+        finally:
+            # Stop every client at once (each stop alone waits for its own exit).
+            for p in profiles:
+                if p.client is not None and p.client.alive():  # type: ignore[attr-defined]
+                    _killpg(p.client.proc.pid, signal.SIGTERM)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,9 +192,11 @@ class Plan:
     """What to run through every tunnel."""
 
     file_bytes: int = FILE_BYTES
-    both_ways: bool = True
     iperf: bool = FULL
+    iperf_parallel: bool = False
     up_timeout: float = 25
+    file_ways: tuple[str, ...] = ("c->s", "s->c")
+    """Per profile; ``Profile.file_way`` overrides."""
 
 
 def _attempt(fails: list[str], what: str, fn: Callable[[], object]) -> object:
@@ -191,10 +221,9 @@ def _up_and_ping(pair: Pair, p: Profile, plan: Plan) -> list[str]:
 def _files(pair: Pair, p: Profile, plan: Plan) -> list[str]:
     fails: list[str] = []
     size = LIGHT_FILE_BYTES if p.light else plan.file_bytes
-    ways = [(pair.b, pair.a, p.srv_ip, "c->s")]
-    if plan.both_ways:
-        ways.append((pair.a, pair.b, p.cli_ip, "s->c"))
-    for src, dst, addr, way in ways:
+    ways = {"c->s": (pair.b, pair.a, p.srv_ip), "s->c": (pair.a, pair.b, p.cli_ip)}
+    for way in (p.file_way,) if p.file_way else plan.file_ways:
+        src, dst, addr = ways[way]
         ok = _attempt(fails, f"file {way}",
                       lambda src=src, dst=dst, addr=addr: transfer_file(src, dst, addr, size))
         if ok is False:
@@ -222,16 +251,20 @@ def run_checks(pair: Pair, profiles: list[Profile], plan: Plan, workers: int = 6
     """
     fails: dict[str, list[str]] = {p.name: [] for p in profiles}
     with ThreadPoolExecutor(max_workers=max(1, min(len(profiles), 16))) as pool:
-        for p, f in zip(profiles, pool.map(lambda p: _up_and_ping(pair, p, plan), profiles)):
-            fails[p.name] += f
+        ups = list(pool.map(lambda p: _up_and_ping(pair, p, plan), profiles))
+    for p, f in zip(profiles, ups, strict=True):
+        fails[p.name] += f
     live = [p for p in profiles if not any(f.startswith("no tunnel") for f in fails[p.name])]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for p, f in zip(live, pool.map(lambda p: _files(pair, p, plan), live)):
-            fails[p.name] += f
-    if plan.iperf:
-        for p in live:
-            if not p.light:
-                fails[p.name] += _iperf(pair, p, plan)
+        files = list(pool.map(lambda p: _files(pair, p, plan), live))
+    for p, f in zip(live, files, strict=True):
+        fails[p.name] += f
+    heavy = [p for p in live if plan.iperf and not p.light]
+    # Concurrent iperf3 runs (plan.iperf_parallel) share the path; they only prove it works.
+    with ThreadPoolExecutor(max_workers=len(heavy) if plan.iperf_parallel else 1) as pool:
+        perf = list(pool.map(lambda p: _iperf(pair, p, plan), heavy)) if heavy else []
+    for p, f in zip(heavy, perf, strict=True):
+        fails[p.name] += f
     return [f"{p.label}: {f}" for p in profiles for f in fails[p.name]]
 
 

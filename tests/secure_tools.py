@@ -224,6 +224,7 @@ class Flipper:
 
 def fuzz_one(a: argparse.Namespace, offset: int, source: str) -> dict:
     from vt_crypto.secure.mode import MODE
+
     from vtcore.api import HandshakeRefused
     from vtcore.protocol.errors import ProtocolError
     from vtcore.protocol.handshake import ClientHandshake
@@ -374,6 +375,41 @@ def log_field(line: str, key: str) -> str | None:
     value runs up to the next `` word=`` (keys are sorted, one line per event)."""
     m = re.search(rf"(?:^|\s){key}=(.*?)(?=\s+\w+=|\s*$)", line)
     return m.group(1) if m else None
+
+
+def add_devices(p, type_: str, mtu: int | None = None) -> tuple[str, str]:
+    """tsrv in A, tcli in B (tun point-to-point or tap on a /24); returns their addresses."""
+    ta, tb = p.tunnel_addrs()
+    for ns in (p.a, p.b):
+        # Only the test's packets on the tunnel: no IPv6 autoconfiguration chatter.
+        ns.run("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+    if type_ == "ether":
+        p.a.add_tun("tsrv", "tap", addr=f"{ta}/24", mtu=mtu)
+        p.b.add_tun("tcli", "tap", addr=f"{tb}/24", mtu=mtu)
+    else:
+        p.a.add_tun("tsrv", "tun", addr=ta, peer=tb, mtu=mtu)
+        p.b.add_tun("tcli", "tun", addr=tb, peer=ta, mtu=mtu)
+    return ta, tb
+
+
+def ingress_loss(ns, dev: str, percent: int) -> None:
+    """Drop ``percent``% of the packets arriving on ``dev`` (nftables ``numgen random``).
+
+    Only on input: a drop on output is reported to the sending socket (EPERM), which is
+    a local firewall refusing, not loss on the wire."""
+    table = f"vtsecloss_{dev}"
+    ns.run("nft", "delete", "table", "inet", table, check=False)
+    if percent:
+        ns.run("nft", "-f", "-", input=(
+            f"table inet {table} {{\n  chain in {{ type filter hook input priority -300;"
+            f" policy accept;\n    iifname \"{dev}\" numgen random mod 100 < {percent} drop\n"
+            "  }\n}\n"))
+
+
+def no_crash(*peers) -> None:
+    for peer in peers:
+        text = peer.log()
+        assert "Traceback" not in text and "session crashed" not in text, text
 
 
 # ------------------------------------------------------------------------------ main

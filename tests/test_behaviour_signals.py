@@ -3,14 +3,26 @@ SIGTERM ends every session cleanly (``down`` once per session) and exits 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import time
 
 import pytest
-from behaviour import ERR_BLOCK, HOST, PASSWD, assert_no_secret, conf, count_lines, probe
-from behaviour import tmpdir, wait_for
+from behaviour import (
+    ERR_BLOCK,
+    HOST,
+    PASSWD,
+    assert_no_secret,
+    conf,
+    count_lines,
+    probe,
+    probe_bg,
+    tmpdir,
+    wait_for,
+)
 from netns import ping, two_hosts, wait_ping
 from peers import VtClient, VtServer
 
@@ -85,8 +97,15 @@ def test_sigterm_ends_every_session_and_runs_down_once() -> None:
                 wait_for(lambda: count_lines(marks, "up") == 2, 10, "two sessions up")
                 c1.wait_log("session up")
                 c2.wait_log("session up")
+                # A client stuck in the handshake must not hold the shutdown up.
+                silent = probe_bg(p.b, p.a_addr, 5000, "silent", limit=20)
+                time.sleep(0.5)
+                t0 = time.monotonic()
                 os.kill(s.proc.pid, signal.SIGTERM)
-                assert s.proc.wait(timeout=10) == 0
+                assert s.proc.wait(timeout=20) == 0
+                assert time.monotonic() - t0 < 5, "SIGTERM took too long"
+                out, _ = silent.communicate(timeout=25)
+                assert json.loads(out)["end"] in ("closed", "reset")
                 assert count_lines(marks, "down") == 2
                 assert count_lines(marks, "up") == 2
                 assert len(re.findall(r"session closed.*server shutting down", s.log())) == 2

@@ -67,6 +67,10 @@ class FrameModule(Protocol):
     linker counts the drop and the session goes on).  A module must never raise on
     bad input from the network: return ``None`` instead.  Modules are per session
     and hold their own stream state (zlib streams, cipher chaining).
+
+    Optional attributes the session honours: ``broken`` (True once the module's stream
+    state is lost for good: the session ends, as vtund's would) and ``close()`` (called
+    once when the session ends, to release files or other resources).
     """
 
     def encode(self, frame: bytes) -> bytes | None: ...

@@ -147,9 +147,16 @@ class Server:
         return task
 
     async def shutdown(self, reason: str) -> None:
+        sessions = set()
         for lives in list(self.live.values()):
             for live in lives:
+                sessions.add(live.task)
                 live.session.stop(reason)
+        # Connections still in the handshake have nothing to wind down: a silent client
+        # must not hold the exit up until its handshake times out.
+        for t in self._tasks:
+            if t not in sessions:
+                t.cancel()
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=15)

@@ -252,6 +252,14 @@ class Session:
                 with contextlib.suppress(asyncio.CancelledError):
                     await stat_task
             link.close()
+            for module in chain:
+                close = getattr(module, "close", None)
+                if callable(close):
+                    try:
+                        close()
+                    except Exception as exc:  # a plugin's cleanup must not stop ours
+                        self.log.warning("module close failed", module=type(module).__name__,
+                                         error=str(exc))
             await asyncio.shield(
                 run_commands(self.host.down, self.options, subs, stdio_fd=None, what="down")
             )

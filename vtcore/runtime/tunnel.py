@@ -80,6 +80,7 @@ class Tunnel:
         self._control = framing.control
         self._max_payload = framing.max_payload
         self.device = device
+        self.modules = list(chain)
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
         self.pacers = [m for m in chain if isinstance(m, PacingModule)]
@@ -257,6 +258,8 @@ class Tunnel:
                     break
             if not p:
                 c.dropped_decode += 1
+                if self._stream_broken():
+                    return
                 continue
             if write(p):
                 c.byte_in += len(p)
@@ -272,6 +275,16 @@ class Tunnel:
         if not self.device.pending:
             self._dev_writer_on = False
             self._loop.remove_writer(self.device.fileno())
+
+    def _stream_broken(self) -> bool:
+        """A module whose stream state is lost for good (zlib after a bad frame) cannot
+        decode anything again: end the session, as vtund does, so a persistent client
+        reconnects with fresh streams instead of dropping every frame."""
+        for m in self.modules:
+            if getattr(m, "broken", False):
+                self.stop(f"{type(m).__name__}: stream corrupt, session ends")
+                return True
+        return False
 
     def _on_control(self, flags: int) -> None:
         if flags == ECHO_REQ:
