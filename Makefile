@@ -25,10 +25,12 @@ lint:
 demo: setup
 	$(PY) -m vtcore.demo
 
-# Interop matrix (vt <-> vtund in network namespaces); needs root. Placeholder: every
-# vtund-marked test until the full matrix lands.
+# Full interop matrix (vt <-> vtund, vt <-> vt in network namespaces; needs root):
+# every transport x type for every compression/cipher setting, iperf3 both ways.
+# tests/INTEROP.md explains the matrix; `make test` runs its CI-sized subset.
+INTEROP_TESTS = tests/test_interop_tunnel.py tests/test_interop_modules.py
 interop: setup
-	@$(PYTEST) -m vtund $(ARGS); rc=$$?; \
+	@VT_INTEROP_FULL=1 VT_REQUIRE_NETNS=1 $(PYTEST) $(INTEROP_TESTS) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make interop: no tests collected (exit 5) -> failure"; fi; \
 	exit $$rc
 
@@ -36,4 +38,7 @@ interop: setup
 # Results: bench/results/latest.md. Smoke run (< 2 min): make bench ARGS=--quick
 .PHONY: bench
 bench: setup
+	@dpkg-query -W -f='$${Status}' openvpn 2>/dev/null | grep -q "install ok installed" || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openvpn
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q 'matplotlib>=3.7'
 	$(PY) bench/run.py $(ARGS)

@@ -216,6 +216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="run vt cases even if the vt probe fails")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="only rewrite the .md/.png of an earlier run's JSON (no root needed)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.pings = 1, 2, 25
@@ -250,8 +252,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def summarize_all(results: dict) -> dict:
+    """Medians per (config, impl); an impl skipped in every round is left out (n/a)."""
+    return {
+        "cases": {
+            key: {impl: report.summarize(rs) for impl, rs in per.items()
+                  if any("skipped" not in r for r in rs)}
+            for key, per in results["cases"].items()
+        }
+    }  # fmt: skip
+
+
+def render(path: Path, no_plot: bool) -> int:
+    """Rewrite the Markdown (and PNG) beside an earlier run's JSON from its raw rounds."""
+    try:
+        results = json.loads(path.read_text())
+        summary = summarize_all(results)
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        print(f"bench: cannot read {path}: {e}", file=sys.stderr)
+        return 2
+    path.with_suffix(".md").write_text(report.markdown(results, summary))
+    if not no_plot:
+        report.plot(summary, path.with_suffix(".png"))
+    log(f"wrote {path.with_suffix('.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render(args.render, args.no_plot)
     if os.geteuid() != 0 or not netns_usable():
         print("bench: needs root and working `ip netns`", file=sys.stderr)
         return 2
@@ -287,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "vtund": _version(["dpkg-query", "-W", "-f=${Version}", "vtun"]),
-        "openvpn": _version(["openvpn", "--version"]) if "openvpn" in args.refs else None,
+        "openvpn": (" ".join(_version(["openvpn", "--version"]).split()[:2])
+                    if "openvpn" in args.refs else None),
         "iperf3": _version(["iperf3", "--version"]),
         "vt_rev": _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
         "scale_rate": args.scale_rate,
@@ -322,13 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         tunnels.cleanup_pki()
     meta["wall_s"] = round(time.monotonic() - t_start, 1)
     meta["loadavg_end"] = _loadavg()
-    summary = {
-        "cases": {
-            key: {impl: report.summarize(rs) for impl, rs in per.items()
-                  if any("skipped" not in r for r in rs)}
-            for key, per in results["cases"].items()
-        }
-    }  # fmt: skip
+    summary = summarize_all(results)
     results["summary"] = summary
     write_outputs(args, results, summary, started)
     log(f"done in {meta['wall_s']:.0f} s")

@@ -29,7 +29,6 @@ IPERF_SECONDS = 2
 FILE_BYTES = 1 << 20
 LIGHT_FILE_BYTES = 64 << 10
 PING_COUNT = 5
-SERIAL_UP_TIMEOUT = 10
 
 LEGACY_OPENSSL_CNF = """\
 openssl_conf = openssl_init
@@ -135,7 +134,9 @@ def tunnels(
     port: int = PORT,
     tag: str = "",
 ) -> Iterator[object]:
-    """Bring up one tunnel per profile (one server, one client each); yields the server peer.
+    """Bring up one tunnel per profile (one client each); yields the server peer (or group).
+
+    Ports ``port`` (.. ``port + len(profiles) - 1`` for a vtund server with UDP profiles).
 
     Devices: ``vsNN`` in A (server side), ``vcNN`` in B (client side), each pair with its own
     /24 inside the tunnel.  vtund sides always get pre-made devices (vtund writes to its
@@ -156,31 +157,52 @@ def tunnels(
         side = _side(p, server, mode, p.srv_dev, p.srv_ip, p.cli_ip)
         blocks.append(_profile_text(p.name, **{"type": ttype, "proto": transport, **side,
                                                **p.settings}))
-    scfg = "options {\n  timeout 10;\n}\n\n" + "".join(blocks)
-    # vtund's UDP sessions all bind the server's port and connect only after the port
-    # exchange: two set-ups at once can swap a datagram (fatal to a zlib stream, and
-    # vtund drops the session).  Bring vtund-server UDP tunnels up one at a time.
-    serial = server == "vtund" and any(
+    head = "options {\n  timeout 10;\n}\n\n"
+    # vtund's UDP sessions all bind the server's port and connect it only after the port
+    # exchange: two set-ups at once can swap a datagram (vtund then drops the session, a
+    # zlib stream breaks).  So a vtund server with UDP profiles is one process per profile,
+    # each on its own port (port + i).  vt's server connects first and needs none of this.
+    split = server == "vtund" and any(
         p.settings.get("proto", transport) == "udp" for p in profiles
     )
+    configs = [head + b for b in blocks] if split else [head + "".join(blocks)]
     with contextlib.ExitStack() as stack:
-        srv = stack.enter_context(SERVERS[server](pair.a, scfg, port=port))
+        servers = [
+            stack.enter_context(SERVERS[server](pair.a, cfg, port=port + i))
+            for i, cfg in enumerate(configs)
+        ]
         try:
-            for p in profiles:
+            for i, p in enumerate(profiles):
                 side = _side(p, client, mode, p.cli_dev, p.cli_ip, p.srv_ip)
                 ccfg = vtund_conf(p.name, **side, **_keepalive_client(p))
                 p.client = stack.enter_context(
-                    CLIENTS[client](pair.b, ccfg, p.name, pair.a_addr, port=port)
+                    CLIENTS[client](pair.b, ccfg, p.name, pair.a_addr,
+                                    port=port + (i if split else 0))
                 )
-                if serial:
-                    with contextlib.suppress(HarnessError):  # the checks will say so
-                        wait_ping(pair.b, p.srv_ip, SERIAL_UP_TIMEOUT)
-            yield srv
+            yield servers[0] if len(servers) == 1 else ServerGroup(servers)
         finally:
             # Stop every client at once (each stop alone waits for its own exit).
             for p in profiles:
                 if p.client is not None and p.client.alive():  # type: ignore[attr-defined]
                     _killpg(p.client.proc.pid, signal.SIGTERM)  # type: ignore[attr-defined]
+
+
+class ServerGroup:
+    """Several server processes seen as one, for the checks and the report."""
+
+    def __init__(self, peers: list) -> None:
+        self.peers = peers
+        self.kind = f"{peers[0].kind} x{len(peers)}"
+
+    def log(self) -> str:
+        return "".join(p.log() for p in self.peers)
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.peers)
+
+    def stop(self) -> None:
+        for p in self.peers:
+            p.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,7 +215,9 @@ class Plan:
 
     file_bytes: int = FILE_BYTES
     iperf: bool = FULL
-    iperf_parallel: bool = False
+    iperf_workers: int = 1
+    """Tunnels loaded by iperf3 at the same time (they share the CPU: this proves the path
+    carries the load, it does not measure it)."""
     up_timeout: float = 25
     file_ways: tuple[str, ...] = ("c->s", "s->c")
     """Per profile; ``Profile.file_way`` overrides."""
@@ -260,8 +284,7 @@ def run_checks(pair: Pair, profiles: list[Profile], plan: Plan, workers: int = 6
     for p, f in zip(live, files, strict=True):
         fails[p.name] += f
     heavy = [p for p in live if plan.iperf and not p.light]
-    # Concurrent iperf3 runs (plan.iperf_parallel) share the path; they only prove it works.
-    with ThreadPoolExecutor(max_workers=len(heavy) if plan.iperf_parallel else 1) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, plan.iperf_workers)) as pool:
         perf = list(pool.map(lambda p: _iperf(pair, p, plan), heavy)) if heavy else []
     for p, f in zip(heavy, perf, strict=True):
         fails[p.name] += f

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import ipaddress
 import itertools
 import json
 import os
@@ -299,6 +300,8 @@ def two_hosts(ipv6: bool = False) -> Iterator[Pair]:
         )  # fmt: skip
         if ipv6:
             a_addr, b_addr, plen = f"fd{x:02x}:{y:x}::1", f"fd{x:02x}:{y:x}::2", 64
+            # Canonical text, as `ip addr` prints it (y == 0 gives "fdXX::1", not "fdXX:0::1").
+            a_addr, b_addr = (str(ipaddress.ip_address(a)) for a in (a_addr, b_addr))
         else:
             a_addr, b_addr, plen = f"10.{x}.{y}.1", f"10.{x}.{y}.2", 24
         for ns, addr in ((a, a_addr), (b, b_addr)):

@@ -106,9 +106,9 @@ class Relay:
                 writer.write(pack50(text.replace(" vt2", "")))
                 emit(event="stripped")
             if way == "s2c" and mode == "rewrite-offer":
-                greeting = await reader.readexactly(MESG)
+                writer.write(await reader.readexactly(MESG))  # the greeting
                 offer = await reader.readexactly(MESG)
-                writer.write(greeting + pack50("OK CHAL: " + "41" * 16 + "\n"))
+                writer.write(pack50("OK CHAL: " + "41" * 16 + "\n"))
                 emit(event="rewrote", was=offer.rstrip(b"\0").decode(errors="replace"))
             while True:
                 data = await reader.read(65536)
@@ -146,17 +146,18 @@ class Relay:
             except (BlockingIOError, InterruptedError):
                 return
             self.client_udp = addr
-            if len(self.c2s) < 10000:
-                self.c2s.append(pkt)
             if self.a.mode == "flip-udp" and self.armed:
                 self.armed = False
                 pkt = pkt[:-1] + bytes((pkt[-1] ^ 0x01,))
                 emit(event="flipped", size=len(pkt))
-            if self.udp_s is not None:
-                try:
-                    self.udp_s.send(pkt)
-                except OSError:
-                    pass
+            if self.udp_s is None:
+                continue
+            try:
+                self.udp_s.send(pkt)
+            except OSError:
+                continue
+            if len(self.c2s) < 10000:
+                self.c2s.append(pkt)
 
     def from_server(self) -> None:
         for _ in range(64):
@@ -166,13 +167,14 @@ class Relay:
                 return
             except OSError:
                 return
+            if self.client_udp is None:
+                continue  # nowhere to go yet: not on the wire, so not "captured" either
+            try:
+                self.udp_c.sendto(pkt, self.client_udp)
+            except OSError:
+                continue
             if len(self.s2c) < 10000:
                 self.s2c.append(pkt)
-            if self.client_udp is not None:
-                try:
-                    self.udp_c.sendto(pkt, self.client_udp)
-                except OSError:
-                    pass
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -374,7 +376,10 @@ def log_field(line: str, key: str) -> str | None:
     """The value of ``key=value`` in a console log line: values are not quoted, so a
     value runs up to the next `` word=`` (keys are sorted, one line per event)."""
     m = re.search(rf"(?:^|\s){key}=(.*?)(?=\s+\w+=|\s*$)", line)
-    return m.group(1) if m else None
+    if not m:
+        return None
+    v = m.group(1)
+    return v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"" else v
 
 
 def add_devices(p, type_: str, mtu: int | None = None) -> tuple[str, str]:

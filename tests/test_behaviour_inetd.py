@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from behaviour import HOST, assert_no_secret, conf, wait_for
-from netns import two_hosts, wait_listening, wait_ping
-from peers import CLIENTS
+from netns import ping, two_hosts, wait_listening, wait_ping
+from peers import CLIENTS, VtClient
 
 ACCEPTOR = r"""
 import os, socket, sys
@@ -26,6 +26,12 @@ ls.listen(1)
 ls.settimeout(30)
 conn, _ = ls.accept()
 ls.close()
+if sys.argv[3] == "all":
+    # Real inetd: the connection is stdin, stdout and stderr; vt logs to syslog.
+    for fd in (0, 1, 2):
+        os.dup2(conn.fileno(), fd)
+    conn.close()
+    os.execv(sys.executable, [sys.executable, "-m", "vtcore", "serve", "-i", "-f", sys.argv[2]])
 os.dup2(conn.fileno(), 0)
 conn.close()
 os.execv(sys.executable, [sys.executable, "-m", "vtcore", "--log-format", "console",
@@ -34,17 +40,19 @@ os.execv(sys.executable, [sys.executable, "-m", "vtcore", "--log-format", "conso
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("client", ["vt", pytest.param("vtund", marks=pytest.mark.vtund)])
-def test_inetd_mode_serves_one_session(client: str) -> None:
+@pytest.mark.parametrize("client, proto", [
+    ("vt", "tcp"), ("vt", "udp"), pytest.param("vtund", "udp", marks=pytest.mark.vtund),
+])
+def test_inetd_mode_serves_one_session(client: str, proto: str) -> None:
     with two_hosts() as p, tempfile.TemporaryDirectory(prefix="vt-inetd-") as d:
         ta, tb = p.tunnel_addrs()
         p.a.add_tun("tsrv", addr=ta, peer=tb)
         p.b.add_tun("tcli", addr=tb, peer=ta)
         cfg = Path(d) / "serv.conf"
-        cfg.write_text(conf(HOST, type="tun", proto="udp", device="tsrv"))
+        cfg.write_text(conf(HOST, type="tun", proto=proto, device="tsrv"))
         logfile = Path(d) / "inetd.log"
         with open(logfile, "wb") as log:
-            srv = p.a.popen(sys.executable, "-c", ACCEPTOR, 5000, cfg,
+            srv = p.a.popen(sys.executable, "-c", ACCEPTOR, 5000, cfg, "stdin",
                             stdout=log, stderr=subprocess.STDOUT)
         wait_listening(p.a, 5000, proc=srv)
         ccfg = conf(HOST, device="tcli")
@@ -65,3 +73,25 @@ def test_inetd_mode_serves_one_session(client: str) -> None:
                 return logfile.read_text()
 
         assert_no_secret(_Log(), c)
+
+
+@pytest.mark.netns
+def test_inetd_command_output_never_reaches_the_connection() -> None:
+    """As from a real inetd (fds 0, 1 and 2 all the connection): what ``up`` commands print
+    must not be written into the tunnel's TCP stream (vtund points stdio at /dev/null)."""
+    with two_hosts() as p, tempfile.TemporaryDirectory(prefix="vt-inetd-") as d:
+        ta, tb = p.tunnel_addrs()
+        p.a.add_tun("tsrv", addr=ta, peer=tb)
+        p.b.add_tun("tcli", addr=tb, peer=ta)
+        cfg = Path(d) / "serv.conf"
+        noisy = "program /bin/sh \"-c 'echo junk-on-stdout; echo junk-on-stderr >&2'\" wait"
+        cfg.write_text(conf(HOST, type="tun", proto="tcp", device="tsrv", up=[noisy]))
+        srv = p.a.popen(sys.executable, "-c", ACCEPTOR, 5000, cfg, "all",
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(p.a, 5000, proc=srv)
+        with VtClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            r = ping(p.b, ta, count=5, interval=0.1)
+            assert r.received == 5
+            assert c.alive() and "session closed" not in c.log()
+        wait_for(lambda: srv.poll() is not None, 20, "inetd server exit")

@@ -22,9 +22,8 @@ class Vt6Client(VtClient):
 
 
 CASES = [
-    ("vt", "vt", "tcp", "config"),
+    ("vt", "vt", "tcp", "flag"),
     ("vt", "vt", "udp", "config"),
-    ("vt", "vt", "udp", "flag"),
     pytest.param("vtund", "vt", "tcp", "config", marks=V),
     pytest.param("vtund", "vt", "udp", "config", marks=V),
     pytest.param("vt", "vtund", "tcp", "config", marks=V),

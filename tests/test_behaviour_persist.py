@@ -28,7 +28,7 @@ from behaviour import (
     wait_for,
 )
 from netns import two_hosts, wait_ping
-from peers import VtClient, VtServer
+from peers import VtClient, VtServer, VtundClient
 
 
 class PersistClient(VtClient):
@@ -121,4 +121,29 @@ def test_keepalive_ends_silent_session_and_client_reconnects() -> None:
             wait_ping(p.b, ta, timeout=20)
             assert len(re.findall(r"session up", c.log())) >= 2
             assert s.alive() and c.alive()
+            assert_no_secret(s, c)
+
+
+@pytest.mark.netns
+@pytest.mark.vtund
+def test_keepalive_server_gives_up_on_silent_vtund_client() -> None:
+    """vt's server side of keep-alive, against the reference client going silent."""
+    with two_hosts() as p:
+        ta, tb = p.tunnel_addrs()
+        p.a.add_tun("tsrv", addr=ta, peer=tb)
+        p.b.add_tun("tcli", addr=tb, peer=ta)
+        # 1:1 keeps it short: (1+2)*(1+1) = 6 s of silence.
+        scfg = conf(HOST, type="tun", proto="udp", device="tsrv", keepalive="1:1")
+        ccfg = conf(HOST, device="tcli", keepalive="1:1")
+        with VtServer(p.a, scfg) as s, VtundClient(p.b, ccfg, HOST, p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=10)
+            os.kill(c.proc.pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                s.wait_log(r"session closed.*network timeout", timeout=25)
+                silent_for = time.monotonic() - stopped
+            finally:
+                os.kill(c.proc.pid, signal.SIGCONT)
+            assert 4 <= silent_for <= 9, silent_for
+            assert s.alive()
             assert_no_secret(s, c)

@@ -17,6 +17,7 @@ import pytest
 from interop_lib import FULL, Plan, Profile, report, run_checks, tunnels
 from netns import two_hosts
 
+FULL_IPERF_WORKERS = 6
 PAIRS = [("vt", "vt"), ("vt", "vtund"), ("vtund", "vt")]
 TRANSPORTS = ("tcp", "udp")
 TYPES = ("tun", "ether")
@@ -117,6 +118,6 @@ def test_frame_modules(server: str, client: str, transport: str, ttype: str) -> 
     profiles = profiles_for(server, client, transport, ttype)
     assert profiles
     with two_hosts() as pair, tunnels(pair, server, client, transport, ttype, profiles) as srv:
-        failures = run_checks(pair, profiles, Plan())
+        failures = run_checks(pair, profiles, Plan(iperf_workers=FULL_IPERF_WORKERS))
         case = f"{server} server <- {client} client, {transport}, {ttype}"
         assert not failures, report(case, failures, srv, profiles)

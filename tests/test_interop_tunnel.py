@@ -45,8 +45,8 @@ def test_tunnel(server: str, client: str, transport: str, ttype: str) -> None:
     if "vt" in (server, client):
         profiles.append(Profile("vtdev", label="vt-made device + up{}", vt_makes_device=True))
     with two_hosts() as pair, tunnels(pair, server, client, transport, ttype, profiles) as srv:
-        failures = run_checks(pair, profiles, Plan(file_bytes=FILE_2MB, iperf=True,
-                                                   iperf_parallel=True))
+        plan = Plan(file_bytes=FILE_2MB, iperf=True, iperf_workers=len(profiles))
+        failures = run_checks(pair, profiles, plan)
         case = f"{server} server <- {client} client, {transport}, {ttype}"
         assert not failures, report(case, failures, srv, profiles)
         made = next(p for p in profiles if p.vt_makes_device)
@@ -70,7 +70,6 @@ def _check_up_ran_first(profile: Profile, vt_peer: object) -> None:
     assert dropped and byte_in, lines[-1]
     assert int(byte_in.group(1)) > 0, lines[-1]
     assert int(dropped.group(1)) == 0, f"packets reached the device before up{{}}: {lines[-1]}"
-    print(lines[-1])
 
 
 KEEPALIVE_IDLE = "1:1"

@@ -123,7 +123,7 @@ def fuzz_offsets() -> tuple[list[int], list[int]]:
     c2s = list(range(C2S_LEN))
     if os.environ.get("VT_FUZZ_ALL") == "1":
         return c2s, list(range(S2C_LEN))
-    s2c = list(range(200)) + list(range(200, S2C_MSG4, 13)) + list(range(S2C_MSG4, S2C_LEN, 3))
+    s2c = list(range(200)) + list(range(200, S2C_MSG4, 23)) + list(range(S2C_MSG4, S2C_LEN, 5))
     return c2s, s2c
 
 
@@ -220,8 +220,9 @@ def test_flipped_udp_frame_is_dropped_and_counted() -> None:
             r.signal()
             res = ping(p.b, ta, count=6, interval=0.2)
             r.wait_event("flipped")
-            assert res.received == 5, res
-            assert rx_packets(p.a, "tsrv") == before + 5
+            # ping -c -w keeps sending until it has its replies: exactly one is missing.
+            assert res.sent - res.received == 1, res
+            assert rx_packets(p.a, "tsrv") == before + res.received
             assert ping(p.b, ta, count=3, interval=0.1).received == 3
             c.stop()
             line = s.wait_log(r"session closed.*").group(0)
@@ -251,8 +252,8 @@ def test_replayed_udp_datagrams_are_rejected() -> None:
             c.stop()
             sline = s.wait_log(r"session closed.*").group(0)
             cline = c.wait_log(r"session closed.*").group(0)
-            assert int(log_field(sline, "bad_frames")) >= sent["c2s"], sline
-            assert int(log_field(cline, "bad_frames")) >= sent["s2c"], cline
+            assert int(log_field(sline, "bad_frames")) == sent["c2s"], sline
+            assert int(log_field(cline, "bad_frames")) == sent["s2c"], cline
             print(f"\nreplayed {sent}; server bad_frames={log_field(sline, 'bad_frames')}, "
                   f"client bad_frames={log_field(cline, 'bad_frames')}")
             no_crash(s, c)
@@ -269,6 +270,7 @@ def test_replayed_udp_datagrams_are_rejected() -> None:
         ("rewrite-offer", "server does not offer secure mode for host t1",
          "connection closed during secure handshake"),
     ],
+    ids=["strip-vt2", "rewrite-offer"],
 )
 def test_downgrade_is_refused_by_both_ends(mode: str, client_says: str,
                                            server_says: str) -> None:

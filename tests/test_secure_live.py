@@ -7,7 +7,6 @@ explicitly) in their own namespaces joined by veth; see docs/secure-mode.md.
 from __future__ import annotations
 
 import re
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -24,8 +23,6 @@ from secure_tools import (
 )
 
 pytestmark = pytest.mark.netns
-
-ESTABLISHED = re.compile(r"secure mode established.*")
 
 
 def cpu_has_aes() -> bool:
@@ -79,7 +76,7 @@ def check_established(s, c, word: str) -> None:
     ],
 )
 def test_secure_tunnel_carries_traffic(proto: str, type_: str, word: str) -> None:
-    """Pings, iperf3 both ways and a 4 MB file both ways, byte-identical."""
+    """Pings, iperf3 both ways and a 3 MB file both ways, byte-identical."""
     with two_hosts() as p, secure_tunnel(p, proto, type_, word) as (s, c, ta, tb):
         check_established(s, c, word)
         r = ping(p.b, ta, count=5, interval=0.1)
@@ -90,8 +87,8 @@ def test_secure_tunnel_carries_traffic(proto: str, type_: str, word: str) -> Non
               f"up {up['bits_per_second'] / 1e6:.0f} Mbit/s, "
               f"down {down['bits_per_second'] / 1e6:.0f} Mbit/s")
         assert up["bits_per_second"] > 1e6 and down["bits_per_second"] > 1e6
-        assert transfer_file(p.b, p.a, ta, nbytes=4 << 20)
-        assert transfer_file(p.a, p.b, tb, nbytes=4 << 20)
+        assert transfer_file(p.b, p.a, ta, nbytes=3 << 20)
+        assert transfer_file(p.a, p.b, tb, nbytes=3 << 20)
         assert s.alive() and c.alive()
         no_crash(s, c)
 
@@ -112,13 +109,10 @@ def test_udp_secure_tunnel_survives_underlay_loss() -> None:
         no_crash(s, c)
 
 
+@pytest.mark.vtund
 def test_secure_throughput_vs_vtund_aes128cbc() -> None:
     """For the record (printed, not asserted beyond "it moved data"): vt secure mode over
     tcp against vtund's aes128cbc over tcp, same namespaces, iperf3 2 s each way."""
-    pytest.importorskip("spake2")
-    from peers import requires_vtund
-
-    requires_vtund()
     with two_hosts() as p:
         ta, tb = add_devices(p, "tun", mtu=1400)  # as bench/: vtund's frames stay small
         results = {}
@@ -128,7 +122,10 @@ def test_secure_throughput_vs_vtund_aes128cbc() -> None:
             check_established(s, c, "aead")
             results["vt secure"] = (iperf3(p.a, p.b, ta, seconds=2),
                                     iperf3(p.a, p.b, ta, seconds=2, reverse=True))
-        time.sleep(0.3)  # the devices are free again
+        # Fresh devices: vt leaves its tun offload settings on a device it opened.
+        for ns, dev in ((p.a, "tsrv"), (p.b, "tcli")):
+            ns.run("ip", "link", "del", dev)
+        ta, tb = add_devices(p, "tun", mtu=1400)
         vcfg = server_conf(encrypt="aes128cbc")
         with VtundServer(p.a, vcfg) as vs, \
                 VtundClient(p.b, client_conf(encrypt=None), "t1", p.a_addr):
@@ -146,16 +143,25 @@ def test_secure_throughput_vs_vtund_aes128cbc() -> None:
 # ------------------------------------------------------------------------------ vtund
 
 
+class _DeniedVtundClient(VtundClient):
+    """vtund's client exits at once when denied: no "still running" check at start."""
+
+    def wait_ready(self, timeout: float) -> None:
+        return None
+
+
 @pytest.mark.vtund
 def test_vtund_client_gets_err_from_secure_host() -> None:
     """A vtund client never sees secure mode: the vt server refuses to fall back."""
     with two_hosts() as p:
         ta, _ = add_devices(p, "tun")
         with VtServer(p.a, server_conf()) as s, \
-                VtundClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
+                _DeniedVtundClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
             line = s.wait_log(r"denied: secure mode.*").group(0)
+            assert "client did not ask for secure mode for host t1" in line
             assert "refusing to fall back (downgrade?)" in line
-            c.wait_log(r"(?i)denied")
+            c.wait_log(r"Connection denied by")
+            c.proc.wait(timeout=5)
             assert ping(p.b, ta, count=2, interval=0.2, timeout=3).received == 0
             assert not log_lines(s.log(), "secure mode established")
             assert not log_lines(s.log(), "session opened")

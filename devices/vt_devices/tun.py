@@ -212,6 +212,13 @@ class TunDevice:
         """Close the fd; an interface vt created (not persistent) disappears."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
+            if self.offload:
+                # Offloads stay on the interface: a pre-made (persistent) device would
+                # keep handing GSO packets to the next user, who may not expect them.
+                try:
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+                except OSError:
+                    pass
             os.close(fd)
 
     def __enter__(self) -> TunDevice:

@@ -31,18 +31,23 @@ async def _read_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
     return buf
 
 
-async def read_message(sock: socket.socket, timeout: float) -> bytes:
-    """One ``length(2) + body`` message, whole, within ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    head = await _read_exact(sock, 2, deadline)
-    n = int.from_bytes(head, "big")
-    if n == 0 or n > MAX_MESSAGE:
-        return head  # let the state machine reject it with its own message
-    return head + await _read_exact(sock, n, deadline)
+def _refusal(call, default: str) -> HandshakeRefused:
+    """The extension's own message for a time-out or a lost peer (its ``timed_out`` /
+    ``connection_lost`` may raise it or just record it)."""
+    try:
+        call()
+    except HandshakeRefused as exc:
+        return HandshakeRefused(str(exc))
+    return HandshakeRefused(default)
 
 
 async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float):
-    """Pump ``hs`` until established; return its event.  Raises HandshakeRefused."""
+    """Pump ``hs`` until established; return its event.  Raises HandshakeRefused.
+
+    Each message is read whole within ``timeout``: its 2-byte length goes to ``hs`` first,
+    so a bad length is refused at once, before the body is waited for.
+    """
+    loop = asyncio.get_running_loop()
     try:
         while True:
             out = hs.data_to_send()
@@ -51,9 +56,15 @@ async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float)
             event = hs.next_event()
             if event is not None:
                 return event
-            msg = await read_message(sock, timeout)
+            deadline = loop.time() + timeout
+            head = await _read_exact(sock, 2, deadline)
             try:
-                await asyncio.to_thread(hs.receive_data, msg)
+                hs.receive_data(head)
+                n = int.from_bytes(head, "big")
+                if n == 0 or n > MAX_MESSAGE:
+                    raise HandshakeRefused("malformed secure handshake message")
+                body = await _read_exact(sock, n, deadline)
+                await asyncio.to_thread(hs.receive_data, body)
             except HandshakeRefused:
                 # Tell the peer (an abort message, if the extension queued one).
                 out = hs.data_to_send()
@@ -64,8 +75,6 @@ async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float)
                         pass
                 raise
     except TimeoutError:
-        hs.timed_out()
-        raise HandshakeRefused("secure handshake timed out") from None
+        raise _refusal(hs.timed_out, "secure handshake timed out") from None
     except (EOFError, OSError):
-        hs.connection_lost()
-        raise HandshakeRefused("connection closed during secure handshake") from None
+        raise _refusal(hs.connection_lost, "connection closed during secure handshake") from None

@@ -399,10 +399,30 @@ def _iface_addr(iface: str | None, family: int) -> str | None:
     return None
 
 
+def _detach_stdio() -> None:
+    """Point stdin, and stdout/stderr where they are the client's socket (a real inetd
+    passes it as 0, 1 and 2), at /dev/null, as vtund does: what up/down commands or
+    Python print must never land in the tunnel's byte stream."""
+    import stat
+
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            try:
+                is_sock = stat.S_ISSOCK(os.fstat(fd).st_mode)
+            except OSError:
+                is_sock = True  # closed: keep later opens from landing on 0-2
+            if fd == 0 or is_sock:
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 async def serve_inetd(config_path: str, config, plugins: Plugins,
                       overrides: ServerOptions) -> None:
     """``-i``: the client connection is stdin; one session, then exit."""
     sock = socket.socket(fileno=os.dup(0))
+    _detach_stdio()
     server = Server(config_path, config, plugins, overrides)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -23,8 +23,27 @@ UDP_SEGMENT = 103
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 _u16 = struct.Struct("=H").pack
-_DROP_ERRNOS = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE, errno.ENETUNREACH,
-                errno.EHOSTUNREACH}
+_DROP_ERRNOS = {
+    errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE, errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+    errno.EPERM,  # a local firewall dropped it
+}
+
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""Datagrams queue here while the loop is busy: a burst must not overflow the default."""
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF),
+                         (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except OSError:  # not root: as much as net.core.[rw]mem_max allows
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+            except OSError:
+                pass
 
 
 def _gso_supported(sock: socket.socket) -> bool:
@@ -51,6 +70,7 @@ class UdpLink:
     def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
                  max_frame: int = 2148, raw: bool = False) -> None:
         sock.setblocking(False)
+        _grow_buffers(sock)
         self.gso = _gso_supported(sock)
         """Send runs of equal-sized datagrams in one call (UDP GSO)."""
         self.gso_max = 65535
