@@ -117,7 +117,7 @@ def test_keepalive_ends_silent_session_and_client_reconnects() -> None:
             finally:
                 os.kill(s.proc.pid, signal.SIGCONT)
             # vtund's algorithm: ECHO_REQ at ticks 2..count+1, dead at tick count+2.
-            assert 8 <= silent_for <= 16, silent_for
+            assert 7 <= silent_for <= 18, silent_for
             wait_ping(p.b, ta, timeout=20)
             assert len(re.findall(r"session up", c.log())) >= 2
             assert s.alive() and c.alive()
@@ -144,6 +144,6 @@ def test_keepalive_server_gives_up_on_silent_vtund_client() -> None:
                 silent_for = time.monotonic() - stopped
             finally:
                 os.kill(c.proc.pid, signal.SIGCONT)
-            assert 4 <= silent_for <= 9, silent_for
+            assert 3 <= silent_for <= 12, silent_for
             assert s.alive()
             assert_no_secret(s, c)

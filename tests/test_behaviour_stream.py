@@ -35,14 +35,17 @@ def test_stream_both_ways(server: str, client: str, kind: str, proto: str) -> No
     try:
         s_send, c_send = d / "s_send", d / "c_send"
         s_recv, c_recv = d / "s_recv", d / "c_recv"
-        s_data, c_data = os.urandom(NBYTES), os.urandom(NBYTES)
+        # A stream over udp has no retransmission: a burst larger than the receiver's
+        # socket buffer may lose datagrams on a loaded machine (vtund alike), so keep it small.
+        nbytes = NBYTES if proto == "tcp" else NBYTES // 4
+        s_data, c_data = os.urandom(nbytes), os.urandom(nbytes)
         s_send.write_bytes(s_data)
         c_send.write_bytes(c_data)
         scfg = conf(HOST, type=kind, proto=proto, up=[stream_script(s_send, s_recv)])
         ccfg = conf(HOST, up=[stream_script(c_send, c_recv)])
         with two_hosts() as p:
             with SERVERS[server](p.a, scfg) as s, CLIENTS[client](p.b, ccfg, HOST, p.a_addr) as c:
-                wait_for(lambda: file_size(s_recv) >= NBYTES and file_size(c_recv) >= NBYTES,
+                wait_for(lambda: file_size(s_recv) >= nbytes and file_size(c_recv) >= nbytes,
                          30, f"both streams ({file_size(s_recv)}, {file_size(c_recv)} bytes)")
                 # Nothing more may follow (no echo, no doubled bytes).
                 assert s_recv.read_bytes() == c_data
