@@ -59,17 +59,17 @@ def light(settings: dict[str, object], transport: str, with_vtund: bool) -> bool
     """Pings and a small file only (no 1 MB file, no iperf3): losses here are not survivable.
 
     Over UDP, under load a datagram or two get lost (TCP inside the tunnel probes until it
-    does): a zlib stream cannot recover from that (by design, vtund too); OFB loses its
-    keystream position and needs an rsyn round trip that a one-way transfer never
-    provides (vt and vtund); vtund's own CBC/CFB/OFB resync kills its session.
+    does): a zlib stream cannot recover from that (by design, vtund too); vtund's own
+    CBC/CFB/OFB resync kills its session.  vt↔vt OFB gets full traffic: a vt end that
+    lost step sends a probe packet (vtcore.runtime.tunnel.PROBES) so the rsyn round trip
+    happens even in a one-way transfer.
     """
     if transport != "udp":
         return False
     mode = str(settings.get("encrypt", ""))[-3:]
     return (
         str(settings.get("compress", "")).startswith("zlib")
-        or mode == "ofb"
-        or (with_vtund and mode in ("cbc", "cfb"))
+        or (with_vtund and mode in ("cbc", "cfb", "ofb"))
     )
 
 

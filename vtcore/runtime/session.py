@@ -20,7 +20,7 @@ from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
 from vtcore.runtime.native import feature_options, legacy_cipher
 from vtcore.runtime.stats import write_stats_forever
-from vtcore.runtime.tunnel import Counters, Tunnel
+from vtcore.runtime.tunnel import PROBES, Counters, Tunnel
 
 DEFAULT_KEEPALIVE = (30, 4)
 
@@ -232,7 +232,8 @@ class Session:
             if self._stop_reason is not None:
                 return self._stop_reason
             self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(),
-                                 counters=self.counters)
+                                 counters=self.counters,
+                                 probe=PROBES.get(self.settings.tunnel_type))
             if self.stat:
                 interval = self.host.keepalive[0] if self.host.keepalive else 300
                 stat_task = asyncio.get_running_loop().create_task(

@@ -23,6 +23,17 @@ from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ, FRAME_EOF
 from vtcore.protocol.keepalive import Action, KeepAlive
 from vtcore.transports.base import Link
 
+PROBE_DELAY = 0.005
+"""How long a pending cipher resync waits for real traffic before a probe goes out."""
+PROBES = {
+    # IPv4 header, TTL 0, protocol 253 (experiments), bad checksum: dropped by ip_rcv.
+    "tun": bytes.fromhex("450000140000000000fdffff0000000000000000"),
+    # To a reserved link-local group (never bridged), local experimental ethertype.
+    "ether": bytes.fromhex("0180c200000f02000000000088b5") + bytes(46),
+}
+"""Per tunnel type, a packet the peer's kernel drops: what :meth:`Tunnel._send_probe`
+sends so a cipher resync does not wait for real traffic (vtund's 1-byte dummy would make
+a tun write fail; these are valid frames for the device and invalid for the stack)."""
 BATCH = 64
 """Packets handled per readiness callback before yielding to the loop."""
 HIGH_WATER = 512 * 1024
@@ -73,6 +84,7 @@ class Tunnel:
         *,
         keepalive: KeepAlive | None = None,
         counters: Counters | None = None,
+        probe: bytes | None = None,
     ) -> None:
         self.link = link
         framing = link.framing
@@ -81,6 +93,9 @@ class Tunnel:
         self._max_payload = framing.max_payload
         self.device = device
         self.modules = list(chain)
+        self._resyncing = [m for m in chain if hasattr(m, "resync_pending")]
+        self._probe_packet = probe
+        self._probe: asyncio.TimerHandle | None = None
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
         self.pacers = [m for m in chain if isinstance(m, PacingModule)]
@@ -133,7 +148,7 @@ class Tunnel:
             loop.remove_writer(self.link.fileno())
         if self._dev_writer_on and self.device.fileno() >= 0:
             loop.remove_writer(self.device.fileno())
-        for h in (self._timer, self._resume):
+        for h in (self._timer, self._resume, self._probe):
             if h is not None:
                 h.cancel()
 
@@ -265,6 +280,9 @@ class Tunnel:
                 c.byte_in += len(p)
             else:
                 c.dropped_device += 1
+        if self._resyncing and self._probe is None and self._probe_packet:
+            if any(m.resync_pending for m in self._resyncing):
+                self._probe = self._loop.call_later(PROBE_DELAY, self._send_probe)
         if self.device.stream and getattr(self.device, "pending", 0) and not self._dev_writer_on:
             # A tty/pipe reader fell behind: finish the write when it can take more.
             self._dev_writer_on = True
@@ -275,6 +293,25 @@ class Tunnel:
         if not self.device.pending:
             self._dev_writer_on = False
             self._loop.remove_writer(self.device.fileno())
+
+    def _send_probe(self) -> None:
+        """A chained cipher lost step (UDP loss) and waits for our next frame to carry
+        its resync request or a fresh IV.  In a one-way transfer there may be none, so
+        send a packet the peer's kernel discards (see :data:`PROBES`)."""
+        self._probe = None
+        if not any(m.resync_pending for m in self._resyncing):
+            return
+        p: bytes | None = self._probe_packet
+        for enc in self.encoders:
+            p = enc(p)
+            if p is None:
+                return
+        if p and len(p) <= self._max_payload and self.link.ready():
+            try:
+                self.link.write_frames(list(self._data(p)))
+            except OSError:
+                return
+            self.counters.frames_out += 1
 
     def _stream_broken(self) -> bool:
         """A module whose stream state is lost for good (zlib after a bad frame) cannot
