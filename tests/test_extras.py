@@ -75,3 +75,36 @@ def test_install_lzo_extra_into_a_fresh_venv(tmp_path: Path) -> None:
     assert not (site / "vt_crypto").exists() and not (site / "vt_zlib").exists()
     # Each plugin's own import works with only the core and that plugin installed.
     run([str(vpy), "-c", "import vt_lzo.plugin, vt_devices.plugin"], timeout=left())
+
+
+PLUGINS = ("vt_zlib", "vt_lzo", "vt_crypto", "vt_shaper")
+
+
+def test_each_plugin_passes_its_tests_with_only_vtcore(tmp_path: Path) -> None:
+    """Each plugin's own test suite, in a venv holding vtcore (with vt-devices) and that one
+    plugin: an import of an undeclared sibling would fail here."""
+    deadline = time.monotonic() + BUDGET
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
+    wheels = tmp_path / "wheelhouse"
+    run([PY, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
+         "-w", str(wheels), *map(str, DISTRIBUTIONS)], timeout=left())
+    venv = tmp_path / "venv"
+    run([PY, "-m", "venv", "--without-pip", str(venv)], timeout=left())
+    vpy = venv / "bin" / "python"
+    pip = [PY, "-m", "pip", "--python", str(vpy), "--disable-pip-version-check", "-q"]
+    run([*pip, "install", "--find-links", str(wheels), "vtcore==0.1.0", "pytest", "hypothesis"],
+        timeout=left())
+    for name in PLUGINS:
+        dist = name.replace("_", "-")
+        run([*pip, "install", "--find-links", str(wheels), f"{dist}==0.1.0"], timeout=left())
+        others = [p for p in PLUGINS if p != name]
+        probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in %r))"
+        run([str(vpy), "-c", probe % (others,)], timeout=left())
+        # The plugin's tests from the source tree, importing the installed plugin.
+        run([str(vpy), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
+             "--rootdir", str(tmp_path), str(ROOT / "plugins" / name / "tests")],
+            timeout=left())
+        run([*pip, "uninstall", "-y", dist], timeout=left())
