@@ -126,8 +126,6 @@ def test_config_keyword_needs_the_plugin(site: Path, tmp_path: Path) -> None:
     assert "Traceback" not in without.stderr
 
     with_plugin = vt(["config", "check", "-f", str(cfg)], site)
-    if with_plugin.returncode != 0 and "unknown keyword 'pcap'" in with_plugin.stderr:
-        pytest.xfail("config extras not yet supported (Host.extras / registry.answering)")
     assert with_plugin.returncode == 0, with_plugin.stderr
     assert "ok" in with_plugin.stdout
 
