@@ -10,7 +10,11 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-IMPLS = ("vtund", "vt", "vt-compat")
+IMPLS = ("vtund", "vt", "vt-compat", "vt-vtund", "vtund-vt")
+"""vt-vtund = vt server with a vtund client, vtund-vt the reverse (server-client)."""
+TUN_TCP = ("tun/tcp/none", "tun/tcp/lzo:1", "tun/tcp/zlib:1", "tun/tcp/aes128cbc")
+SESSION_PSS_MAX_KB = 256.0
+"""The issue's memory target: at most 0.25 MiB of server PSS per idle session."""
 REF = "reference"
 """Pseudo config key for the raw veth and OpenVPN rows."""
 
@@ -86,6 +90,108 @@ def _mb(kb: float | None) -> str:
     return "n/a" if kb is None else f"{kb / 1024:.1f}"
 
 
+def _short_key(key: str) -> str:
+    return key.removeprefix("tun/tcp/")
+
+
+def _throughput_target(
+    cases: dict, impls: tuple[str, ...], floor: float, name: str
+) -> dict:
+    """Worst fwd/rev throughput ratio against vtund over the tun/tcp configs measured."""
+    parts, ratios, missing = [], [], []
+    for impl in impls:
+        for key in TUN_TCP:
+            if impl not in cases.get(key, {}):
+                continue
+            pair = []
+            for f in ("fwd_mbit", "rev_mbit"):
+                a, b = cases[key].get(impl, {}).get(f), cases[key].get("vtund", {}).get(f)
+                r = a / b if a is not None and b else None
+                pair.append(_f(r, "{:.2f}"))
+                if r is None:
+                    missing.append(f"{impl} {_short_key(key)}")
+                else:
+                    ratios.append((r, f"{impl} {_short_key(key)} {f[:3]}"))
+            label = f"{impl} " if len(impls) > 1 else ""
+            parts.append(f"{label}{_short_key(key)} {pair[0]}/{pair[1]}")
+    worst = min(ratios, default=None)
+    measured = "; ".join(parts) + (f" — worst {worst[0]:.2f} ({worst[1]})" if worst else "")
+    met = None if not ratios else (not missing and worst[0] >= floor)  # type: ignore[index]
+    return {"target": name, "measured": measured or "not measured", "met": met}
+
+
+def targets(results: dict, cases: dict) -> list[dict]:
+    """The issue's targets against this run: what was measured and whether it was met.
+
+    ``met`` is True, False, or None (not measured in this run); a target over several
+    configs is met only if every measured config meets it and none failed.
+    """
+    out = [
+        _throughput_target(cases, ("vt-vtund", "vtund-vt"), 0.95,
+                           "mixed vt ↔ vtund, tun/tcp, fwd and rev ≥ 0.95× vtund ↔ vtund"),
+        _throughput_target(cases, ("vt-compat",), 1.0,
+                           "vt-compat (vtun wire), tun/tcp, fwd and rev ≥ 1.0× vtund"),
+        _throughput_target(cases, ("vt",), 4.0,
+                           "vt native, tun/tcp, fwd and rev ≥ 4× vtund"),
+    ]  # fmt: skip
+    keys = [k for k in cases if k != REF and "vt" in cases[k] and "vtund" in cases[k]]
+
+    def worst(field: str, how) -> tuple[list, list]:
+        got = []
+        for k in keys:
+            a, b = cases[k]["vt"].get(field), cases[k]["vtund"].get(field)
+            if a is not None and b is not None and (v := how(a, b)) is not None:
+                got.append((v, k))
+        return got, [k for k in keys if all(k != g[1] for g in got)]
+
+    got, missing = worst("idle_p50", lambda a, b: a - b)
+    ok = [k for v, k in got if v <= 0.05]
+    if got:
+        v, k = max(got)
+        meas = (f"vt − vtund worst {v:+.2f} ms ({k}); within +0.05 ms on "
+                f"{len(ok)}/{len(got)} configs")  # fmt: skip
+    out.append({"target": "idle ping p50 ≤ vtund + 0.05 ms (vt native, every config)",
+                "measured": meas if got else "not measured",
+                "met": None if not got else len(ok) == len(got) and not missing})  # fmt: skip
+
+    got, missing = worst("cpu_per_gb", lambda a, b: a / b if b else None)
+    ok = [k for v, k in got if v <= 1.0]
+    if got:
+        v, k = max(got)
+        tt = ", ".join(f"{_short_key(k)} {r:.2f}" for r, k in got if k in TUN_TCP)
+        meas = (f"vt/vtund worst {v:.2f} ({k}); ≤ 1.0 on {len(ok)}/{len(got)} configs"
+                + (f" (tun/tcp: {tt})" if tt else ""))  # fmt: skip
+    out.append({"target": "CPU s/GB ≤ vtund (vt native, every config)",
+                "measured": meas if got else "not measured",
+                "met": None if not got else len(ok) == len(got) and not missing})  # fmt: skip
+
+    big = [s for s in results.get("scale", []) if s.get("impl") == "vt" and s.get("n") == 500]
+    if big and "error" not in big[-1]:
+        s = big[-1]
+        pss = s.get("pss_per_session_kb")
+        meas = (f"{s.get('passing')}/500 passing traffic, {s.get('logged_in')} logged in; "
+                f"server PSS {_f(pss / 1024 if pss is not None else None, '{:.3f}')} "
+                "MiB/session")
+        met = s.get("passing") == 500 and pss is not None and pss <= SESSION_PSS_MAX_KB
+    else:
+        meas = f"error: {big[-1]['error'][:120]}" if big else "not run"
+        met = False if big else None
+    out.append({"target": "vt server, 500 sessions: all pass traffic, PSS ≤ 0.25 MiB/session",
+                "measured": meas, "met": met})  # fmt: skip
+    return out
+
+
+def _targets_md(ts: list[dict]) -> list[str]:
+    lines = ["## Targets", "",
+             "The issue's targets, judged on this run's medians (a multi-config target is met "
+             "only if every config meets it).", ""]  # fmt: skip
+    lines += _table_head(["target", "measured", "met?"])
+    word = {True: "**met**", False: "**not met**", None: "not measured"}
+    for t in ts:
+        lines.append(f"| {t['target']} | {t['measured']} | {word[t['met']]} |")
+    return lines + [""]
+
+
 def markdown(results: dict, summary: dict) -> str:
     """The report: one table per measurement, vt against vtund with ratios, then references."""
     meta = results["meta"]
@@ -116,11 +222,14 @@ def markdown(results: dict, summary: dict) -> str:
         "(and tun/tap offloads unless a vtund cipher is on). vt-compat = vt <-> vt with "
         "`vtmode no`: vtun framing, one packet per frame, the wire vtund speaks "
         "(tun over TCP only: over UDP vt negotiates nothing, so vt-compat would equal vt; "
-        "`--compat-all` adds ether over TCP).",
+        "`--compat-all` adds ether over TCP). vt-vtund = vt server, vtund client; "
+        "vtund-vt = vtund server, vt client (vt as shipped, which finds a vtun peer and "
+        "speaks the vtun wire; tun over TCP only). Ratio columns are against vtund ↔ vtund.",
         "",
     ]
     cases = summary["cases"]
     keys = [k for k in cases if k != REF]
+    lines += _targets_md(summary.get("targets") or targets(results, cases))
 
     def cell(key: str, impl: str, field: str, fmt: str = "{:.0f}") -> str:
         return _f(cases[key].get(impl, {}).get(field), fmt)

@@ -48,10 +48,20 @@ def all_configs() -> list[Config]:
     return [Config(d, p, m) for d in DEVS for p in PROTOS for m in MODULES]
 
 
-IMPLS = ("vtund", "vt", "vt-compat")
+IMPLS = report.IMPLS
+DEFAULT_IMPLS = ",".join(IMPLS)
+QUICK_IMPLS = ("vtund", "vt", *tunnels.MIXED)
+QUICK_MIXED_CONFIGS = ("tun/tcp/none",)
+"""--quick runs the mixed pairs on tun/tcp/none only (keeps the smoke run under 2 minutes)."""
 
 
-def skip_reason(impl: str, cfg: Config, compat_all: bool = False) -> str | None:
+def skip_reason(
+    impl: str, cfg: Config, compat_all: bool = False, quick: bool = False
+) -> str | None:
+    if impl in tunnels.MIXED and (cfg.dev, cfg.proto) != ("tun", "tcp"):
+        return "mixed vt/vtund pairs run on tun/tcp only (the issue's target)"
+    if impl in tunnels.MIXED and quick and cfg.key not in QUICK_MIXED_CONFIGS:
+        return "--quick runs the mixed pairs on tun/tcp/none only"
     if impl == "vt-compat" and cfg.proto != "tcp":
         return "vt negotiates no native features over udp: vt-compat is vt there"
     if impl == "vt-compat" and cfg.dev != "tun" and not compat_all:
@@ -108,7 +118,7 @@ def run_rounds(args: argparse.Namespace, configs: list[Config], results: dict) -
             for cfg in configs:
                 extras = cfg.module == "none" or args.small_all
                 for impl in order:
-                    why = skip_reason(impl, cfg, args.compat_all)
+                    why = skip_reason(impl, cfg, args.compat_all, args.quick)
                     slot = cases.setdefault(cfg.key, {}).setdefault(impl, [])
                     if why:
                         slot.append({"skipped": why})
@@ -144,7 +154,9 @@ def run_scale(args: argparse.Namespace, results: dict) -> None:
     with two_hosts() as pair:
         scale.prepare_devices(pair, max(args.scale))
         for n in args.scale:
-            for impl in (i for i in impls if i != "vt-compat"):  # vtclients is a vtun client
+            # vtclients is a vtun client: only the server matters, and vt-compat and the
+            # mixed pairs have a server that vtund or vt already covers.
+            for impl in (i for i in impls if i in ("vtund", "vt")):
                 log(f"  scale N={n} {impl}")
                 t0 = time.monotonic()
                 try:
@@ -198,8 +210,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=2, help="seconds per iperf3 test")
     ap.add_argument("--pings", type=int, default=25, help="idle pings (20 ms apart)")
-    ap.add_argument("--impls", default="vtund,vt,vt-compat",
-                    help="comma list from vtund,vt,vt-compat (vt with 'vtmode no', tun/tcp)")
+    ap.add_argument("--impls", default=DEFAULT_IMPLS,
+                    help="comma list from vtund,vt,vt-compat (vt with 'vtmode no', tun/tcp), "
+                         "vt-vtund, vtund-vt (mixed, server-client, tun/tcp)")
     ap.add_argument("--configs", default="all",
                     help="'all' or comma list of dev/proto/module, e.g. tun/tcp/lzo:1")
     ap.add_argument("--refs", default="raw,openvpn", help="comma list from raw,openvpn ('' none)")
@@ -225,8 +238,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.configs = ",".join(QUICK_CONFIGS)
         if args.scale == "10,100,500":
             args.scale = "10"
-        if args.impls == "vtund,vt,vt-compat":
-            args.impls = "vtund,vt"
+        if args.impls == DEFAULT_IMPLS:
+            args.impls = ",".join(QUICK_IMPLS)
     if not 1 <= args.rounds <= 20 or not 1 <= args.seconds <= 60:
         ap.error("--rounds must be 1..20 and --seconds 1..60")
     args.impls = [i for i in args.impls.split(",") if i]
@@ -254,13 +267,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def summarize_all(results: dict) -> dict:
     """Medians per (config, impl); an impl skipped in every round is left out (n/a)."""
-    return {
-        "cases": {
-            key: {impl: report.summarize(rs) for impl, rs in per.items()
-                  if any("skipped" not in r for r in rs)}
-            for key, per in results["cases"].items()
-        }
+    cases = {
+        key: {impl: report.summarize(rs) for impl, rs in per.items()
+              if any("skipped" not in r for r in rs)}
+        for key, per in results["cases"].items()
     }  # fmt: skip
+    return {"cases": cases, "targets": report.targets(results, cases)}
 
 
 def render(path: Path, no_plot: bool) -> int:
@@ -329,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warning: load average {load1} on {ncpu} CPUs: other work will skew the numbers")
     results: dict = {"meta": meta, "cases": {}, "scale": []}
     try:
-        if {"vt", "vt-compat"} & set(args.impls):
+        if {"vt", "vt-compat", *tunnels.MIXED} & set(args.impls):
             log("probing vt (vt <-> vt, tun over tcp)")
             why = probe_vt(cpus)
             meta["vt_probe"] = "ok" if why is None else f"failed: {why}"

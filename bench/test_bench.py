@@ -19,6 +19,7 @@ import procstat  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
 import scale  # noqa: E402
+import tunnels  # noqa: E402
 import vtclients  # noqa: E402
 from tunnels import Config  # noqa: E402
 
@@ -66,11 +67,33 @@ def test_vtund_udp_aes_is_skipped_but_vt_is_not() -> None:
     assert run.skip_reason("vt-compat", Config("tun", "tcp", "zlib:1")) is None
 
 
+def test_mixed_pairs_run_on_tun_tcp_only() -> None:
+    for impl in tunnels.MIXED:
+        for module in ("none", "lzo:1", "zlib:1", "aes128cbc"):
+            assert run.skip_reason(impl, Config("tun", "tcp", module)) is None
+        assert run.skip_reason(impl, Config("tun", "udp", "none"))
+        assert run.skip_reason(impl, Config("ether", "tcp", "none"), compat_all=True)
+        assert run.skip_reason(impl, Config("tun", "tcp", "none"), quick=True) is None
+        assert run.skip_reason(impl, Config("tun", "tcp", "lzo:1"), quick=True)
+
+
+def test_mixed_impls_pick_server_and_client_per_side() -> None:
+    assert tunnels.sides("vt-vtund") == ("vt", "vtund")
+    assert tunnels.sides("vtund-vt") == ("vtund", "vt")
+    assert tunnels.sides("vtund") == ("vtund", "vtund")
+    assert tunnels.sides("vt-compat") == ("vt", "vt")
+    with pytest.raises(ValueError):
+        tunnels.sides("wireguard")
+
+
 def test_quick_mode_is_small() -> None:
     a = run.parse_args(["--quick"])
     assert (a.rounds, a.seconds, a.scale) == (1, 2, [10])
     assert [c.key for c in a.config_list] == list(run.QUICK_CONFIGS)
-    assert len(run.parse_args([]).config_list) == 16
+    assert a.impls == ["vtund", "vt", "vt-vtund", "vtund-vt"]
+    full = run.parse_args([])
+    assert len(full.config_list) == 16
+    assert full.impls == ["vtund", "vt", "vt-compat", "vt-vtund", "vtund-vt"]
 
 
 @pytest.mark.parametrize("argv", [["--configs", "tun/tcp/lz4"], ["--impls", "wireguard"],
@@ -122,3 +145,32 @@ def test_frame_header_of_echo_fits_vtun() -> None:
 
     f = frame(vtclients.icmp_echo("172.21.0.1", "172.20.0.1", 1))
     assert struct.unpack("!H", f[:2])[0] == 84
+
+
+def _meta(impls: list[str]) -> dict:
+    return {"started": "now", "rounds": 1, "seconds": 2, "cpu": "x", "ncpu": 2, "kernel": "k",
+            "pinning": "none", "mtu": 1400, "vt_probe": "ok", "impls": impls}  # fmt: skip
+
+
+def test_targets_judge_mixed_ratio_and_scale_honestly() -> None:
+    base = report.summarize([_round(200, 2.0)])
+    cases = {
+        "tun/tcp/none": {"vtund": base, "vt": report.summarize([_round(900, 0.5)]),
+                         "vt-vtund": report.summarize([_round(196, 2.0)]),
+                         "vtund-vt": report.summarize([_round(180, 2.0)])},
+    }  # fmt: skip
+    scale_ok = {"impl": "vt", "n": 500, "passing": 500, "logged_in": 500,
+                "pss_per_session_kb": 100.0}  # fmt: skip
+    ts = {t["target"].split(",")[0]: t for t in report.targets({"scale": [scale_ok]}, cases)}
+    mixed = ts["mixed vt ↔ vtund"]
+    assert mixed["met"] is False and "worst 0.90 (vtund-vt none fwd)" in mixed["measured"]
+    assert ts["vt native"]["met"] is True  # 4.5x
+    assert ts["vt-compat (vtun wire)"]["met"] is None  # not run
+    assert ts["vt server"]["met"] is True
+    heavy = dict(scale_ok, pss_per_session_kb=300.0)
+    assert report.targets({"scale": [heavy]}, cases)[-1]["met"] is False
+    cases["tun/tcp/none"]["vtund-vt"] = report.summarize([_round(199, 2.0)])
+    assert report.targets({"scale": []}, cases)[0]["met"] is True
+    md = report.markdown({"meta": _meta(["vtund", "vt", "vt-vtund", "vtund-vt"]), "scale": []},
+                         {"cases": cases})  # fmt: skip
+    assert "## Targets" in md and "vtund-vt/vtund fwd" in md

@@ -110,14 +110,30 @@ def raw(pair: Pair, cpus: tuple[int | None, int | None]) -> Iterator[Tunnel]:
     yield Tunnel("raw", pair.a, pair.b, pair.a_addr, pair.b_addr, *cpus)
 
 
+MIXED = ("vt-vtund", "vtund-vt")
+"""Mixed pairs, named server-client: vt must never be the bottleneck against vtund."""
+
+
+def sides(impl: str) -> tuple[str, str]:
+    """Which program ("vt" or "vtund") runs the server and which the client of an impl."""
+    if impl in MIXED:
+        srv, cli = impl.split("-")
+        return srv, cli
+    if impl in ("vtund", "vt", "vt-compat"):
+        return ("vtund", "vtund") if impl == "vtund" else ("vt", "vt")
+    raise ValueError(f"unknown impl {impl!r}")
+
+
 @contextmanager
 def vtun_family(
     impl: str, pair: Pair, cfg: Config, cpus: tuple[int | None, int | None], timeout: float = 15
 ) -> Iterator[Tunnel]:
-    """vtund <-> vtund, vt <-> vt, or vt <-> vt with ``vtmode no`` (impl "vt-compat").
+    """vtund <-> vtund, vt <-> vt, vt <-> vt with ``vtmode no`` (impl "vt-compat"), or mixed.
 
     vt <-> vt negotiates vt-native features on TCP (large frames, offloads: see
     vtcore.runtime.native); "vt-compat" turns them off to compare the same wire as vtund.
+    The mixed impls are named server-client: "vt-vtund" is a vt server with a vtund client,
+    "vtund-vt" the reverse; vt as shipped there, which finds a vtun peer and speaks vtun.
     """
     ia, ib, da, db = _devices(pair, cfg.dev)
     port = free_port()
@@ -126,7 +142,9 @@ def vtun_family(
     if impl == "vt-compat":
         # vtun framing, one packet per frame: exactly what vtund would be sent.
         scfg = scfg.replace(f"  device {da};", f"  device {da};\n  vtmode no;")
-    srv_cls, cli_cls = (VtundServer, VtundClient) if impl == "vtund" else (VtServer, VtClient)
+    srv_side, cli_side = sides(impl)
+    srv_cls = VtundServer if srv_side == "vtund" else VtServer
+    cli_cls = VtundClient if cli_side == "vtund" else VtClient
     server = _pinned(srv_cls, cpus[0])(pair.a, scfg, port=port)
     client = _pinned(cli_cls, cpus[1])(pair.b, ccfg, HOST, pair.a_addr, port=port)
     try:
