@@ -120,6 +120,25 @@ def _throughput_target(
     return {"target": name, "measured": measured or "not measured", "met": met}
 
 
+def _secure_target(cases: dict) -> dict:
+    """Secure mode (vt <-> vt, ``encrypt aead``) against vtund's aes128cbc and OpenVPN."""
+    parts, ok = [], []
+    for proto in ("tcp", "udp"):
+        mine = cases.get(f"tun/{proto}/aead", {}).get("vt", {})
+        base = cases.get(f"tun/{proto}/aes128cbc", {}).get("vtund", {})
+        ovpn = cases.get(REF, {}).get("openvpn", {})
+        for f in ("fwd_mbit", "rev_mbit"):
+            a = mine.get(f)
+            for name, ref in (("vtund aes128cbc", base.get(f)), ("OpenVPN", ovpn.get(f))):
+                if a is None or not ref:
+                    continue
+                ok.append(a >= ref)
+                parts.append(f"tun/{proto} {f[:3]} {a / ref:.2f}× {name}")
+    return {"target": "secure mode (aead) ≥ vtund aes128cbc and ≥ OpenVPN 2.6, every direction",
+            "measured": "; ".join(parts) or "not measured",
+            "met": None if not ok else all(ok)}
+
+
 def targets(results: dict, cases: dict) -> list[dict]:
     """The issue's targets against this run: what was measured and whether it was met.
 
@@ -164,6 +183,8 @@ def targets(results: dict, cases: dict) -> list[dict]:
     out.append({"target": "CPU s/GB ≤ vtund (vt native, every config)",
                 "measured": meas if got else "not measured",
                 "met": None if not got else len(ok) == len(got) and not missing})  # fmt: skip
+
+    out.append(_secure_target(cases))
 
     big = [s for s in results.get("scale", []) if s.get("impl") == "vt" and s.get("n") == 500]
     if big and "error" not in big[-1]:

@@ -38,7 +38,9 @@ from tunnels import BenchError, Config, Tunnel  # noqa: E402
 
 DEVS = ("tun", "ether")
 PROTOS = ("tcp", "udp")
-MODULES = ("none", "lzo:1", "zlib:1", "aes128cbc")
+MODULES = ("none", "lzo:1", "zlib:1", "aes128cbc", "aead")
+SECURE = "aead"
+"""vt's secure mode (SPAKE2 + AEAD): vt <-> vt only, compared with vtund's aes128cbc."""
 QUICK_CONFIGS = ("tun/tcp/none", "tun/udp/none", "tun/tcp/aes128cbc")
 VTUND_UDP_BROKEN = ("cbc", "cfb", "ofb")
 """Debian's vtund over UDP with these AES modes dies under load: marked n/a, not run."""
@@ -58,6 +60,8 @@ QUICK_MIXED_CONFIGS = ("tun/tcp/none",)
 def skip_reason(
     impl: str, cfg: Config, compat_all: bool = False, quick: bool = False
 ) -> str | None:
+    if cfg.module == SECURE and impl != "vt":
+        return "secure mode exists between two vt ends only (vtund peers never see it)"
     if impl in tunnels.MIXED and (cfg.dev, cfg.proto) != ("tun", "tcp"):
         return "mixed vt/vtund pairs run on tun/tcp only (the issue's target)"
     if impl in tunnels.MIXED and quick and cfg.key not in QUICK_MIXED_CONFIGS:

@@ -37,7 +37,7 @@ class Config:
 
     dev: str  # "tun" | "ether"
     proto: str  # "tcp" | "udp"
-    module: str  # "none" | "lzo:1" | "zlib:1" | "aes128cbc"
+    module: str  # "none" | "lzo:1" | "zlib:1" | "aes128cbc" | "aead" (vt secure mode)
 
     @property
     def key(self) -> str:
@@ -139,6 +139,9 @@ def vtun_family(
     port = free_port()
     scfg = vtund_conf(HOST, options={"port": port}, device=da, **cfg.vtund_settings())
     ccfg = vtund_conf(HOST, options={"port": port}, device=db)
+    if cfg.module == "aead":
+        # Secure mode must be asked for by both ends (a client never falls back to it).
+        ccfg = ccfg.replace(f"  device {db};", f"  device {db};\n  encrypt aead;")
     if impl == "vt-compat":
         # vtun framing, one packet per frame: exactly what vtund would be sent.
         scfg = scfg.replace(f"  device {da};", f"  device {da};\n  vtmode no;")
