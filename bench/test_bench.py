@@ -92,7 +92,7 @@ def test_quick_mode_is_small() -> None:
     assert [c.key for c in a.config_list] == list(run.QUICK_CONFIGS)
     assert a.impls == ["vtund", "vt", "vt-vtund", "vtund-vt"]
     full = run.parse_args([])
-    assert len(full.config_list) == 16
+    assert len(full.config_list) == 20  # 2 devs x 2 protos x 5 modules (incl. secure mode)
     assert full.impls == ["vtund", "vt", "vt-compat", "vt-vtund", "vtund-vt"]
 
 
