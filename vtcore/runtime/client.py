@@ -24,7 +24,7 @@ from vtcore.protocol.flags import parse_flags
 from vtcore.protocol.handshake import MESG_SIZE, ClientHandshake
 from vtcore.runtime.native import HOST_TOKEN
 from vtcore.runtime.netio import peer_name, recv_some, send_all
-from vtcore.runtime.secure import drive_secure
+from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import Session, SessionError, client_settings
 from vtcore.runtime.status import StatusServer, session_status
 
@@ -224,7 +224,7 @@ class Client:
                 established = await drive_secure(sock, ch, timeout)
                 flags = parse_flags(established.settings.flags)
                 features = str(established.settings.options.get("features", ""))
-                self.log.info("secure mode established", **_safe(established))
+                self.log.info("secure mode established", **safe_log_fields(established))
                 return sock, replace(flags, extra=features), (mode, established)
             hs.receive_data(reply)
             while True:
@@ -253,12 +253,6 @@ class Client:
         except ConnectError:
             sock.close()
             raise
-
-
-def _safe(established) -> dict[str, str]:
-    fields = getattr(established, "log_fields", None)
-    safe = fields() if callable(fields) else {}
-    return {k: v for k, v in safe.items() if k not in ("host", "role")}
 
 
 __all__ = ["Client", "ClientOptions", "ConnectError", "peer_name"]

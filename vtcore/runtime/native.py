@@ -24,12 +24,9 @@ from vtcore.protocol.native import MAX_NATIVE_FRAME
 HOST_TOKEN = "vt2"
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
-SECURE_CODES = range(1000, 2000)
-"""``encrypt`` codes of vt's secure mode (never sent as ``E<n>``)."""
-
-
 def legacy_cipher(encrypt: object) -> bool:
-    return isinstance(encrypt, int) and encrypt not in SECURE_CODES
+    """A vtund cipher (a code); secure-mode words stay words after the config check."""
+    return isinstance(encrypt, int)
 
 
 def server_features(host, peer_tokens: tuple[str, ...]) -> str:

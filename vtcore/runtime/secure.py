@@ -78,3 +78,11 @@ async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float)
         raise _refusal(hs.timed_out, "secure handshake timed out") from None
     except (EOFError, OSError):
         raise _refusal(hs.connection_lost, "connection closed during secure handshake") from None
+
+
+def safe_log_fields(established) -> dict[str, str]:
+    """What an established secure session may show in a log line (the extension's own
+    ``log_fields()``: suite, session id), minus what the caller's logger already binds."""
+    fields = getattr(established, "log_fields", None)
+    safe = fields() if callable(fields) else {}
+    return {k: v for k, v in safe.items() if k not in ("host", "role")}

@@ -25,7 +25,7 @@ from vtcore.protocol.handshake import ServerHandshake, pack_msg
 from vtcore.runtime import locks
 from vtcore.runtime.native import HOST_TOKEN, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
-from vtcore.runtime.secure import drive_secure
+from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
 from vtcore.runtime.status import StatusServer, session_status
 
@@ -315,7 +315,7 @@ class Server:
         if not ok:
             plog.warning("denied: host already connected", host=event.host)
             return None
-        plog.info("secure mode established", host=event.host, **_safe(established))
+        plog.info("secure mode established", host=event.host, **safe_log_fields(established))
         return host, lock, features, (mode, established)
 
     @staticmethod
@@ -373,12 +373,6 @@ class Server:
             if lock is not None:
                 locks.release(lock)
             slog.info("session closed", reason=reason, **session.counters.as_dict())
-
-
-def _safe(established) -> dict[str, str]:
-    fields = getattr(established, "log_fields", None)
-    safe = fields() if callable(fields) else {}
-    return {k: v for k, v in safe.items() if k not in ("host", "role")}
 
 
 def _iface_addr(iface: str | None, family: int) -> str | None:
