@@ -36,10 +36,9 @@ def server_features(host, peer_tokens: tuple[str, ...]) -> str:
     if host.proto != "tcp":
         return ""
     feats = NATIVE_FRAMING
-    # vtund's ciphers frame at most 4095 bytes; super-packets need the other modules.
     # A shaped host keeps packet-sized frames: a 64 KiB burst is 2 s at 256 kbit/s.
     shaped = any(getattr(host, "speed", (0, 0)))
-    if host.type in ("tun", "ether") and not legacy_cipher(host.encrypt) and not shaped:
+    if host.type in ("tun", "ether") and not shaped:
         feats += OFFLOAD
     return feats
 

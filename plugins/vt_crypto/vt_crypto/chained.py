@@ -82,8 +82,10 @@ class ChainedCodec:
         *,
         rng: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.monotonic,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         bs = spec.block_size
+        self.max_frame = max_frame
         self.spec = spec
         self._bs = bs
         self._cipher_alg = spec.algorithm(derive_key(password, spec.key_size))
@@ -152,7 +154,7 @@ class ChainedCodec:
     def decode(self, frame: bytes) -> bytes | None:
         n = len(frame)
         bs = self._bs
-        if n > MAX_FRAME:
+        if n > self.max_frame:
             self.dropped += 1
             return None
         if self.synced:

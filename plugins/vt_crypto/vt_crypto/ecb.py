@@ -17,7 +17,12 @@ class EcbCodec:
     """Stateless per frame; one encryptor and one decryptor per session, made once."""
 
     def __init__(
-        self, spec: CipherSpec, password: bytes, *, rng: Callable[[int], bytes] = os.urandom
+        self,
+        spec: CipherSpec,
+        password: bytes,
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         cipher = Cipher(spec.algorithm(derive_key(password, spec.key_size)), modes.ECB())
         self.spec = spec
@@ -26,6 +31,7 @@ class EcbCodec:
         self._bs = spec.block_size
         self._pads = padding_table(self._bs)
         self._rng = rng
+        self.max_frame = max_frame
         self.dropped = 0
 
     def encode(self, frame: bytes) -> bytes:
@@ -38,7 +44,7 @@ class EcbCodec:
     def decode(self, frame: bytes) -> bytes | None:
         n = len(frame)
         bs = self._bs
-        if n == 0 or n % bs or n > MAX_FRAME:
+        if n == 0 or n % bs or n > self.max_frame:
             self.dropped += 1
             return None
         plain = self._dec.update(frame)

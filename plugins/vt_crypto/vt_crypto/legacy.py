@@ -14,12 +14,13 @@ from vt_crypto.ciphers import MAX_FRAME, CipherSpec, derive_key
 class LegacyCodec:
     """Stateless per frame; Blowfish ECB contexts made once per session."""
 
-    def __init__(self, spec: CipherSpec, password: bytes) -> None:
+    def __init__(self, spec: CipherSpec, password: bytes, *, max_frame: int = MAX_FRAME) -> None:
         cipher = Cipher(spec.algorithm(derive_key(password, 16)), modes.ECB())
         self.spec = spec
         self._enc = cipher.encryptor()
         self._dec = cipher.decryptor()
         self._heads = [b""] + [bytes([p]) + bytes(p - 1) for p in range(1, 9)]
+        self.max_frame = max_frame
         self.dropped = 0
 
     def encode(self, frame: bytes) -> bytes:
@@ -27,7 +28,7 @@ class LegacyCodec:
 
     def decode(self, frame: bytes) -> bytes | None:
         n = len(frame)
-        if n == 0 or n % 8 or n > MAX_FRAME:
+        if n == 0 or n % 8 or n > self.max_frame:
             self.dropped += 1
             return None
         plain = self._dec.update(frame)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import structlog
 
 import vtcore
-from vt_crypto.ciphers import CIPHERS, WORDS
+from vt_crypto.ciphers import CIPHERS, MAX_FRAME, WORDS
 from vt_crypto.factory import make_codec
 from vtcore.api import FrameModule, FrameModuleType, LinkSettings, Registry, Stage
 
@@ -20,7 +20,10 @@ def create(settings: LinkSettings) -> FrameModule | None:
     """The session's cipher module, or ``None`` when ``encrypt`` is off (None or 0)."""
     if not settings.encrypt:
         return None
-    codec = make_codec(settings.encrypt, settings.password)
+    # Native framing (vt <-> vt) lifts vtund's 4095-byte frame limit.
+    limit = settings.options.get("max_frame")
+    max_frame = max(MAX_FRAME, limit) if isinstance(limit, int) else MAX_FRAME
+    codec = make_codec(settings.encrypt, settings.password, max_frame=max_frame)
     log.info(
         "crypto.initialized",
         host=settings.host,
