@@ -240,7 +240,8 @@ def markdown(results: dict, summary: dict) -> str:
         "or the case failed, see the JSON).",
         "",
         "vt = vt <-> vt as shipped: over TCP the two ends negotiate vt-native framing "
-        "(and tun/tap offloads unless a vtund cipher is on). vt-compat = vt <-> vt with "
+        "and tun/tap offloads (whole GSO super-packets per frame, through every module). "
+        "vt-compat = vt <-> vt with "
         "`vtmode no`: vtun framing, one packet per frame, the wire vtund speaks "
         "(tun over TCP only: over UDP vt negotiates nothing, so vt-compat would equal vt; "
         "`--compat-all` adds ether over TCP). vt-vtund = vt server, vtund client; "

@@ -151,3 +151,42 @@ def test_registration_and_factory() -> None:
     assert isinstance(mod, FrameModule) and isinstance(mod, LzoModule)
     assert mod.max_frame == 1500
     assert mod.decode(lzo.compress(b"z" * 1501, 1, False)) is None
+
+
+# --------------------------------------------------------------------------- native path
+
+
+def test_native_round_trip_with_markers() -> None:
+    rng = random.Random(4)
+    noise = [rng.randbytes(1400) for _ in range(200)]
+    line = b"GET /static/app.js HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n"
+    text = [(line * (1 + i % 20))[:1400] for i in range(60)]
+    tx, rx = LzoModule(1, native=True), LzoModule(1, native=True)
+    packets = text + noise + text + text
+    frames = [tx.encode(p) for p in packets]
+    assert all(f[0] in (0, 1) for f in frames)
+    assert [rx.decode(f) for f in frames] == packets
+    # Noise goes out raw (tried or not); compressible text is packed again after the
+    # next try (at most MAX_SKIP frames later).
+    assert all(f[0] == 0 for f in frames[60:260])
+    assert tx.adaptive is not None and tx.adaptive.raw_frames > 150
+    assert sum(f[0] == 1 for f in frames[-60:]) >= 40
+    assert rx.dropped == 0
+
+
+def test_native_bad_marker_and_oversized_raw_frame_drop() -> None:
+    rx = LzoModule(1, max_frame=100, native=True)
+    assert rx.decode(b"\x00" + b"x" * 101) is None
+    assert rx.decode(b"\x05" + lzo.compress(b"x" * 50, 1, False)) is None
+    assert rx.decode(b"\x00") is None
+    assert rx.dropped == 3
+    assert rx.decode(b"\x01" + lzo.compress(b"x" * 50, 1, False)) == b"x" * 50
+    assert rx.decode(b"\x00" + b"y" * 100) == b"y" * 100
+
+
+def test_vtun_wire_has_no_marker_and_factory_passes_native() -> None:
+    tx = LzoModule(1)
+    assert tx.adaptive is None
+    assert tx.encode(PACKETS[0]).hex() == VECTORS[1][0]
+    assert create(settings(compress=("lzo", 1), options={"native": True})).native
+    assert not create(settings(compress=("lzo", 1))).native

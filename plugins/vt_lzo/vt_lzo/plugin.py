@@ -20,7 +20,8 @@ def create(settings: LinkSettings) -> LzoModule | None:
     """A module for sessions that settled on LZO, else None."""
     if settings.compress is None or settings.compress[0] != "lzo":
         return None
-    return LzoModule(settings.compress[1], max_frame(settings))
+    return LzoModule(settings.compress[1], max_frame(settings),
+                     native=bool(settings.options.get("native")))
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""vt-zlib: byte-exact with vtund's lfd_zlib.c, bounded and non-raising on bad input."""
+"""vt-zlib: wire-compatible with vtund's lfd_zlib.c (byte-exact with the stock zlib engine),
+bounded and non-raising on bad input; the native path's raw frames."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def settings(**kw: object) -> LinkSettings:
 
 @pytest.mark.parametrize("level", [1, 9])
 def test_known_answer_vectors(level: int) -> None:
-    mod = ZlibModule(level)
+    mod = ZlibModule(level, engine=zlib)
     assert [mod.encode(p).hex() for p in PACKETS] == VECTORS[level]
     peer = ZlibModule(level)
     assert [peer.decode(bytes.fromhex(f)) for f in VECTORS[level]] == PACKETS
@@ -73,7 +74,7 @@ def test_level_9_header_and_sync_marker() -> None:
 
 
 def test_level_0_is_level_1() -> None:
-    assert ZlibModule(0).encode(PACKETS[0]).hex() == VECTORS[1][0]
+    assert ZlibModule(0, engine=zlib).encode(PACKETS[0]).hex() == VECTORS[1][0]
 
 
 @pytest.mark.parametrize("level", [1, 6, 9])
@@ -91,6 +92,16 @@ def test_reference_frames_decode_with_our_module() -> None:
     got = [mod.decode(ref.compress(p) + ref.flush(zlib.Z_SYNC_FLUSH)) for p in packets]
     assert got == packets
     assert mod.dropped == 0
+
+
+def test_default_engine_is_zlib_ng_and_differs_from_stock_bytes() -> None:
+    """zlib-ng at level 1 writes other bytes than vtund's zlib; both inflate the same."""
+    packets = packet_sequence(50)
+    fast, stock = ZlibModule(1), ZlibModule(1, engine=zlib)
+    fast_frames = [fast.encode(p) for p in packets]
+    assert fast_frames != [stock.encode(p) for p in packets]
+    ref = zlib.decompressobj()
+    assert [ref.decompress(f) for f in fast_frames] == packets
 
 
 def test_frame_of_exactly_max_frame_passes() -> None:
@@ -221,3 +232,63 @@ def test_factory_reads_max_frame_and_warns_on_udp() -> None:
     assert mod is not None
     assert mod.max_frame == 1500
     assert mod.warning and "udp" in mod.warning.lower()
+
+
+# --------------------------------------------------------------------------- native path
+
+
+def test_native_frames_carry_a_marker_and_round_trip() -> None:
+    packets = packet_sequence(100)
+    tx, rx = ZlibModule(1, native=True), ZlibModule(1, native=True)
+    frames = [tx.encode(p) for p in packets]
+    assert all(f[0] in (0, 1) for f in frames)
+    # Compressible traffic: nearly every frame packed (a frame that shrinks too little
+    # sends the next one raw).
+    assert sum(f[0] == 1 for f in frames) >= 95
+    assert [rx.decode(f) for f in frames] == packets
+    assert tx.adaptive is not None and tx.adaptive.raw_frames <= 5
+
+
+def test_native_incompressible_frames_go_raw_and_stream_stays_in_step() -> None:
+    rng = random.Random(5)
+    noise = [rng.randbytes(1400) for _ in range(300)]
+    text = packet_sequence(40, seed=9)
+    tx, rx = ZlibModule(1, native=True), ZlibModule(1, native=True)
+    frames = [tx.encode(p) for p in noise + text + noise[:50] + text]
+    raw = [f for f in frames[:300] if f[0] == 0]
+    # One try in up to 65 frames once the backoff is at its cap.
+    assert len(raw) > 250
+    assert all(f[1:] in noise for f in raw)
+    got = [rx.decode(f) for f in frames]
+    assert got == noise + text + noise[:50] + text
+    # Compression resumes on compressible data: the second text run is mostly packed.
+    tail = frames[-40:]
+    assert sum(f[0] == 1 for f in tail) >= 30
+    assert rx.dropped == 0 and not rx.broken
+
+
+def test_native_raw_frame_over_limit_is_dropped_and_bad_marker_breaks() -> None:
+    rx = ZlibModule(1, max_frame=100, native=True)
+    assert rx.decode(b"\x00" + b"x" * 101) is None
+    assert rx.dropped == 1 and not rx.broken
+    assert rx.decode(b"\x00" + b"x" * 100) == b"x" * 100
+    assert rx.decode(b"") is None
+    assert rx.decode(b"\x07" + b"x" * 10) is None
+    assert rx.broken and rx.errors == 1
+
+
+def test_vtun_wire_has_no_marker() -> None:
+    """Without native framing every frame is compressed, as vtund expects."""
+    rng = random.Random(6)
+    tx = ZlibModule(1)
+    assert tx.adaptive is None
+    ref = zlib.decompressobj()
+    for _ in range(100):
+        p = rng.randbytes(1000)
+        assert ref.decompress(tx.encode(p)) == p
+
+
+def test_factory_passes_native() -> None:
+    mod = create(settings(compress=("zlib", 1), options={"native": True, "max_frame": 131072}))
+    assert mod is not None and mod.native and mod.max_frame == 131072
+    assert not create(settings(compress=("zlib", 1))).native

@@ -17,7 +17,8 @@ def create(settings: LinkSettings) -> ZlibModule | None:
     """A module for sessions that settled on zlib, else None."""
     if settings.compress is None or settings.compress[0] != "zlib":
         return None
-    return ZlibModule(settings.compress[1], max_frame(settings), settings.transport)
+    return ZlibModule(settings.compress[1], max_frame(settings), settings.transport,
+                      native=bool(settings.options.get("native")))
 
 
 @hookimpl
