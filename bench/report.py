@@ -243,7 +243,7 @@ def markdown(results: dict, summary: dict) -> str:
         "and tun/tap offloads (whole GSO super-packets per frame, through every module). "
         "vt-compat = vt <-> vt with "
         "`vtmode no`: vtun framing, one packet per frame, the wire vtund speaks "
-        "(tun over TCP only: over UDP vt negotiates nothing, so vt-compat would equal vt; "
+        "(tun over TCP only; over UDP vt negotiates only its compression formats; "
         "`--compat-all` adds ether over TCP). vt-vtund = vt server, vtund client; "
         "vtund-vt = vtund server, vt client (vt as shipped, which finds a vtun peer and "
         "speaks the vtun wire; tun over TCP only). Ratio columns are against vtund ↔ vtund.",

@@ -67,7 +67,8 @@ def skip_reason(
     if impl in tunnels.MIXED and quick and cfg.key not in QUICK_MIXED_CONFIGS:
         return "--quick runs the mixed pairs on tun/tcp/none only"
     if impl == "vt-compat" and cfg.proto != "tcp":
-        return "vt negotiates no native features over udp: vt-compat is vt there"
+        return "vt-compat is measured over tcp (the issue's target); over udp only the " \
+            "compression formats differ"
     if impl == "vt-compat" and cfg.dev != "tun" and not compat_all:
         return "vt-compat runs on tun/tcp only unless --compat-all (keeps the run short)"
     if impl == "vtund" and cfg.proto == "udp" and cfg.module.endswith(VTUND_UDP_BROKEN):

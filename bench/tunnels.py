@@ -130,8 +130,8 @@ def vtun_family(
 ) -> Iterator[Tunnel]:
     """vtund <-> vtund, vt <-> vt, vt <-> vt with ``vtmode no`` (impl "vt-compat"), or mixed.
 
-    vt <-> vt negotiates vt-native features on TCP (large frames, offloads: see
-    vtcore.runtime.native); "vt-compat" turns them off to compare the same wire as vtund.
+    vt <-> vt negotiates vt-native features (on TCP large frames and offloads, on both
+    compression that skips what does not shrink: see vtcore.runtime.native); "vt-compat" turns them off to compare the same wire as vtund.
     The mixed impls are named server-client: "vt-vtund" is a vt server with a vtund client,
     "vtund-vt" the reverse; vt as shipped there, which finds a vtun peer and speaks vtun.
     """

@@ -2,9 +2,9 @@
 
 Most traffic today is already compressed or encrypted (TLS, media, archives); pushing it
 through deflate or LZO costs CPU for nothing.  Between two vt ends that negotiated native
-framing (``LinkSettings.options["native"]``), a compression module may send a frame as
-is, behind a one-byte marker, and stop trying for a while when frames do not shrink --
-OpenVPN's "adaptive" compression, in frames instead of seconds.  vtund's wire has no room
+features (``LinkSettings.options["native"]``, over TCP and UDP), a compression module may
+send a frame as is, behind a one-byte marker, and stop trying for a while when frames do
+not shrink -- OpenVPN's "adaptive" compression, in frames instead of seconds.  vtund's wire has no room
 for a marker, so ``vtmode no`` and vtund peers get every frame compressed, as vtund does.
 """
 

@@ -10,6 +10,8 @@ itself.  Features:
        (:mod:`vtcore.protocol.native`);
 ``o``  tun/tap opened with ``IFF_VNET_HDR`` and offloads on both ends: frames carry
        whole GSO super-packets (up to 64 KiB), segmented by the receiving kernel.
+``m``  over UDP: modules may use their native formats (the framing stays one datagram
+       per frame); ``n`` implies it.  Plugins see both as ``options["native"]``.
 
 ``vtmode no;`` in a host section turns all of it off (vtun framing, one packet per
 frame, exactly what vtund would send) -- for trouble-shooting and measurement.
@@ -24,6 +26,7 @@ from vtcore.protocol.native import MAX_NATIVE_FRAME
 HOST_TOKEN = "vt2"
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
+MODULE_FORMATS = "m"
 def legacy_cipher(encrypt: object) -> bool:
     """A vtund cipher (a code); secure-mode words stay words after the config check."""
     return isinstance(encrypt, int)
@@ -34,7 +37,7 @@ def server_features(host, peer_tokens: tuple[str, ...]) -> str:
     if HOST_TOKEN not in peer_tokens or not getattr(host, "vtmode", True):
         return ""
     if host.proto != "tcp":
-        return ""
+        return MODULE_FORMATS
     feats = NATIVE_FRAMING
     # A shaped host keeps packet-sized frames: a 64 KiB burst is 2 s at 256 kbit/s.
     shaped = any(getattr(host, "speed", (0, 0)))
@@ -48,7 +51,10 @@ def feature_options(features: str) -> dict[str, object]:
     opts: dict[str, object] = {}
     if NATIVE_FRAMING in features:
         opts["native"] = True
+        opts["native_framing"] = True
         opts["max_frame"] = MAX_NATIVE_FRAME
+    if MODULE_FORMATS in features:
+        opts["native"] = True
     if OFFLOAD in features:
         opts["offload"] = True
     return opts

@@ -114,4 +114,5 @@ class TcpLink:
 async def open_tcp_link(sock: socket.socket, settings, timeout: float, nat_hack: bool = False):
     """The TCP transport keeps using the handshake's connection."""
     return TcpLink(sock, max_frame=int(settings.options.get("max_frame", 2148)),
-                   native=bool(settings.options.get("native") or settings.options.get("secure")))
+                   native=bool(settings.options.get("native_framing")
+                               or settings.options.get("secure")))
