@@ -30,7 +30,13 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[k]
 
 
-def _iperf3(t: Tunnel, seconds: float, reverse: bool = False, udp_len: int | None = None) -> dict:
+def _iperf3(
+    t: Tunnel,
+    seconds: float,
+    reverse: bool = False,
+    udp_len: int | None = None,
+    repeating: bool = False,
+) -> dict:
     """Run iperf3 (server in A bound to the tunnel address, client in B); parsed JSON."""
     port = free_port()
     server = t.a.popen(
@@ -45,6 +51,8 @@ def _iperf3(t: Tunnel, seconds: float, reverse: bool = False, udp_len: int | Non
             argv.append("-R")
         if udp_len is not None:
             argv += ["-u", "-b", "0", "-l", udp_len]
+        if repeating:
+            argv.append("--repeating-payload")
         res = t.b.run(*argv, check=False, timeout=seconds + 25)
         try:
             data = json.loads(res.stdout)
@@ -96,13 +104,22 @@ def _snap(t: Tunnel) -> tuple:
     return usage(t.a_roots), usage(t.b_roots)
 
 
-def throughput(t: Tunnel, seconds: float, reverse: bool, ping_interval: float = 0.02) -> dict:
-    """TCP throughput one way, with ping running alongside (latency under load)."""
+def throughput(
+    t: Tunnel,
+    seconds: float,
+    reverse: bool,
+    ping_interval: float = 0.02,
+    repeating: bool = False,
+) -> dict:
+    """TCP throughput one way, with ping running alongside (latency under load).
+
+    iperf3 sends random bytes, which no compressor shrinks (like today's TLS traffic);
+    ``repeating`` sends its repeating pattern instead: what compression can do at best."""
     count = max(5, int(seconds / ping_interval))
     before = _snap(t)
     pinger = _ping(t, count, ping_interval)
     try:
-        data = _iperf3(t, seconds, reverse=reverse)
+        data = _iperf3(t, seconds, reverse=reverse, repeating=repeating)
     finally:
         rtts, sent = _rtts(pinger, timeout=seconds + 10)
     after = _snap(t)
@@ -167,14 +184,20 @@ def memory(t: Tunnel) -> dict:
     }
 
 
-def round_of(t: Tunnel, seconds: float, full_extras: bool, ping_count: int) -> dict:
-    """All measurements of one round on one live tunnel; per-test failures are recorded."""
+def round_of(
+    t: Tunnel, seconds: float, full_extras: bool, ping_count: int, compressible: bool = False
+) -> dict:
+    """All measurements of one round on one live tunnel; per-test failures are recorded.
+
+    ``compressible`` adds ``fwd_rep``: the fwd transfer with a compressible payload."""
     res: dict = {}
     steps: list[tuple[str, object]] = [
         ("idle", lambda: idle_latency(t, ping_count)),
         ("fwd", lambda: throughput(t, seconds, reverse=False)),
         ("rev", lambda: throughput(t, seconds, reverse=True)),
     ]
+    if compressible:
+        steps.append(("fwd_rep", lambda: throughput(t, seconds, reverse=False, repeating=True)))
     if full_extras:
         steps.append(("small", lambda: small_packets(t, seconds)))
     for name, fn in steps:

@@ -52,6 +52,8 @@ def summarize(rounds: list[dict]) -> dict:
     s = {
         "fwd_mbit": med(rounds, "fwd.mbit_s"),
         "rev_mbit": med(rounds, "rev.mbit_s"),
+        "rep_mbit": med(rounds, "fwd_rep.mbit_s"),
+        "rep_cpu_per_gb": med(rounds, "fwd_rep.cpu_s_per_gb"),
         "cpu_per_gb": med(rounds, "cpu_per_gb"),
         "idle_p50": med(rounds, "idle.p50_ms"),
         "idle_p99": med(rounds, "idle.p99_ms"),
@@ -296,6 +298,23 @@ def markdown(results: dict, summary: dict) -> str:
                     f"{cell(k, i, what + '_p50', '{:.2f}')} / {cell(k, i, what + '_p99', '{:.2f}')}"
                 )
         lines.append("| " + " | ".join(row) + " |")
+
+    rep = [k for k in keys if any(val(k, i, "rep_mbit") is not None for i in impls)]
+    if rep:
+        lines += ["", "## Compressible payload: iperf3 `--repeating-payload`, fwd", "",
+                  "Mbit/s (CPU s/GB). The tables above use iperf3's default random payload, "
+                  "which no compressor shrinks; this pattern is what compression does at "
+                  "best.", ""]
+        head = ["config"] + [f"{i} Mbit/s (CPU s/GB)" for i in impls]
+        head += [f"{o}/vtund" for o in others]
+        lines += _table_head(head)
+        for k in rep:
+            row = [k] + [
+                f"{cell(k, i, 'rep_mbit')} ({cell(k, i, 'rep_cpu_per_gb', '{:.1f}')})"
+                for i in impls
+            ]
+            row += [_ratio(val(k, o, "rep_mbit"), val(k, "vtund", "rep_mbit")) for o in others]
+            lines.append("| " + " | ".join(row) + " |")
 
     small = [k for k in keys if any(val(k, i, "pps") is not None for i in impls)]
     if small:

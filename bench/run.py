@@ -94,12 +94,16 @@ def probe_vt(cpus: tuple[int | None, int | None], timeout: float = 15) -> str | 
 
 
 def one_case(
-    make: Callable[[], AbstractContextManager[Tunnel]], seconds: float, extras: bool, pings: int
+    make: Callable[[], AbstractContextManager[Tunnel]],
+    seconds: float,
+    extras: bool,
+    pings: int,
+    compressible: bool = False,
 ) -> dict:
     t0 = time.monotonic()
     try:
         with make() as t:
-            res = measure.round_of(t, seconds, extras, pings)
+            res = measure.round_of(t, seconds, extras, pings, compressible)
             if not res.get("alive_after", True) and t.log:
                 res["log_tail"] = t.log()[-1500:]  # type: ignore[operator]
     except (BenchError, HarnessError) as e:
@@ -133,7 +137,8 @@ def run_rounds(args: argparse.Namespace, configs: list[Config], results: dict) -
                     def make(impl: str = impl, cfg: Config = cfg, pair: Pair = pair):
                         return tunnels.vtun_family(impl, pair, cfg, cpus)
 
-                    r = one_case(make, args.seconds, extras, args.pings)
+                    r = one_case(make, args.seconds, extras, args.pings,
+                                 cfg.module.startswith(("lzo", "zlib")))
                     _say(r)
                     slot.append(r)
             if "openvpn" in args.refs:
