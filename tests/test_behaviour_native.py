@@ -65,8 +65,31 @@ def test_native_fast_path(proto: str, extra: str, native: bool) -> None:
             frames = int(_field(line, "frames_out"))
             assert frames > 0 and int(_field(line, "dropped_decode")) == 0, line
             average = int(_field(line, "comp_out")) / frames
+            # The client received a file: its device joined TCP segments (gro, a local
+            # choice: the server's vtmode no does not turn it off), except where whole
+            # super-packets arrive anyway (offload).
+            joined = int(_field(line, "joined"))
+            assert (joined > 0) == (not offload), line
             if offload:
                 assert average > VTUN_MAX_FRAME, line
             else:
                 assert average <= VTUN_MAX_FRAME, line
+            no_crash(s, c)
+
+
+def test_client_vtmode_no_turns_everything_off() -> None:
+    """``vtmode no`` on the client: no native token sent, and no joining on its device."""
+    with two_hosts() as p:
+        ta, tb = add_devices(p, "tun")
+        with VtServer(p.a, server_conf(encrypt=None)) as s, \
+                VtClient(p.b, client_conf(encrypt=None, extra="  vtmode no;\n"), "t1",
+                         p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            line = c.wait_log(r"session up.*").group(0)
+            assert _field(line, "native") == "False" and _field(line, "gro") == "False", line
+            assert transfer_file(p.a, p.b, tb, nbytes=3 << 20)
+            c.stop()
+            line = log_lines(c.log(), "session closed")[-1]
+            assert int(_field(line, "joined")) == 0, line
+            assert int(_field(line, "byte_in")) > 3 << 20, line
             no_crash(s, c)

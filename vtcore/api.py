@@ -127,6 +127,9 @@ class DeviceRequest:
     offload: bool = False
     """vt-native: open tun/tap with ``IFF_VNET_HDR`` and offloads (GSO super-packets,
     each prefixed by a ``virtio_net_hdr``); both ends agree on it at the handshake."""
+    gro: bool = False
+    """Join received TCP segments into super-packets on write (``write_packets``); local
+    only, whatever the peer.  Ignored with ``offload`` and by devices that cannot."""
 
 
 class Device(Protocol):
@@ -157,6 +160,15 @@ class Device(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchDevice(Device, Protocol):
+    """A packet device that takes a whole batch at once (tun/tap: joins TCP segments)."""
+
+    def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
+        """Write ``packets`` in order; return the packets and bytes the kernel refused."""
+        ...
 
 
 @dataclass(frozen=True)

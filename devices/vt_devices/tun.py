@@ -9,7 +9,13 @@ Unlike vtund, a write the kernel refuses (EIO while the interface is still down,
 EINVAL on a malformed packet...) is counted and dropped; it never ends the session.
 
 :func:`open_tun` is the low-level opener; it also offers ``IFF_VNET_HDR`` with checksum and
-segmentation offloads for a future fast path.  The default device path does not use it.
+segmentation offloads.  Two modes use it:
+
+* ``offload`` (vt-native, both ends vt): reads and writes are whole GSO super-packets with
+  their ``virtio_net_hdr``, carried as they are to the peer.
+* ``gro`` (receive side only, any peer): the device has ``IFF_VNET_HDR`` but no offloads,
+  so reads are plain packets (the header is stripped); :meth:`TunDevice.write_packets`
+  joins TCP segments into super-packets before writing (:mod:`vt_devices.gro`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import struct
 from typing import Any, NamedTuple
 
 from vt_devices.base import DeviceError
+from vt_devices.gro import PLAIN, coalesce
 
 TUN_PATH = "/dev/net/tun"
 IFNAMSIZ = 16
@@ -87,12 +94,14 @@ def open_tun(
     vnet_hdr: bool = False,
     multi_queue: bool = False,
     vnet_hdr_size: int = VNET_HDR_LEN,
+    offloads: bool = True,
 ) -> TunOpen:
     """Open (or attach to) a tun/tap interface; the returned fd is non-blocking.
 
     ``name=None`` lets the kernel pick ``tunN``/``tapN``.  With ``vnet_hdr`` every packet
     read or written carries a ``virtio_net_hdr`` of ``vnet_hdr_size`` bytes, and the
-    richest offload set the kernel supports is switched on (see ``TunOpen.offload``).
+    richest offload set the kernel supports is switched on (see ``TunOpen.offload``), or
+    none with ``offloads=False`` (plain packets read, super-packets may still be written).
     Raises :class:`DeviceError`.
     """
     kind = "tap" if tap else "tun"
@@ -124,7 +133,7 @@ def open_tun(
         if vnet_hdr:
             if vnet_hdr_size != VNET_HDR_LEN:
                 fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", vnet_hdr_size))
-            offload = _set_offload(fd)
+            offload = _set_offload(fd) if offloads else _clear_offload(fd)
         return TunOpen(fd, actual, offload)
     except BaseException:
         os.close(fd)
@@ -141,6 +150,14 @@ def _set_offload(fd: int) -> int:
             raise DeviceError(f"TUNSETOFFLOAD failed: {err.strerror}", err.errno) from None
         return want
     return 0  # pragma: no cover - 0 is always accepted
+
+
+def _clear_offload(fd: int) -> int:
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+    except OSError as err:
+        raise DeviceError(f"TUNSETOFFLOAD failed: {err.strerror}", err.errno) from None
+    return 0
 
 
 def tun_features() -> int:
@@ -168,6 +185,10 @@ class TunDevice:
         """Packets the kernel refused on write."""
         self.offload = 0
         """``TUN_F_*`` offloads on (with ``IFF_VNET_HDR``), 0 for plain packets."""
+        self.gro = False
+        """``IFF_VNET_HDR`` without offloads: TCP segments are joined on write."""
+        self.joined = 0
+        """Packets that went to the kernel inside a joined super-packet (gro mode)."""
 
     def fileno(self) -> int:
         return self._fd
@@ -177,6 +198,12 @@ class TunDevice:
 
     def read_packets(self, limit: int) -> list[bytes]:
         """Up to ``limit`` packets, without blocking; ``EOFError`` if the interface is gone."""
+        if self.gro:
+            # No offloads: every read is one complete packet behind an all-zero header.
+            return [p[VNET_HDR_LEN:] for p in self._read(limit)]
+        return self._read(limit)
+
+    def _read(self, limit: int) -> list[bytes]:
         out: list[bytes] = []
         read = os.read
         append = out.append
@@ -202,11 +229,41 @@ class TunDevice:
         for good, :meth:`read_packets` says so.
         """
         try:
-            os.write(self._fd, packet)
+            os.write(self._fd, PLAIN + packet if self.gro else packet)
         except OSError:
             self.dropped += 1
             return False
         return True
+
+    def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
+        """Write a batch; returns the packets and bytes the kernel refused.
+
+        In gro mode TCP segments of a flow are joined into super-packets first."""
+        write = os.write
+        fd = self._fd
+        lost = lost_bytes = 0
+        if not self.gro:
+            for p in packets:
+                try:
+                    write(fd, p)
+                except OSError:
+                    lost += 1
+                    lost_bytes += len(p)
+            self.dropped += lost
+            return lost, lost_bytes
+        if len(packets) == 1:  # nothing to join (and the idle path stays short)
+            return (0, 0) if self.write_packet(packets[0]) else (1, len(packets[0]))
+        for buf, count, nbytes in coalesce(packets, self.tap):
+            try:
+                write(fd, buf)
+            except OSError:
+                lost += count
+                lost_bytes += nbytes
+                continue
+            if count > 1:
+                self.joined += count
+        self.dropped += lost
+        return lost, lost_bytes
 
     def close(self) -> None:
         """Close the fd; an interface vt created (not persistent) disappears."""
@@ -233,10 +290,12 @@ class TunDevice:
 
 def _open(request: Any, tap: bool) -> TunDevice:
     offload = bool(getattr(request, "offload", False))
-    handle = open_tun(request.name or None, tap=tap, vnet_hdr=offload)
-    size = READ_SIZE + VNET_HDR_LEN if offload else READ_SIZE
+    gro = bool(getattr(request, "gro", False)) and not offload
+    handle = open_tun(request.name or None, tap=tap, vnet_hdr=offload or gro, offloads=offload)
+    size = READ_SIZE + VNET_HDR_LEN if offload or gro else READ_SIZE
     dev = TunDevice(handle.fd, handle.name, tap=tap, read_size=size)
     dev.offload = handle.offload if offload else 0
+    dev.gro = gro
     return dev
 
 

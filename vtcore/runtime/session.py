@@ -190,7 +190,7 @@ class Session:
         try:
             self.device = backend.open(
                 DeviceRequest(self.settings.tunnel_type, self.host.device, self.host.name,
-                              offload=offload)
+                              offload=offload, gro=bool(getattr(self.host, "vtmode", True)))
             )
         except OSError as exc:
             raise SessionError(f"cannot open {self.settings.tunnel_type} device: {exc}") from exc
@@ -244,6 +244,7 @@ class Session:
                           type=self.settings.tunnel_type,
                           native=bool(self.settings.options.get("native")),
                           offload=bool(getattr(device, "offload", False)),
+                          gro=bool(getattr(device, "gro", False)),
                           modules=[type(m).__name__ for m in chain])
             reason = await self.tunnel.run()
             return self._stop_reason or reason

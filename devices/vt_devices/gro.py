@@ -1,0 +1,194 @@
+"""Receive-side coalescing (GRO in user space) for tun/tap devices with ``IFF_VNET_HDR``.
+
+A tunnel hands its device one packet per frame.  Written one by one, every TCP segment
+of a bulk transfer walks the whole receive stack on its own (and draws its own ACK); that
+kernel work is most of a tunnel daemon's CPU.  A NIC driver avoids it with GRO; here the
+daemon does the same before writing: consecutive in-order segments of one TCP flow are
+joined into one GSO super-packet (``virtio_net_hdr`` with ``gso_type`` TCPv4/TCPv6 and
+``NEEDS_CSUM``), which the kernel takes whole, and segments again only if it forwards it.
+
+Pure functions over bytes (no I/O): :func:`coalesce` turns a batch of packets into the
+buffers to write, each prefixed by a ``virtio_net_hdr`` and with the number and bytes of
+the packets it carries (a refused write drops them all).
+
+Joined only what kernel GRO joins: IPv4 without options or fragments, or IPv6 whose next
+header is TCP; TCP with only ACK (and PSH on the last segment) set; identical addresses,
+ports, TOS/traffic class, TTL/hop limit, DF, ACK number, window and options (timestamps
+included); sequence numbers following on; every segment the size of the first except the
+last, which may be shorter and ends the run.  Anything else is written as it came, in
+order within its flow.  Segment checksums are not verified (that would cost as much as
+it saves): the segments arrived under the outer UDP/TCP checksum (and the cipher, if
+any); the joined packet's TCP checksum is left for the kernel (``NEEDS_CSUM``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+VNET_HDR = struct.Struct("<BBHHHH")
+"""``struct virtio_net_hdr``: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset."""
+VNET_HDR_LEN = VNET_HDR.size
+PLAIN = bytes(VNET_HDR_LEN)
+"""The header for a packet written as is (no offload, checksum already complete)."""
+F_NEEDS_CSUM = 1
+GSO_TCPV4 = 1
+GSO_TCPV6 = 4
+TCP_CSUM_OFFSET = 16
+MAX_IP_PAYLOAD = 65535
+"""IPv4 total length / IPv6 payload length: the largest joined packet."""
+ACK, PSH = 0x10, 0x08
+ETH_LEN = 14
+_IPV4, _IPV6 = b"\x08\x00", b"\x86\xdd"
+
+Write = tuple[bytes, int, int]
+"""A buffer to write, the packets it carries and their bytes (as they came)."""
+
+
+class _Run:
+    """Segments of one flow being joined."""
+
+    __slots__ = ("first", "l3", "l4", "hlen", "v6", "sig", "pieces", "size", "total", "next_seq",
+                 "psh", "closed", "orig")
+
+    def __init__(self, p: bytes, l3: int, l4: int, hlen: int, v6: bool, sig: bytes,
+                 seq: int, plen: int, psh: bool) -> None:
+        self.first = p
+        self.l3 = l3
+        self.l4 = l4
+        self.hlen = hlen
+        self.v6 = v6
+        self.sig = sig
+        self.pieces = [p[hlen:]]
+        self.size = plen
+        self.total = hlen - l3 + plen
+        self.next_seq = (seq + plen) & 0xFFFFFFFF
+        self.psh = psh
+        self.closed = psh
+        self.orig = len(p)
+
+    def take(self, p: bytes, sig: bytes, seq: int, plen: int, psh: bool) -> bool:
+        if (self.closed or sig != self.sig or seq != self.next_seq or plen > self.size
+                or self.total + plen > MAX_IP_PAYLOAD):
+            return False
+        self.pieces.append(p[self.hlen:])
+        self.total += plen
+        self.orig += len(p)
+        self.next_seq = (seq + plen) & 0xFFFFFFFF
+        if psh:
+            self.psh = True
+        self.closed = psh or plen < self.size
+        return True
+
+    def emit(self) -> Write:
+        first = self.first
+        count = len(self.pieces)
+        if count == 1:
+            return PLAIN + first, 1, self.orig
+        l3, l4, hlen = self.l3, self.l4, self.hlen
+        ip = bytearray(first[l3:l4])
+        tcp = bytearray(first[l4:hlen])
+        tcp_len = self.total - (l4 - l3)
+        if self.v6:
+            ip[4:6] = tcp_len.to_bytes(2, "big")
+            pseudo = int.from_bytes(ip[8:40], "big") + tcp_len + 6
+            gso = GSO_TCPV6
+        else:
+            ip[2:4] = self.total.to_bytes(2, "big")
+            ip[10:12] = b"\0\0"
+            ip[10:12] = (~_fold(int.from_bytes(ip, "big")) & 0xFFFF).to_bytes(2, "big")
+            pseudo = int.from_bytes(ip[12:20], "big") + tcp_len + 6
+            gso = GSO_TCPV4
+        if self.psh:
+            tcp[13] |= PSH
+        tcp[16:18] = _fold(pseudo).to_bytes(2, "big")
+        head = VNET_HDR.pack(F_NEEDS_CSUM, gso, hlen, self.size, l4, TCP_CSUM_OFFSET)
+        return b"".join((head, first[:l3], ip, tcp, *self.pieces)), count, self.orig
+
+
+def _fold(n: int) -> int:
+    """One's-complement sum of the 16-bit words of ``n`` (2**16 = 1 mod 0xFFFF)."""
+    r = n % 0xFFFF
+    return r if r or not n else 0xFFFF
+
+
+def _parse(p: bytes, tap: bool) -> tuple | None:
+    """(flow, sig, l3, l4, hlen, v6, seq, plen, psh) of a joinable TCP segment, else None."""
+    l3 = 0
+    if tap:
+        l3 = ETH_LEN
+        etype = p[12:14]
+        if etype == _IPV4:
+            v6 = False
+        elif etype == _IPV6:
+            v6 = True
+        else:
+            return None
+    n = len(p)
+    if n < l3 + 40:
+        return None
+    b0 = p[l3]
+    if not tap:
+        v6 = b0 >> 4 == 6
+        if not v6 and b0 >> 4 != 4:
+            return None
+    if v6:
+        if b0 >> 4 != 6 or p[l3 + 6] != 6:
+            return None
+        l4 = l3 + 40
+        if int.from_bytes(p[l3 + 4:l3 + 6], "big") != n - l4:
+            return None
+    else:
+        # IHL 5 (no options), protocol TCP, not a fragment, length exact.
+        if b0 != 0x45 or p[l3 + 9] != 6 or p[l3 + 6] & 0x3F or p[l3 + 7]:
+            return None
+        if int.from_bytes(p[l3 + 2:l3 + 4], "big") != n - l3:
+            return None
+        l4 = l3 + 20
+    if n < l4 + 20:
+        return None
+    flags = p[l4 + 13]
+    if flags & ~PSH != ACK:
+        return None
+    hlen = l4 + (p[l4 + 12] >> 4) * 4
+    plen = n - hlen
+    if plen <= 0 or hlen < l4 + 20:
+        return None
+    if v6:
+        flow = p[l3 + 8:l3 + 40] + p[l4:l4 + 4]
+        # version/class/flow label, next header + hop limit, ack, offset, window, options.
+        sig = p[:l3 + 4] + p[l3 + 6:l3 + 8] + p[l4 + 8:l4 + 13] + p[l4 + 14:l4 + 16] \
+            + p[l4 + 20:hlen]
+    else:
+        flow = p[l3 + 12:l3 + 20] + p[l4:l4 + 4]
+        # MAC header, TOS, DF, TTL + protocol, ack, offset, window, options.
+        sig = p[:l3 + 2] + p[l3 + 6:l3 + 7] + p[l3 + 8:l3 + 10] + p[l4 + 8:l4 + 13] \
+            + p[l4 + 14:l4 + 16] + p[l4 + 20:hlen]
+    seq = int.from_bytes(p[l4 + 4:l4 + 8], "big")
+    return flow, sig, l3, l4, hlen, v6, seq, plen, bool(flags & PSH)
+
+
+def coalesce(packets: list[bytes], tap: bool = False) -> list[Write]:
+    """The buffers to write for ``packets`` (each with a ``virtio_net_hdr`` in front).
+
+    Runs of different flows may be reordered among themselves; a packet that joins
+    nothing (SYN, FIN, ICMP, UDP...) is written after every run begun before it, so the
+    order within each flow and around every other packet is kept."""
+    out: list[Write] = []
+    runs: dict[bytes, _Run] = {}
+    for p in packets:
+        info = _parse(p, tap)
+        if info is None:
+            if runs:
+                out.extend(run.emit() for run in runs.values())
+                runs.clear()
+            out.append((PLAIN + p, 1, len(p)))
+            continue
+        flow, sig, l3, l4, hlen, v6, seq, plen, psh = info
+        run = runs.get(flow)
+        if run is not None:
+            if run.take(p, sig, seq, plen, psh):
+                continue
+            out.append(run.emit())
+        runs[flow] = _Run(p, l3, l4, hlen, v6, sig, seq, plen, psh)
+    out.extend(run.emit() for run in runs.values())
+    return out
