@@ -219,6 +219,25 @@ def test_ip_options_fragments_and_garbage_pass_untouched() -> None:
         assert out[-1] == (PLAIN + p, 1, len(p))
 
 
+def test_fast_ipv4_parser_agrees_with_the_general_one() -> None:
+    """The tun/IPv4 shortcut decides exactly as the general parser, on damaged input too."""
+    from vt_devices import gro
+
+    rng = random.Random(1)
+    base_segs = segments(8)
+    for _ in range(5000):
+        if rng.random() < 0.5:
+            p = bytearray(rng.choice(base_segs))
+        else:
+            p = bytearray(tcp4(rng.randrange(1 << 32), rng.randbytes(rng.randrange(0, 50)),
+                               flags=rng.choice([ACK, ACK | PSH, ACK | FIN, SYN, 0x30]),
+                               opts=rng.choice([b"", b"\x01\x01\x08\x0a" + bytes(8)])))
+        for _ in range(rng.randrange(0, 3)):
+            p[rng.randrange(len(p))] = rng.randrange(256)
+        if p[0] == 0x45:
+            assert gro._parse_tun4(bytes(p)) == gro._parse(bytes(p), False)
+
+
 # ------------------------------------------------------------------------------ real kernel
 
 

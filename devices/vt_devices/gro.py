@@ -111,6 +111,23 @@ def _fold(n: int) -> int:
     return r if r or not n else 0xFFFF
 
 
+def _parse_tun4(p: bytes) -> tuple | None:
+    """:func:`_parse` for the common case, a tun device and IPv4 (``p[0] == 0x45``)."""
+    n = len(p)
+    if n < 40 or p[9] != 6 or p[6] & 0x3F or p[7] or (p[2] << 8 | p[3]) != n:
+        return None
+    flags = p[33]
+    if flags & ~PSH != ACK:
+        return None
+    doff = p[32] >> 4
+    hlen = 20 + doff * 4
+    if doff < 5 or hlen >= n:
+        return None
+    sig = p[:2] + p[6:7] + p[8:10] + p[28:33] + p[34:36] + p[40:hlen]
+    return (p[12:24], sig, 0, 20, hlen, False, int.from_bytes(p[24:28], "big"), n - hlen,
+            bool(flags & PSH))
+
+
 def _parse(p: bytes, tap: bool) -> tuple | None:
     """(flow, sig, l3, l4, hlen, v6, seq, plen, psh) of a joinable TCP segment, else None."""
     l3 = 0
@@ -176,7 +193,7 @@ def coalesce(packets: list[bytes], tap: bool = False) -> list[Write]:
     out: list[Write] = []
     runs: dict[bytes, _Run] = {}
     for p in packets:
-        info = _parse(p, tap)
+        info = _parse_tun4(p) if not tap and p and p[0] == 0x45 else _parse(p, tap)
         if info is None:
             if runs:
                 out.extend(run.emit() for run in runs.values())
