@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -307,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0 or not netns_usable():
         print("bench: needs root and working `ip netns`", file=sys.stderr)
         return 2
+    # A SIGTERM unwinds like Ctrl-C: every tunnel's daemons and namespaces are torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for tool in ("iperf3", "ping", "taskset"):
         if not shutil.which(tool):
             print(f"bench: {tool} not found (scripts/setup-system)", file=sys.stderr)

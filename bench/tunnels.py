@@ -143,8 +143,10 @@ def vtun_family(
         # Secure mode must be asked for by both ends (a client never falls back to it).
         ccfg = ccfg.replace(f"  device {db};", f"  device {db};\n  encrypt aead;")
     if impl == "vt-compat":
-        # vtun framing, one packet per frame: exactly what vtund would be sent.
+        # vtun framing, one packet per frame: exactly what vtund would be sent; and on
+        # both ends no joining of received segments (gro) either.
         scfg = scfg.replace(f"  device {da};", f"  device {da};\n  vtmode no;")
+        ccfg = ccfg.replace(f"  device {db};", f"  device {db};\n  vtmode no;")
     srv_side, cli_side = sides(impl)
     srv_cls = VtundServer if srv_side == "vtund" else VtServer
     cli_cls = VtundClient if cli_side == "vtund" else VtClient
