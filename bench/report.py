@@ -300,36 +300,28 @@ def markdown(results: dict, summary: dict) -> str:
                 )
         lines.append("| " + " | ".join(row) + " |")
 
-    rep = [k for k in keys if any(val(k, i, "rep_mbit") is not None for i in impls)]
-    if rep:
-        lines += ["", "## Compressible payload: iperf3 `--repeating-payload`, fwd", "",
-                  "Mbit/s (CPU s/GB). The tables above use iperf3's default random payload, "
-                  "which no compressor shrinks; this pattern is what compression does at "
-                  "best.", ""]
-        head = ["config"] + [f"{i} Mbit/s (CPU s/GB)" for i in impls]
-        head += [f"{o}/vtund" for o in others]
-        lines += _table_head(head)
-        for k in rep:
-            row = [k] + [
-                f"{cell(k, i, 'rep_mbit')} ({cell(k, i, 'rep_cpu_per_gb', '{:.1f}')})"
-                for i in impls
-            ]
-            row += [_ratio(val(k, o, "rep_mbit"), val(k, "vtund", "rep_mbit")) for o in others]
+    def pair_table(intro: list[str], label: str, field: str, aside) -> None:
+        """A table of ``field (aside)`` per impl and ``field`` ratios, where measured."""
+        rows = [k for k in keys if any(val(k, i, field) is not None for i in impls)]
+        if not rows:
+            return
+        lines.extend(intro)
+        head = ["config"] + [f"{i} {label}" for i in impls] + [f"{o}/vtund" for o in others]
+        lines.extend(_table_head(head))
+        for k in rows:
+            row = [k] + [f"{cell(k, i, field)} ({aside(k, i)})" for i in impls]
+            row += [_ratio(val(k, o, field), val(k, "vtund", field)) for o in others]
             lines.append("| " + " | ".join(row) + " |")
 
-    small = [k for k in keys if any(val(k, i, "pps") is not None for i in impls)]
-    if small:
-        lines += ["", "## Small packets: iperf3 UDP, 64-byte payloads, unlimited rate", ""]
-        head = ["config"] + [f"{i} pkt/s delivered (loss)" for i in impls]
-        head += [f"{o}/vtund" for o in others]
-        lines += _table_head(head)
-        for k in small:
-            row = [k] + [
-                f"{cell(k, i, 'pps')} ({_f(_pct(val(k, i, 'pps_loss')), '{:.0f}%')})"
-                for i in impls
-            ]
-            row += [_ratio(val(k, o, "pps"), val(k, "vtund", "pps")) for o in others]
-            lines.append("| " + " | ".join(row) + " |")
+    pair_table(["", "## Compressible payload: iperf3 `--repeating-payload`, fwd", "",
+                "Mbit/s (CPU s/GB). The tables above use iperf3's default random payload, "
+                "which no compressor shrinks; this pattern is what compression does at "
+                "best.", ""],
+               "Mbit/s (CPU s/GB)", "rep_mbit",
+               lambda k, i: cell(k, i, "rep_cpu_per_gb", "{:.1f}"))
+    pair_table(["", "## Small packets: iperf3 UDP, 64-byte payloads, unlimited rate", ""],
+               "pkt/s delivered (loss)", "pps",
+               lambda k, i: _f(_pct(val(k, i, "pps_loss")), "{:.0f}%"))
 
     ref = cases.get(REF, {})
     if ref:

@@ -25,22 +25,13 @@ from vt_devices.gro import (
     VNET_HDR_LEN,
     coalesce,
 )
+from vtdev_helpers import checksum as csum
 
 SRC4, DST4 = bytes([10, 9, 0, 2]), bytes([10, 9, 0, 1])
 SRC6 = bytes.fromhex("fd000000000000000000000000000002")
 DST6 = bytes.fromhex("fd000000000000000000000000000001")
 MAC = bytes.fromhex("020000000001" "020000000002")
 ACK, PSH, SYN, FIN = 0x10, 0x08, 0x02, 0x01
-
-
-def csum(data: bytes) -> int:
-    """Internet checksum, word by word (independent of the module's arithmetic)."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def tcp4(seq: int, payload: bytes, *, flags: int = ACK, ack: int = 1000, sport: int = 40000,

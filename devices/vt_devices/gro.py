@@ -48,7 +48,7 @@ class _Run:
     """Segments of one flow being joined."""
 
     __slots__ = ("first", "l3", "l4", "hlen", "v6", "sig", "pieces", "size", "total", "next_seq",
-                 "psh", "closed", "orig")
+                 "psh", "closed")
 
     def __init__(self, p: bytes, l3: int, l4: int, hlen: int, v6: bool, sig: bytes,
                  seq: int, plen: int, psh: bool) -> None:
@@ -64,7 +64,6 @@ class _Run:
         self.next_seq = (seq + plen) & 0xFFFFFFFF
         self.psh = psh
         self.closed = psh
-        self.orig = len(p)
 
     def take(self, p: bytes, sig: bytes, seq: int, plen: int, psh: bool) -> bool:
         if (self.closed or sig != self.sig or seq != self.next_seq or plen > self.size
@@ -72,7 +71,6 @@ class _Run:
             return False
         self.pieces.append(p[self.hlen:])
         self.total += plen
-        self.orig += len(p)
         self.next_seq = (seq + plen) & 0xFFFFFFFF
         if psh:
             self.psh = True
@@ -82,9 +80,11 @@ class _Run:
     def emit(self) -> Write:
         first = self.first
         count = len(self.pieces)
-        if count == 1:
-            return PLAIN + first, 1, self.orig
         l3, l4, hlen = self.l3, self.l4, self.hlen
+        # Every packet had the first one's headers: their bytes as they came.
+        orig = self.total + l3 + (count - 1) * hlen
+        if count == 1:
+            return PLAIN + first, 1, orig
         ip = bytearray(first[l3:l4])
         tcp = bytearray(first[l4:hlen])
         tcp_len = self.total - (l4 - l3)
@@ -102,7 +102,7 @@ class _Run:
             tcp[13] |= PSH
         tcp[16:18] = _fold(pseudo).to_bytes(2, "big")
         head = VNET_HDR.pack(F_NEEDS_CSUM, gso, hlen, self.size, l4, TCP_CSUM_OFFSET)
-        return b"".join((head, first[:l3], ip, tcp, *self.pieces)), count, self.orig
+        return b"".join((head, first[:l3], ip, tcp, *self.pieces)), count, orig
 
 
 def _fold(n: int) -> int:

@@ -27,6 +27,8 @@ HOST_TOKEN = "vt2"
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
 MODULE_FORMATS = "m"
+
+
 def legacy_cipher(encrypt: object) -> bool:
     """A vtund cipher (a code); secure-mode words stay words after the config check."""
     return isinstance(encrypt, int)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from vtcore.api import Device, FrameModule, PacingModule
+from vtcore.api import BatchDevice, Device, FrameModule, PacingModule
 from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ, FRAME_EOF
 from vtcore.protocol.keepalive import Action, KeepAlive
 from vtcore.transports.base import Link
@@ -101,7 +101,7 @@ class Tunnel:
         self._control = framing.control
         self._max_payload = framing.max_payload
         self.device = device
-        self._batch_write = getattr(device, "write_packets", None)
+        self._batch_write = device.write_packets if isinstance(device, BatchDevice) else None
         """The device's batch write (tun/tap), else None: one ``write_packet`` each."""
         self.modules = list(chain)
         self._resyncing = [m for m in chain if hasattr(m, "resync_pending")]
