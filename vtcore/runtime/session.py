@@ -19,6 +19,7 @@ from vtcore.protocol.flags import Flags, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
 from vtcore.runtime.native import feature_options, legacy_cipher
+from vtcore.runtime.priority import PROCESS as LINK_PRIORITY
 from vtcore.runtime.stats import write_stats_forever
 from vtcore.runtime.tunnel import PROBES, Counters, Tunnel
 
@@ -246,7 +247,8 @@ class Session:
                           offload=bool(getattr(device, "offload", False)),
                           gro=bool(getattr(device, "gro", False)),
                           modules=[type(m).__name__ for m in chain])
-            reason = await self.tunnel.run()
+            with LINK_PRIORITY.link():
+                reason = await self.tunnel.run()
             return self._stop_reason or reason
         finally:
             if stat_task is not None:
