@@ -7,13 +7,12 @@ CPU time is read before and after each transfer, so CPU per GB covers only the b
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import subprocess
 import time
 
-from netns import HarnessError, free_port, wait_listening
+from netns import HarnessError, iperf3_run
 from procstat import usage
 from tunnels import BenchError, Tunnel, pin
 
@@ -38,39 +37,17 @@ def _iperf3(
     repeating: bool = False,
 ) -> dict:
     """Run iperf3 (server in A bound to the tunnel address, client in B); parsed JSON."""
-    port = free_port()
-    server = t.a.popen(
-        *pin(t.cpu_a), "iperf3", "-s", "-1", "-p", port, "-B", t.a_ip,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    args: list[object] = ["--connect-timeout", 3000]
+    if reverse:
+        args.append("-R")
+    if udp_len is not None:
+        args += ["-u", "-b", "0", "-l", udp_len]
+    if repeating:
+        args.append("--repeating-payload")
     try:
-        wait_listening(t.a, port, proc=server)
-        argv: list[object] = [*pin(t.cpu_b), "iperf3", "-c", t.a_ip, "-p", port,
-                              "-t", seconds, "-J", "--connect-timeout", 3000]  # fmt: skip
-        if reverse:
-            argv.append("-R")
-        if udp_len is not None:
-            argv += ["-u", "-b", "0", "-l", udp_len]
-        if repeating:
-            argv.append("--repeating-payload")
-        res = t.b.run(*argv, check=False, timeout=seconds + 25)
-        try:
-            data = json.loads(res.stdout)
-        except json.JSONDecodeError as e:
-            raise BenchError(f"iperf3: no JSON ({res.stderr.strip()[:200]})") from e
-        if "error" in data:
-            raise BenchError(f"iperf3: {data['error']}")
-        return data
+        return iperf3_run(t.a, t.b, t.a_ip, args, seconds, prefix=(pin(t.cpu_a), pin(t.cpu_b)))
     except HarnessError as e:
         raise BenchError(str(e)) from None
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=3)
 
 
 def _ping(t: Tunnel, count: int, interval: float) -> subprocess.Popen:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,6 +402,39 @@ def _stop(proc: subprocess.Popen, timeout: float = 3) -> None:
             proc.wait(timeout=timeout)
 
 
+def iperf3_run(
+    server_ns: Netns,
+    client_ns: Netns,
+    server_addr: str,
+    client_args: Sequence[object] = (),
+    seconds: float = 3,
+    prefix: tuple[Sequence[object], Sequence[object]] = ((), ()),
+) -> dict:
+    """One iperf3 run, server ``-1`` in ``server_ns`` bound to ``server_addr``, client in
+    ``client_ns`` with ``client_args`` added; its parsed JSON.  ``prefix`` goes before
+    each command (server's, client's), e.g. ``taskset -c N``.  Raises HarnessError."""
+    port = free_port()
+    server = server_ns.popen(
+        *prefix[0], "iperf3", "-s", "-1", "-p", port, "-B", server_addr,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_listening(server_ns, port, proc=server)
+        res = client_ns.run(
+            *prefix[1], "iperf3", "-c", server_addr, "-p", port, "-t", seconds, "-J",
+            *client_args, check=False, timeout=seconds + 25,
+        )  # fmt: skip
+        try:
+            data = json.loads(res.stdout)
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"iperf3: bad JSON ({res.stderr.strip()[:200]})") from e
+        if "error" in data:
+            raise HarnessError(f"iperf3: {data['error']}")
+        return data
+    finally:
+        _stop(server)
+
+
 def iperf3(
     server_ns: Netns,
     client_ns: Netns,
@@ -413,51 +446,36 @@ def iperf3(
     length: int | None = None,
 ) -> dict:
     """One iperf3 run (server ``-1`` in ``server_ns``); returns the key numbers and raw JSON."""
-    port = free_port()
-    server = server_ns.popen(
-        "iperf3", "-s", "-1", "-p", port, "-B", server_addr,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_listening(server_ns, port, proc=server)
-        argv: list[object] = ["iperf3", "-c", server_addr, "-p", port, "-t", seconds, "-J"]
-        if reverse:
-            argv.append("-R")
-        if udp:
-            argv.append("-u")
-        if bitrate:
-            argv += ["-b", bitrate]
-        if length:
-            argv += ["-l", length]
-        res = client_ns.run(*argv, check=False, timeout=seconds + 20)
-        try:
-            data = json.loads(res.stdout)
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"iperf3: bad JSON ({res.stderr.strip()})") from e
-        if "error" in data:
-            raise HarnessError(f"iperf3: {data['error']}")
-        end = data["end"]
-        if udp:
-            s = end["sum"]
-            out = {
-                "bits_per_second": s["bits_per_second"],
-                "lost_percent": s.get("lost_percent", 0.0),
-                "lost_packets": s.get("lost_packets", 0),
-                "packets": s.get("packets", 0),
-                "jitter_ms": s.get("jitter_ms", 0.0),
-            }
-        else:
-            out = {
-                "bits_per_second": end["sum_received"]["bits_per_second"],
-                "sent_bits_per_second": end["sum_sent"]["bits_per_second"],
-                "bytes": end["sum_received"]["bytes"],
-                "retransmits": end["sum_sent"].get("retransmits", 0),
-                "lost_percent": 0.0,
-            }
-        out["raw"] = data
-        return out
-    finally:
-        _stop(server)
+    args: list[object] = []
+    if reverse:
+        args.append("-R")
+    if udp:
+        args.append("-u")
+    if bitrate:
+        args += ["-b", bitrate]
+    if length:
+        args += ["-l", length]
+    data = iperf3_run(server_ns, client_ns, server_addr, args, seconds)
+    end = data["end"]
+    if udp:
+        s = end["sum"]
+        out = {
+            "bits_per_second": s["bits_per_second"],
+            "lost_percent": s.get("lost_percent", 0.0),
+            "lost_packets": s.get("lost_packets", 0),
+            "packets": s.get("packets", 0),
+            "jitter_ms": s.get("jitter_ms", 0.0),
+        }
+    else:
+        out = {
+            "bits_per_second": end["sum_received"]["bits_per_second"],
+            "sent_bits_per_second": end["sum_sent"]["bits_per_second"],
+            "bytes": end["sum_received"]["bytes"],
+            "retransmits": end["sum_sent"].get("retransmits", 0),
+            "lost_percent": 0.0,
+        }
+    out["raw"] = data
+    return out
 
 
 _RECV_SCRIPT = r"""
