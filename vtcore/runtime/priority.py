@@ -5,7 +5,8 @@ edge over bulk work on the same host (its wake-ups preempt a busy process sooner
 moving from vtund should not lose that.  A vt server runs all its sessions in one
 process: the first link to start lowers the value, the last to end restores the one
 found.  A value already lower (``nice -n -5 vt ...``) is kept, and without the
-privilege (not root, no CAP_SYS_NICE) nothing changes, as with vtund.
+privilege (not root, no CAP_SYS_NICE) nothing changes, as with vtund.  On Linux the
+value is per thread: it applies to the event loop's thread, which runs every data path.
 """
 
 from __future__ import annotations
