@@ -60,4 +60,4 @@ class LinkPriority:
 
 
 PROCESS = LinkPriority()
-"""The one instance for this process (nice is per process)."""
+"""The one instance for this process: its event loop thread runs every link."""

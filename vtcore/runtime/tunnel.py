@@ -101,8 +101,10 @@ class Tunnel:
         self._control = framing.control
         self._max_payload = framing.max_payload
         self.device = device
-        self._batch_write = device.write_packets if isinstance(device, BatchDevice) else None
-        """The device's batch write (tun/tap), else None: one ``write_packet`` each."""
+        self._batch_write = (device.write_packets if isinstance(device, BatchDevice)
+                             else self._write_each)
+        """Writes a batch, returns (packets, bytes) refused: the device's own (tun/tap),
+        else one ``write_packet`` per packet."""
         self.modules = list(chain)
         self._resyncing = [m for m in chain if hasattr(m, "resync_pending")]
         self._probe_packet = probe
@@ -278,9 +280,7 @@ class Tunnel:
             self.keepalive.received(now)
         c = self.counters
         decoders = self.decoders
-        batch = self._batch_write
         out: list[bytes] = []
-        write = self.device.write_packet
         for flags, p in frames:
             if flags:
                 if out:  # what came before a close goes to the device first
@@ -303,12 +303,7 @@ class Tunnel:
                         self._write_batch(out)
                     return
                 continue
-            if batch is not None:
-                out.append(p)
-            elif write(p):
-                c.byte_in += len(p)
-            else:
-                c.dropped_device += 1
+            out.append(p)
         if out:
             self._write_batch(out)
         if self._resyncing and self._probe is None and self._probe_packet:
@@ -320,10 +315,19 @@ class Tunnel:
             self._loop.add_writer(self.device.fileno(), self._on_device_writable)
 
     def _write_batch(self, packets: list[bytes]) -> None:
-        lost, lost_bytes = self._batch_write(packets)  # type: ignore[misc]
+        lost, lost_bytes = self._batch_write(packets)
         c = self.counters
         c.byte_in += sum(map(len, packets)) - lost_bytes
         c.dropped_device += lost
+
+    def _write_each(self, packets: list[bytes]) -> tuple[int, int]:
+        write = self.device.write_packet
+        lost = lost_bytes = 0
+        for p in packets:
+            if not write(p):
+                lost += 1
+                lost_bytes += len(p)
+        return lost, lost_bytes
 
     def _on_device_writable(self) -> None:
         self.device.flush()
