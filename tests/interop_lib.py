@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -294,11 +295,13 @@ def run_checks(pair: Pair, profiles: list[Profile], plan: Plan, workers: int = 6
 def report(case: str, failures: list[str], server: object, profiles: list[Profile]) -> str:
     """One assertion message: every failed setting, then the logs of the first one."""
     lines = [f"{case}: {len(failures)} failure(s)", *failures]
-    first = failures[0].split(":", 1)[0] if failures else None
+    server_log: str = server.log()  # type: ignore[attr-defined]
     for p in profiles:
-        if p.label == first:
+        if failures and failures[0].startswith(f"{p.label}: "):
             lines.append(f"--- client log ({p.label}) ---\n{p.client.log()[-2500:]}")  # type: ignore[attr-defined]
-    lines.append(f"--- server log (tail) ---\n{server.log()[-2500:]}")  # type: ignore[attr-defined]
+            mine = [ln for ln in server_log.splitlines() if re.search(rf"\b{p.name}\b", ln)]
+            lines.append(f"--- server log, lines of {p.name} ---\n" + "\n".join(mine[-20:]))
+    lines.append(f"--- server log (tail) ---\n{server_log[-2500:]}")
     return "\n".join(lines)
 
 

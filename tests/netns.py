@@ -358,16 +358,27 @@ def ping(
     return PingResult(int(m.group(1)), int(m.group(2)), rtts)
 
 
+def _ping_failure(res: subprocess.CompletedProcess) -> str:
+    """Why one ping got no reply, in a few words: an error of ``ip netns exec``/ping, an
+    ICMP error ("Destination Host Unreachable" means ARP failed), or silence."""
+    if res.stderr.strip():
+        return res.stderr.strip().splitlines()[-1][:100]
+    icmp = [ln for ln in res.stdout.splitlines() if ln.startswith("From ")]
+    return icmp[-1][:100] if icmp else "no answer"
+
+
 def wait_ping(ns: Netns, addr: str, timeout: float = 20) -> float:
     """Ping once per attempt until one reply arrives; returns seconds waited (bounded)."""
     start = time.monotonic()
     deadline = start + timeout
+    last = ""
     while time.monotonic() < deadline:
         res = ns.run("ping", "-n", "-c", 1, "-W", 1, addr, check=False, timeout=5)
         if res.returncode == 0:
             return time.monotonic() - start
+        last = _ping_failure(res)
         time.sleep(0.2)
-    raise HarnessError(f"[{ns.name}] no ping reply from {addr} within {timeout}s")
+    raise HarnessError(f"[{ns.name}] no ping reply from {addr} within {timeout}s (last: {last})")
 
 
 def wait_listening(
