@@ -123,7 +123,7 @@ def test_nft_loss_drops_and_clears() -> None:
 @pytest.mark.netns
 def test_wait_ping_is_bounded() -> None:
     with two_hosts() as pair:
-        with pytest.raises(HarnessError, match="no ping reply"):
+        with pytest.raises(HarnessError, match=r"no ping reply .*\(last: (no answer|From .*)\)"):
             unused = pair.b_addr.rsplit(".", 1)[0] + ".9"  # in the veth subnet, nobody has it
             wait_ping(pair.a, unused, timeout=1.5)
 
@@ -175,3 +175,25 @@ def test_vtund_to_vtund_frame_modules(settings: dict, flags: str, logline: str) 
             server.wait_log(logline)
             client.wait_log(logline)
             client.wait_log(f"Remote Server sends {flags}")
+
+
+def test_interop_report_shows_the_failed_settings_logs() -> None:
+    """Labels carry colons (``lzo:4``): the report must still find that setting's client."""
+    from interop_lib import Profile, report
+
+    class Peer:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def log(self) -> str:
+            return self.text
+
+    profiles = [Profile("m09", label="lzo:1"), Profile("m12", label="lzo:4"),
+                Profile("m13", label="lzo:4+aes")]
+    for p in profiles:
+        p.client = Peer(f"client {p.name} said hello\n")
+    server = Peer("x host=m09 up\ny host=m12 failed\nz host=m13 up\n")
+    text = report("case", ["lzo:4: no tunnel: [b] no ping reply"], server, profiles)
+    assert "client m12 said hello" in text
+    assert "client m13" not in text and "client m09" not in text
+    assert "lines of m12 ---\ny host=m12 failed\n" in text
