@@ -19,6 +19,7 @@ import structlog
 from click.testing import CliRunner
 
 import vtcore.runtime.client as client_mod
+import vtcore.runtime.memory as memory_mod
 import vtcore.runtime.server as server_mod
 from vtcore import __version__
 from vtcore.cli import cli
@@ -227,6 +228,19 @@ def test_serve_inetd_and_listen_error(good, server_calls):
     res = invoke("serve", "-n", "-f", good)
     assert res.exit_code == 1
     assert "vt: cannot listen: Address already in use" in res.output
+
+
+def test_daemons_tune_the_allocator(good, client_calls, server_calls, monkeypatch):
+    """``run``, ``serve`` and ``serve -i`` carry traffic: each sets the allocator up for it
+    (what that does is tests/test_memory.py's business)."""
+    tuned: list[str] = []
+    monkeypatch.setattr(memory_mod, "tune_allocator", lambda: tuned.append("x") or True)
+    assert invoke("run", "conn", "127.0.0.1", "-n", "-f", good).exit_code == 0
+    assert invoke("serve", "-n", "-f", good).exit_code == 0
+    assert invoke("serve", "-i", "-f", good).exit_code == 0
+    assert len(tuned) == 3
+    assert invoke("config", "check", "-f", good).exit_code == 0
+    assert len(tuned) == 3
 
 
 # ------------------------------------------------------------------ config check

@@ -96,6 +96,7 @@ config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_d
 def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, ipv4, ipv6,
           mlock, quiet) -> None:
     """Run the server (vtund -s)."""
+    from vtcore.runtime.memory import tune_allocator
     from vtcore.runtime.server import Server, ServerOptions, serve_inetd
 
     plugins = _plugins(ctx)
@@ -105,6 +106,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
                               ipv6=True if ipv6 else (False if ipv4 else None))
     # In inetd mode stdout/stderr may be the client's socket: syslog unless told otherwise.
     _setup_logging(ctx, foreground and not inetd, config.options.syslog, quiet)
+    tune_allocator()
     if mlock:
         _mlockall()
     if inetd:
@@ -137,12 +139,14 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
         quiet) -> None:
     """Run the client for profile HOST against SERVER (vtund HOST SERVER)."""
     from vtcore.runtime.client import Client, ClientOptions
+    from vtcore.runtime.memory import tune_allocator
 
     plugins = _plugins(ctx)
     config = _load(config_path, plugins)
     if host not in config.hosts:
         _fail(f"{config_path}: no host {host!r} defined")
     _setup_logging(ctx, foreground, config.options.syslog, quiet)
+    tune_allocator()
     if mlock:
         _mlockall()
     if not foreground:
