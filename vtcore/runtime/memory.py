@@ -9,9 +9,11 @@ in fresh zeroed pages.  Profiled on the aes128cbc native path, ``brk`` and the p
 took about a quarter of the encrypting daemon's CPU.
 
 Setting the trim threshold keeps up to :data:`TRIM_THRESHOLD` of free memory at the top
-of the heap for the next batch (it also stops glibc's dynamic mmap threshold, so the
-mmap threshold is pinned at :data:`MMAP_THRESHOLD`, above any frame).  The cost is
-that much resident memory kept after a burst, per process, not per session.
+of the heap for the next batch.  It also stops glibc's dynamic mmap threshold, so that
+one is pinned at :data:`MMAP_THRESHOLD`, above the largest frame: a frame never gets a
+mapping of its own (fresh pages faulted in per frame).  The cost is up to
+:data:`TRIM_THRESHOLD` of resident memory kept after a burst, per process, not per
+session (the TCP link's receive buffer is an explicit ``mmap`` for that reason).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import platform
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 TRIM_THRESHOLD = 16 * 1024 * 1024
-MMAP_THRESHOLD = 1024 * 1024
+MMAP_THRESHOLD = 256 * 1024
+"""Above ``MAX_NATIVE_FRAME`` (128 KiB) plus any module's expansion."""
 
 
 def tune_allocator() -> bool:
