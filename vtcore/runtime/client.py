@@ -154,19 +154,18 @@ class Client:
 
     async def _open_socket(self) -> socket.socket:
         timeout = float(self.o.timeout or self.host.timeout or 30)
-        family = 0
         want6 = self.o.ipv6 if self.o.ipv6 is not None else self.config.options.family == "ipv6"
         loop = asyncio.get_running_loop()
-        fam = socket.AF_INET6 if want6 else family
+        wanted = socket.AF_INET6 if want6 else socket.AF_UNSPEC
         try:
             # An address needs no resolver: asking the loop's would start a thread that
             # then idles for the life of the client.
-            infos = socket.getaddrinfo(self.server, self.port, fam, socket.SOCK_STREAM, 0,
+            infos = socket.getaddrinfo(self.server, self.port, wanted, socket.SOCK_STREAM, 0,
                                        socket.AI_NUMERICHOST)
         except socket.gaierror:
             try:
                 infos = await loop.getaddrinfo(self.server, self.port, type=socket.SOCK_STREAM,
-                                               family=fam)
+                                               family=wanted)
             except socket.gaierror as exc:
                 raise ConnectError(f"cannot resolve {self.server}: {exc.strerror}") from None
         last: Exception | None = None
