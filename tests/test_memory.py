@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 
-import pytest
+from netns import _skip_or_fail
 
 PROBE = """
 import ctypes, sys
@@ -30,17 +30,15 @@ info = libc.mallinfo2()
 print(tuned, info.fordblks, info.hblkhd)
 """
 
-glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-
-
 def _after_batches(mode: str) -> tuple[str, int, int]:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     return out[0], int(out[1]), int(out[2])
 
 
-@glibc
 def test_freed_frames_stay_in_the_heap_for_the_next_batch() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        _skip_or_fail("mallopt and mallinfo2 are glibc's")  # a failure under CI
     tuned, free_tuned, mmapped_tuned = _after_batches("tuned")
     assert tuned == "True"
     assert free_tuned >= 3 * 1024 * 1024, "a freed batch should stay in the heap"
