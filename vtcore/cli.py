@@ -3,7 +3,6 @@ positional arguments (``vt run conn 127.0.0.1 -n -f cli.conf``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -96,6 +95,7 @@ config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_d
 def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, ipv4, ipv6,
           mlock, quiet) -> None:
     """Run the server (vtund -s)."""
+    from vtcore.runtime import loop
     from vtcore.runtime.memory import tune_allocator
     from vtcore.runtime.server import Server, ServerOptions, serve_inetd
 
@@ -110,7 +110,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     if mlock:
         _mlockall()
     if inetd:
-        asyncio.run(serve_inetd(config_path, config, plugins, overrides))
+        loop.run(serve_inetd(config_path, config, plugins, overrides))
         return
     server = Server(config_path, config, plugins, overrides)
     try:
@@ -119,7 +119,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
         _fail(f"cannot listen: {exc.strerror or exc}")
     if not foreground:
         _daemonize()
-    asyncio.run(server.serve())
+    loop.run(server.serve())
 
 
 @cli.command()
@@ -138,6 +138,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
 def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4, ipv6, mlock,
         quiet) -> None:
     """Run the client for profile HOST against SERVER (vtund HOST SERVER)."""
+    from vtcore.runtime import loop
     from vtcore.runtime.client import Client, ClientOptions
     from vtcore.runtime.memory import tune_allocator
 
@@ -157,7 +158,7 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     async def main() -> int:
         return await Client(config, host, server, plugins, opts).run()
 
-    sys.exit(asyncio.run(main()))
+    sys.exit(loop.run(main()))
 
 
 @cli.group()

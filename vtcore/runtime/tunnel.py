@@ -7,8 +7,8 @@ device: each data frame runs through the modules in reverse.  A module returning
 except a close, EOF or keep-alive silence.
 
 This is the per-packet path: no pluggy, no logging, no per-packet allocation beyond
-the frames themselves.  Readiness callbacks on the asyncio loop, batches of packets
-per wake-up.
+the frames themselves.  Readiness callbacks on the asyncio loop (direct readers on the
+daemons' :class:`~vtcore.runtime.loop.DataLoop`), batches of packets per wake-up.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from vtcore.api import BatchDevice, Device, FrameModule, PacingModule
 from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ, FRAME_EOF
 from vtcore.protocol.keepalive import Action, KeepAlive
+from vtcore.runtime.loop import add_reader, remove_reader
 from vtcore.transports.base import Link
 
 PROBE_DELAY = 0.005
@@ -132,8 +133,8 @@ class Tunnel:
         if self.link.ready():
             self._send_ctrl(ECHO_REQ)
             self.counters.echo_sent += 1
-        loop.add_reader(self.link.fileno(), self._on_link)
-        loop.add_reader(self.device.fileno(), self._on_device)
+        add_reader(loop, self.link.fileno(), self._on_link)
+        add_reader(loop, self.device.fileno(), self._on_device)
         self._arm_keepalive()
         try:
             return await self._done
@@ -159,7 +160,7 @@ class Tunnel:
         self.counters.joined = int(getattr(self.device, "joined", 0))
         for fd in (self.link.fileno(), self.device.fileno()):
             if fd >= 0:
-                loop.remove_reader(fd)
+                remove_reader(loop, fd)
         if self._writer_on and self.link.fileno() >= 0:
             loop.remove_writer(self.link.fileno())
         if self._dev_writer_on and self.device.fileno() >= 0:
@@ -231,13 +232,13 @@ class Tunnel:
     def _pause_device(self) -> None:
         if not self._dev_paused:
             self._dev_paused = True
-            self._loop.remove_reader(self.device.fileno())
+            remove_reader(self._loop, self.device.fileno())
 
     def _resume_device(self) -> None:
         self._resume = None
         if self._dev_paused and self.link.backlog() <= HIGH_WATER:
             self._dev_paused = False
-            self._loop.add_reader(self.device.fileno(), self._on_device)
+            add_reader(self._loop, self.device.fileno(), self._on_device)
 
     def _want_writer(self) -> None:
         if not self._writer_on:
@@ -306,6 +307,10 @@ class Tunnel:
             out.append(p)
         if out:
             self._write_batch(out)
+            if not self._dev_paused and not self._done.done():
+                # The kernel answers some packets while we write them (a ping's echo, the
+                # ACKs of a TCP flow): send those now, not one more loop round later.
+                self._on_device()
         if self._resyncing and self._probe is None and self._probe_packet:
             if any(m.resync_pending for m in self._resyncing):
                 self._probe = self._loop.call_later(PROBE_DELAY, self._send_probe)

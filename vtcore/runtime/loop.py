@@ -1,0 +1,244 @@
+"""The daemons' event loop: asyncio's, with a selector that calls data-path readers at once.
+
+Why: through an idle tunnel, what vt adds to a ping is the time from a daemon's wake-up to
+its first system call for the packet, four times per round trip, and after an idle gap it
+is spent with cold caches.  asyncio's dispatch on that path (selector keys, a handle per
+event, the ready queue, the context) cost ~60 us per hop here; a reader called from inside
+the selector's own poll costs what a bare ``epoll`` loop costs (``bench/README.md``).
+
+A *direct reader* (``DataLoop.add_direct_reader``) is called from ``select()`` as soon as
+``epoll`` reports its descriptor readable, or in error or hang-up (the reader's own read
+then raises, so an ICMP error or a reset still ends a session).  Everything else, timers,
+writers, coroutines, goes through asyncio unchanged, and a descriptor may have a direct
+reader and an asyncio writer at once.  Only the public selector interface is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import math
+import select
+import selectors
+from collections.abc import Callable, Coroutine, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_NOT_OUT = ~select.EPOLLOUT
+"""Any event but writability wakes a reader: data, error or hang-up."""
+_NOT_IN = ~select.EPOLLIN
+
+
+def _fd_of(fileobj: Any) -> int:
+    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    if fd < 0:
+        raise ValueError(f"invalid file descriptor: {fd}")
+    return fd
+
+
+class DirectSelector(selectors.BaseSelector):
+    """An ``epoll`` selector for asyncio that also runs direct readers inside ``select()``."""
+
+    def __init__(self, report: Callable[[BaseException, Callable[[], object]], None]) -> None:
+        self._epoll = select.epoll()
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        self._direct: dict[int, Callable[[], object]] = {}
+        self._armed: dict[int, int] = {}
+        """What ``epoll`` watches per descriptor: asyncio's events and the direct reader's."""
+        self._report = report
+
+    # ------------------------------------------------------------------ epoll interest
+
+    def _sync(self, fd: int) -> None:
+        key = self._keys.get(fd)
+        want = 0
+        if fd in self._direct or (key is not None and key.events & _READ):
+            want |= select.EPOLLIN
+        if key is not None and key.events & _WRITE:
+            want |= select.EPOLLOUT
+        have = self._armed.get(fd)
+        if want == have:
+            return
+        if not want:
+            del self._armed[fd]
+            try:
+                self._epoll.unregister(fd)
+            except OSError:  # closed already: epoll forgot it with the file
+                pass
+            return
+        try:
+            if have is None:
+                self._register(fd, want)
+            else:
+                self._modify(fd, want)
+        except OSError:
+            self._armed.pop(fd, None)
+            raise
+        self._armed[fd] = want
+
+    def _register(self, fd: int, mask: int) -> None:
+        try:
+            self._epoll.register(fd, mask)
+        except FileExistsError:  # a descriptor number reused before we heard of the close
+            self._epoll.modify(fd, mask)
+
+    def _modify(self, fd: int, mask: int) -> None:
+        try:
+            self._epoll.modify(fd, mask)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # closed and reopened under the same number
+                raise
+            self._epoll.register(fd, mask)
+
+    # ------------------------------------------------------------------ direct readers
+
+    def add_direct(self, fd: int, callback: Callable[[], object]) -> None:
+        if fd in self._direct:
+            raise KeyError(f"FD {fd} already has a direct reader")
+        self._direct[fd] = callback
+        try:
+            self._sync(fd)
+        except OSError:
+            del self._direct[fd]
+            raise
+
+    def remove_direct(self, fd: int) -> bool:
+        if self._direct.pop(fd, None) is None:
+            return False
+        self._sync(fd)
+        return True
+
+    # ------------------------------------------------------------------ selector interface
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if not events or events & ~(_READ | _WRITE):
+            raise ValueError(f"invalid events: {events!r}")
+        fd = _fd_of(fileobj)
+        if fd in self._keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        key = self._keys[fd] = selectors.SelectorKey(fileobj, fd, events, data)
+        try:
+            self._sync(fd)
+        except OSError:
+            del self._keys[fd]
+            raise
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = _fd_of(fileobj)
+        try:
+            key = self._keys.pop(fd)
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        self._sync(fd)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if not events or events & ~(_READ | _WRITE):
+            raise ValueError(f"invalid events: {events!r}")
+        fd = _fd_of(fileobj)
+        if fd not in self._keys:
+            raise KeyError(f"{fileobj!r} is not registered")
+        old = self._keys[fd]
+        key = self._keys[fd] = selectors.SelectorKey(fileobj, fd, events, data)
+        try:
+            self._sync(fd)
+        except OSError:
+            self._keys[fd] = old
+            raise
+        return key
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            return self._keys[_fd_of(fileobj)]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return MappingProxyType(self._keys)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            wait = -1.0
+        elif timeout <= 0:
+            wait = 0.0
+        else:  # epoll counts milliseconds: round up so as not to spin
+            wait = math.ceil(timeout * 1e3) * 1e-3
+        try:
+            events = self._epoll.poll(wait, max(len(self._armed), 1))
+        except InterruptedError:
+            return []
+        ready = []
+        direct = self._direct
+        keys = self._keys
+        for fd, ev in events:
+            if ev & _NOT_OUT:
+                reader = direct.get(fd)
+                if reader is not None:
+                    try:
+                        reader()
+                    except Exception as exc:  # one session's bug must not stop the loop
+                        self._report(exc, reader)
+            key = keys.get(fd)
+            if key is not None:
+                mask = (_WRITE if ev & _NOT_IN else 0) | (_READ if ev & _NOT_OUT else 0)
+                mask &= key.events
+                if mask:
+                    ready.append((key, mask))
+        return ready
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._keys.clear()
+        self._direct.clear()
+        self._armed.clear()
+
+
+class DataLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop on a :class:`DirectSelector` (Linux: epoll)."""
+
+    def __init__(self) -> None:
+        self._direct_selector = DirectSelector(self._report_direct)
+        super().__init__(self._direct_selector)
+
+    def add_direct_reader(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` as soon as ``fd`` is readable (or in error), before timers
+        and other callbacks of that loop iteration.  One direct reader per descriptor."""
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")
+        self._direct_selector.add_direct(fd, callback)
+
+    def remove_direct_reader(self, fd: int) -> bool:
+        if self.is_closed():
+            return False
+        return self._direct_selector.remove_direct(fd)
+
+    def _report_direct(self, exc: BaseException, callback: Callable[[], object]) -> None:
+        self.call_exception_handler({
+            "message": f"Exception in direct reader {callback!r}",
+            "exception": exc,
+        })
+
+
+def add_reader(loop: asyncio.AbstractEventLoop, fd: int, callback: Callable[[], object]) -> None:
+    """A data-path reader: direct on a :class:`DataLoop`, an asyncio reader elsewhere."""
+    if isinstance(loop, DataLoop):
+        loop.add_direct_reader(fd, callback)
+    else:
+        loop.add_reader(fd, callback)
+
+
+def remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    if isinstance(loop, DataLoop):
+        loop.remove_direct_reader(fd)
+    else:
+        loop.remove_reader(fd)
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on a :class:`DataLoop`: what the daemons run their top coroutine with."""
+    with asyncio.Runner(loop_factory=DataLoop) as runner:
+        return runner.run(main)
