@@ -171,6 +171,9 @@ def targets(results: dict, cases: dict) -> list[dict]:
         v, k = max(got)
         meas = (f"vt − vtund worst {v:+.2f} ms ({k}); within +0.05 ms on "
                 f"{len(ok)}/{len(got)} configs")  # fmt: skip
+        if (hop := floor_hops(results.get("floor"))) is not None:
+            meas += (f"; floor: a bare Python loop adds {hop:+.0f} µs per hop over C, "
+                     f"{4 * hop / 1000:+.2f} ms per idle ping")
     out.append({"target": "idle ping p50 ≤ vtund + 0.05 ms (vt native, every config)",
                 "measured": meas if got else "not measured",
                 "met": None if not got else len(ok) == len(got) and not missing})  # fmt: skip
@@ -202,6 +205,35 @@ def targets(results: dict, cases: dict) -> list[dict]:
     out.append({"target": "vt server, 500 sessions: all pass traffic, PSS ≤ 0.25 MiB/session",
                 "measured": meas, "met": met})  # fmt: skip
     return out
+
+
+FLOOR_NAMES = {"c": "C (`floor/relay.c`)", "python-epoll": "Python, bare `select.epoll` loop",
+               "asyncio": "Python, asyncio `add_reader`",
+               "vt-dataloop": "Python, vt's DataLoop (direct readers)"}
+
+
+def floor_hops(floor: dict | None) -> float | None:
+    """What the least Python relay adds to a hop over C, in microseconds (None: not run)."""
+    if not floor or "relays" not in floor:
+        return None
+    return floor["relays"].get("python-epoll", {}).get("per_hop_us")
+
+
+def _floor_md(floor: dict | None) -> list[str]:
+    if not floor:
+        return []
+    lines = ["", "## Interpreter floor: a UDP relay on loopback, pings 20 ms apart (`floor.py`)",
+             ""]
+    if "error" in floor:
+        return lines + [f"Not measured: {floor['error']}", ""]
+    lines += ["Each relay is two hops of a round trip; per hop = (RTT − RTT through C) / 2. "
+              "An idle ping through a tunnel makes four such hops, so four times the bare "
+              "loop's figure is the least any Python data path adds to it.", ""]
+    lines += _table_head(["relay", "RTT p50 (µs)", "RTT p90 (µs)", "per hop over C (µs)"])
+    for name, row in floor["relays"].items():
+        lines.append(f"| {FLOOR_NAMES.get(name, name)} | {_f(row['p50_us'], '{:.0f}')} | "
+                     f"{_f(row['p90_us'], '{:.0f}')} | {_f(row['per_hop_us'], '{:+.0f}')} |")
+    return lines + [""]
 
 
 def _targets_md(ts: list[dict]) -> list[str]:
@@ -299,6 +331,7 @@ def markdown(results: dict, summary: dict) -> str:
                     f"{cell(k, i, what + '_p50', '{:.2f}')} / {cell(k, i, what + '_p99', '{:.2f}')}"
                 )
         lines.append("| " + " | ".join(row) + " |")
+    lines += _floor_md(results.get("floor"))
 
     def pair_table(intro: list[str], label: str, field: str, aside) -> None:
         """A table of ``field (aside)`` per impl and ``field`` ratios, where measured."""

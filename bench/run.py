@@ -29,10 +29,12 @@ for p in (ROOT / "tests", HERE):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+import floor  # noqa: E402
 import measure  # noqa: E402
 import report  # noqa: E402
 import scale  # noqa: E402
 import tunnels  # noqa: E402
+from floor import FloorError  # noqa: E402
 from netns import HarnessError, Pair, netns_usable, two_hosts  # noqa: E402
 from peers import VTUND, ensure_vtund_dirs, vtund_available  # noqa: E402
 from tunnels import BenchError, Config, Tunnel  # noqa: E402
@@ -238,6 +240,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="host: server host's processes on CPU 0, client host's on CPU 1")
     ap.add_argument("--skip-vt-probe", action="store_true",
                     help="run vt cases even if the vt probe fails")
+    ap.add_argument("--floor-pings", type=int, default=200,
+                    help="pings per relay for the interpreter floor (floor.py; 0 to skip)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--render", type=Path, metavar="JSON",
@@ -245,6 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.pings = 1, 2, 25
+        args.floor_pings = min(args.floor_pings, 40)
         if args.configs == "all":
             args.configs = ",".join(QUICK_CONFIGS)
         if args.scale == "10,100,500":
@@ -253,6 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.impls = ",".join(QUICK_IMPLS)
     if not 1 <= args.rounds <= 20 or not 1 <= args.seconds <= 60:
         ap.error("--rounds must be 1..20 and --seconds 1..60")
+    if not 0 <= args.floor_pings <= 2000:
+        ap.error("--floor-pings must be 0..2000")
     args.impls = [i for i in args.impls.split(",") if i]
     if bad := [i for i in args.impls if i not in IMPLS]:
         ap.error(f"unknown impl(s): {', '.join(bad)}")
@@ -364,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
                 meta["impls"] = list(args.impls)
         else:
             meta["vt_probe"] = "not run"
+        if args.floor_pings > 0:
+            log("interpreter floor (loopback relays)")
+            try:
+                results["floor"] = floor.measure(args.floor_pings)
+            except FloorError as e:
+                results["floor"] = {"error": str(e)}
         run_rounds(args, args.config_list, results)
         if args.scale and args.impls:
             log("scale")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -14,6 +15,7 @@ for p in (os.path.join(os.path.dirname(HERE), "tests"), HERE):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+import floor  # noqa: E402
 import measure  # noqa: E402
 import procstat  # noqa: E402
 import report  # noqa: E402
@@ -21,6 +23,7 @@ import run  # noqa: E402
 import scale  # noqa: E402
 import tunnels  # noqa: E402
 import vtclients  # noqa: E402
+from netns import _skip_or_fail  # noqa: E402
 from tunnels import Config  # noqa: E402
 
 
@@ -174,3 +177,42 @@ def test_targets_judge_mixed_ratio_and_scale_honestly() -> None:
     md = report.markdown({"meta": _meta(["vtund", "vt", "vt-vtund", "vtund-vt"]), "scale": []},
                          {"cases": cases})  # fmt: skip
     assert "## Targets" in md and "vtund-vt/vtund fwd" in md
+
+
+def test_floor_per_hop_is_half_the_extra_round_trip() -> None:
+    res = floor.summarize({"c": [200.0, 210.0, 190.0], "python-epoll": [260.0, 270.0, 250.0],
+                           "asyncio": []}, {"asyncio": 3}, 0.02)  # fmt: skip
+    rows = res["relays"]
+    assert rows["c"]["p50_us"] == 200 and rows["c"]["per_hop_us"] == 0
+    assert rows["python-epoll"]["per_hop_us"] == 30  # (260 - 200) / 2: two hops per trip
+    assert rows["asyncio"]["p50_us"] is None and rows["asyncio"]["lost"] == 3
+
+
+def test_report_shows_the_floor_beside_the_idle_ping_target() -> None:
+    idle = report.summarize([_round(200, 2.0)])
+    slow = dict(idle, idle_p50=idle["idle_p50"] + 0.3)
+    cases = {"tun/tcp/none": {"vtund": idle, "vt": slow}}
+    fl = floor.summarize({"c": [200.0], "python-epoll": [260.0]}, {}, 0.02)
+    ts = report.targets({"scale": [], "floor": fl}, cases)
+    target = next(t for t in ts if t["target"].startswith("idle ping"))
+    assert target["met"] is False
+    assert "+30 µs per hop over C, +0.12 ms per idle ping" in target["measured"]
+    md = report.markdown({"meta": _meta(["vtund", "vt"]), "scale": [], "floor": fl},
+                         {"cases": cases})  # fmt: skip
+    assert "## Interpreter floor" in md and "| Python, bare `select.epoll` loop | 260 |" in md
+    failed = report.markdown({"meta": _meta(["vtund", "vt"]), "scale": [],
+                              "floor": {"error": "cannot build floor/relay.c"}},
+                             {"cases": cases})  # fmt: skip
+    assert "Not measured: cannot build floor/relay.c" in failed
+
+
+def test_floor_relays_run_for_real_on_loopback() -> None:
+    """The C and Python relays, a few pings each: every relay answers every ping."""
+    if shutil.which("cc") is None:
+        _skip_or_fail("no C compiler (cc) for the floor's C relay")
+    res = floor.measure(pings=8, rounds=1, base_port=47200)
+    for name in floor.RELAYS:
+        row = res["relays"][name]
+        assert row["n"] == 8 and row["lost"] == 0, (name, row)
+        assert 0 < row["p50_us"] < 1_000_000
+    assert res["relays"]["c"]["per_hop_us"] == 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
+import time
 
 import pytest
 
@@ -280,3 +282,68 @@ def test_plain_asyncio_loops_get_ordinary_readers():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_work_a_direct_reader_hands_to_asyncio_runs_at_once():
+    """Between packets the selector waits on by itself; whatever a reader schedules
+    (a callback, a timer, a result) must end that wait, with no timer due to end it."""
+    r, w = os.pipe()
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        soon = lp.create_future()
+        later = lp.create_future()
+
+        def reader():
+            os.read(r, 10)
+            lp.call_soon(lambda: soon.done() or soon.set_result(lp.time()))
+            lp.call_later(0.05, lambda: later.done() or later.set_result(lp.time()))
+
+        lp.add_direct_reader(r, reader)
+        t0 = lp.time()
+        os.write(w, b"x")
+        # Waited on without wait_for: no timer of ours bounds the selector's wait.
+        ran_soon = await soon
+        ran_later = await later
+        lp.remove_direct_reader(r)
+        return ran_soon - t0, ran_later - t0
+
+    try:
+        soon_after, later_after = run_bounded(main, 5.0)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert soon_after < 0.5
+    assert 0.05 <= later_after < 0.5
+
+
+def test_stop_from_a_direct_reader_ends_run_forever():
+    r, w = os.pipe()
+    lp = DataLoop()
+    try:
+        lp.add_direct_reader(r, lambda: (os.read(r, 10), lp.stop()))
+        lp.call_later(5.0, lp.stop)  # the bound, were stop() not to end the wait
+        os.write(w, b"x")
+        t0 = time.monotonic()
+        lp.run_forever()
+        took = time.monotonic() - t0
+        lp.remove_direct_reader(r)
+    finally:
+        lp.close()
+        os.close(r)
+        os.close(w)
+    assert took < 1.0
+
+
+def run_bounded(coro_fn, limit: float):
+    """Run on a DataLoop with a watchdog thread that stops a hung loop after ``limit``."""
+    box: dict = {}
+
+    def target():
+        box["result"] = run(coro_fn)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f"the loop did not finish within {limit} s"
+    return box["result"]

@@ -20,6 +20,7 @@ import errno
 import math
 import select
 import selectors
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -49,6 +50,9 @@ class DirectSelector(selectors.BaseSelector):
         self._armed: dict[int, int] = {}
         """What ``epoll`` watches per descriptor: asyncio's events and the direct reader's."""
         self._report = report
+        self.wake = False
+        """Set when a direct reader gave asyncio work (a callback, a timer, a stop):
+        ``select()`` then returns at once instead of waiting on."""
 
     # ------------------------------------------------------------------ epoll interest
 
@@ -161,34 +165,44 @@ class DirectSelector(selectors.BaseSelector):
         return MappingProxyType(self._keys)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None:
-            wait = -1.0
-        elif timeout <= 0:
-            wait = 0.0
-        else:  # epoll counts milliseconds: round up so as not to spin
-            wait = math.ceil(timeout * 1e3) * 1e-3
-        try:
-            events = self._epoll.poll(wait, max(len(self._armed), 1))
-        except InterruptedError:
-            return []
-        ready = []
+        """Wait for events; run direct readers as they come, return asyncio's share.
+
+        While only direct readers have work, the wait goes on here until ``timeout`` (the
+        loop's next timer): a trip through asyncio's iteration between two packets would
+        be as long as the packet's own work, and a reply arriving meanwhile would wait.
+        It returns as soon as an asyncio descriptor is ready or a reader scheduled work
+        for asyncio (:attr:`wake`, set by :class:`DataLoop`)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        self.wake = False
         direct = self._direct
         keys = self._keys
-        for fd, ev in events:
-            if ev & _NOT_OUT:
-                reader = direct.get(fd)
-                if reader is not None:
-                    try:
-                        reader()
-                    except Exception as exc:  # one session's bug must not stop the loop
-                        self._report(exc, reader)
-            key = keys.get(fd)
-            if key is not None:
-                mask = (_WRITE if ev & _NOT_IN else 0) | (_READ if ev & _NOT_OUT else 0)
-                mask &= key.events
-                if mask:
-                    ready.append((key, mask))
-        return ready
+        while True:
+            if deadline is None:
+                wait = -1.0
+            else:  # epoll counts milliseconds: round up so as not to spin
+                left = deadline - time.monotonic()
+                wait = math.ceil(left * 1e3) * 1e-3 if left > 0 else 0.0
+            try:
+                events = self._epoll.poll(wait, max(len(self._armed), 1))
+            except InterruptedError:
+                return []
+            ready = []
+            for fd, ev in events:
+                if ev & _NOT_OUT:
+                    reader = direct.get(fd)
+                    if reader is not None:
+                        try:
+                            reader()
+                        except Exception as exc:  # one session's bug must not stop the loop
+                            self._report(exc, reader)
+                key = keys.get(fd)
+                if key is not None:
+                    mask = (_WRITE if ev & _NOT_IN else 0) | (_READ if ev & _NOT_OUT else 0)
+                    mask &= key.events
+                    if mask:
+                        ready.append((key, mask))
+            if ready or self.wake or not events or wait == 0.0:
+                return ready
 
     def close(self) -> None:
         self._epoll.close()
@@ -203,6 +217,19 @@ class DataLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         self._direct_selector = DirectSelector(self._report_direct)
         super().__init__(self._direct_selector)
+
+    # Whatever a direct reader hands to asyncio must end the selector's wait.
+    def call_soon(self, *args: Any, **kwargs: Any) -> asyncio.Handle:
+        self._direct_selector.wake = True
+        return super().call_soon(*args, **kwargs)
+
+    def call_at(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        self._direct_selector.wake = True
+        return super().call_at(*args, **kwargs)
+
+    def stop(self) -> None:
+        self._direct_selector.wake = True
+        super().stop()
 
     def add_direct_reader(self, fd: int, callback: Callable[[], object]) -> None:
         """Call ``callback()`` as soon as ``fd`` is readable (or in error), before timers
