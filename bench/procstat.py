@@ -71,19 +71,30 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def pss_kb(pids: list[int]) -> int:
-    """Sum of proportional set sizes (shared pages split between sharers)."""
+def _rollup_kb(pids: list[int], fields: tuple[str, ...]) -> int:
+    """Sum of ``fields`` of /proc/PID/smaps_rollup over ``pids`` (gone processes count 0)."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("Pss:"):
+                    if line.startswith(fields):
                         total += int(line.split()[1])
-                        break
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def pss_kb(pids: list[int]) -> int:
+    """Sum of proportional set sizes (shared pages split between sharers)."""
+    return _rollup_kb(pids, ("Pss:",))
+
+
+def anon_pss_kb(pids: list[int]) -> int:
+    """The anonymous and shmem part of the PSS: what a process allocates, as opposed to
+    the file pages (libraries) it maps, whose share falls whenever another process maps
+    the same files (the scale test's client runs the same libpython as vt's server)."""
+    return _rollup_kb(pids, ("Pss_Anon:", "Pss_Shmem:"))
 
 
 @dataclass
@@ -93,6 +104,7 @@ class Usage:
     cpu_s: float
     hwm_kb: int
     pss_kb: int
+    anon_pss_kb: int
     nprocs: int
 
 
@@ -103,5 +115,6 @@ def usage(roots: list[int]) -> Usage:
         cpu_s=cpu_seconds(pids),
         hwm_kb=sum(_status_kb(p, "VmHWM") for p in pids),
         pss_kb=pss_kb(pids),
+        anon_pss_kb=anon_pss_kb(pids),
         nprocs=len(pids),
     )

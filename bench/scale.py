@@ -132,6 +132,9 @@ def run_scale(
             "server_procs": loaded.nprocs,
             "server_hwm_kb": loaded.hwm_kb,
             "pss_per_session_kb": (loaded.pss_kb - base.pss_kb) / n,
+            "server_anon_pss_idle_kb": base.anon_pss_kb,
+            "server_anon_pss_kb": loaded.anon_pss_kb,
+            "anon_pss_per_session_kb": (loaded.anon_pss_kb - base.anon_pss_kb) / n,
             "errors": report["errors"],
             "server_alive": server.alive(),
         }

@@ -136,6 +136,11 @@ def test_summary_takes_medians_and_report_shows_ratio() -> None:
 def test_procstat_reads_this_process() -> None:
     u = procstat.usage([os.getpid()])
     assert u.nprocs >= 1 and u.hwm_kb > 1000 and u.pss_kb > 0
+    assert 0 < u.anon_pss_kb < u.pss_kb  # the interpreter's heap; its libraries are file pages
+    before = procstat.anon_pss_kb([os.getpid()])
+    block = bytearray(8 << 20)  # zero-filled: every page touched
+    assert procstat.anon_pss_kb([os.getpid()]) - before > 6000
+    del block
     t0 = procstat.cpu_seconds([os.getpid()])
     x = 0
     for i in range(3_000_000):
@@ -172,6 +177,10 @@ def test_targets_judge_mixed_ratio_and_scale_honestly() -> None:
     assert ts["vt server"]["met"] is True
     heavy = dict(scale_ok, pss_per_session_kb=300.0)
     assert report.targets({"scale": [heavy]}, cases)[-1]["met"] is False
+    # Judged on the anonymous part when measured: library shares can make the whole fall.
+    shared = dict(scale_ok, pss_per_session_kb=-40.0, anon_pss_per_session_kb=300.0)
+    t = report.targets({"scale": [shared]}, cases)[-1]
+    assert t["met"] is False and "anonymous PSS 0.293 MiB/session" in t["measured"]
     cases["tun/tcp/none"]["vtund-vt"] = report.summarize([_round(199, 2.0)])
     assert report.targets({"scale": []}, cases)[0]["met"] is True
     md = report.markdown({"meta": _meta(["vtund", "vt", "vt-vtund", "vtund-vt"]), "scale": []},
