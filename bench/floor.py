@@ -19,6 +19,7 @@ needs the data path compiled.  Loopback only; every process is ours and ends wit
 from __future__ import annotations
 
 import argparse
+import selectors
 import statistics
 import subprocess
 import sys
@@ -56,8 +57,6 @@ def _start(argv: list[str]) -> subprocess.Popen:
     """Start a helper and wait (bounded) for its "ready" line."""
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + READY_TIMEOUT
-    import selectors
-
     with selectors.DefaultSelector() as sel:
         sel.register(p.stdout, selectors.EVENT_READ)
         while (left := deadline - time.monotonic()) > 0:
