@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent / "tests") not in sys.path:  # the harness, when run as a script
+    sys.path.insert(0, str(HERE.parent / "tests"))
+
+from netns import _stop as stop_group  # noqa: E402
+
 SOURCES = ("relay", "echo", "pinger")
 RELAYS = ("c", "python-epoll", "asyncio", "vt-dataloop")
 _PY_MODE = {"python-epoll": "epoll", "asyncio": "asyncio", "vt-dataloop": "dataloop"}
@@ -55,7 +60,8 @@ def build(into: Path) -> dict[str, Path]:
 
 def _start(argv: list[str]) -> subprocess.Popen:
     """Start a helper and wait (bounded) for its "ready" line."""
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT
     with selectors.DefaultSelector() as sel:
         sel.register(p.stdout, selectors.EVENT_READ)
@@ -70,13 +76,8 @@ def _start(argv: list[str]) -> subprocess.Popen:
 
 
 def _stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=3)
+    """The harness's stop (TERM, then KILL, to the helper's own group); pipes closed."""
+    stop_group(p)
     for f in (p.stdout, p.stderr):
         if f:
             f.close()

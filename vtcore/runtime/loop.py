@@ -121,18 +121,7 @@ class DirectSelector(selectors.BaseSelector):
     # ------------------------------------------------------------------ selector interface
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        if not events or events & ~(_READ | _WRITE):
-            raise ValueError(f"invalid events: {events!r}")
-        fd = _fd_of(fileobj)
-        if fd in self._keys:
-            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        key = self._keys[fd] = selectors.SelectorKey(fileobj, fd, events, data)
-        try:
-            self._sync(fd)
-        except OSError:
-            del self._keys[fd]
-            raise
-        return key
+        return self._store(fileobj, events, data, new=True)
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
         fd = _fd_of(fileobj)
@@ -144,17 +133,26 @@ class DirectSelector(selectors.BaseSelector):
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._store(fileobj, events, data, new=False)
+
+    def _store(self, fileobj: Any, events: int, data: Any, *, new: bool) -> selectors.SelectorKey:
+        """Register (``new``) or modify asyncio's interest; the old key back if epoll refuses."""
         if not events or events & ~(_READ | _WRITE):
             raise ValueError(f"invalid events: {events!r}")
         fd = _fd_of(fileobj)
-        if fd not in self._keys:
+        old = self._keys.get(fd)
+        if new and old is not None:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        if not new and old is None:
             raise KeyError(f"{fileobj!r} is not registered")
-        old = self._keys[fd]
         key = self._keys[fd] = selectors.SelectorKey(fileobj, fd, events, data)
         try:
             self._sync(fd)
         except OSError:
-            self._keys[fd] = old
+            if old is None:
+                del self._keys[fd]
+            else:
+                self._keys[fd] = old
             raise
         return key
 
