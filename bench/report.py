@@ -44,6 +44,12 @@ def _cpu_per_gb(r: dict) -> float | None:
     return cpu / (nbytes / 1e9)
 
 
+def _busy(r: dict, way: str, side: str) -> float | None:
+    """Share of one CPU that a host's daemons used during a TCP test (1.0: saturated)."""
+    cpu, wall = _get(r, f"{way}.cpu_s.{side}"), _get(r, f"{way}.wall_s")
+    return cpu / wall if cpu is not None and wall else None
+
+
 def summarize(rounds: list[dict]) -> dict:
     """Medians of the numbers that the tables show, for one (config, impl)."""
     for r in rounds:
@@ -68,6 +74,10 @@ def summarize(rounds: list[dict]) -> dict:
         "rounds": len(rounds),
         "ok_rounds": sum(1 for r in rounds if _get(r, "fwd.mbit_s") is not None),
     }
+    for way in ("fwd", "rev"):
+        for side in "ab":
+            busy = [b for r in rounds if (b := _busy(r, way, side)) is not None]
+            s[f"{way}_busy_{side}"] = statistics.median(busy) if busy else None
     errors = sorted({str(v["error"])[:700] for r in rounds for v in _errors(r)})
     if errors:
         s["errors"] = errors
@@ -112,14 +122,35 @@ def _throughput_target(
                 pair.append(_f(r, "{:.2f}"))
                 if r is None:
                     missing.append(f"{impl} {_short_key(key)}")
-                else:
-                    ratios.append((r, f"{impl} {_short_key(key)} {f[:3]}"))
+                    continue
+                where = f"{impl} {_short_key(key)} {f[:3]}"
+                if r < floor and (busy := _who_was_busy(cases[key], impl, f[:3])):
+                    where += f"; {busy}"
+                ratios.append((r, where))
             label = f"{impl} " if len(impls) > 1 else ""
             parts.append(f"{label}{_short_key(key)} {pair[0]}/{pair[1]}")
     worst = min(ratios, default=None)
     measured = "; ".join(parts) + (f" — worst {worst[0]:.2f} ({worst[1]})" if worst else "")
     met = None if not ratios else (not missing and worst[0] >= floor)  # type: ignore[index]
     return {"target": name, "measured": measured or "not measured", "met": met}
+
+
+def _who_was_busy(case: dict, impl: str, way: str) -> str:
+    """For a mixed pair below its target: how busy each daemon was, beside vtund <-> vtund.
+
+    On a host of its own a daemon at ~100% of a CPU is the bottleneck; this tells a slow
+    vt from a saturated vtund (whose own speed varies from round to round)."""
+    if impl.count("-") != 1:
+        return ""
+    mine, base = case.get(impl, {}), case.get("vtund", {})
+    srv, cli = impl.split("-")
+    parts = []
+    for side, name in (("a", f"{srv} server"), ("b", f"{cli} client")):
+        got, ref = mine.get(f"{way}_busy_{side}"), base.get(f"{way}_busy_{side}")
+        if got is None:
+            return ""
+        parts.append(f"{name} {got:.0%}" + (f" (vtund {ref:.0%})" if ref is not None else ""))
+    return "CPU busy: " + ", ".join(parts)
 
 
 def _secure_target(cases: dict) -> dict:

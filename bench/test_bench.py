@@ -188,6 +188,25 @@ def test_targets_judge_mixed_ratio_and_scale_honestly() -> None:
     assert "## Targets" in md and "vtund-vt/vtund fwd" in md
 
 
+def test_mixed_miss_says_which_daemon_was_saturated() -> None:
+    def rnd(mbit: float, cpu_a: float, cpu_b: float) -> dict:
+        r = _round(mbit, 1.0)
+        r["fwd"].update(cpu_s={"a": cpu_a, "b": cpu_b}, wall_s=2.0)
+        return r
+
+    cases = {"tun/tcp/zlib:1": {"vtund": report.summarize([rnd(100, 0.6, 1.96)]),
+                                "vt-vtund": report.summarize([rnd(90, 1.2, 1.9)])}}  # fmt: skip
+    s = cases["tun/tcp/zlib:1"]["vt-vtund"]
+    assert s["fwd_busy_a"] == pytest.approx(0.6) and s["rev_busy_a"] is None
+    mixed = report.targets({"scale": []}, cases)[0]
+    assert mixed["met"] is False
+    assert ("worst 0.90 (vt-vtund zlib:1 fwd; CPU busy: vt server 60% (vtund 30%), "
+            "vtund client 95% (vtund 98%))") in mixed["measured"]
+    # Above the target nothing is added; without CPU figures neither.
+    cases["tun/tcp/zlib:1"]["vt-vtund"] = report.summarize([rnd(99, 1.2, 1.9)])
+    assert "CPU busy" not in report.targets({"scale": []}, cases)[0]["measured"]
+
+
 def test_floor_per_hop_is_half_the_extra_round_trip() -> None:
     res = floor.summarize({"c": [200.0, 210.0, 190.0], "python-epoll": [260.0, 270.0, 250.0],
                            "asyncio": []}, {"asyncio": 3}, 0.02)  # fmt: skip
