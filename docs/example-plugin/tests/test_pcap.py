@@ -15,6 +15,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from vtcore.api import FrameModuleType, LinkSettings, Registry, Stage
+from vtcore.testing import check_frame_module, link_settings
 
 from vt_pcap import plugin
 from vt_pcap.module import PcapModule
@@ -166,6 +167,26 @@ def test_create_declines(tmp_path) -> None:
     mod = plugin.create(settings(tunnel_type="ether", options={"pcap": path}))
     assert mod is not None and mod.linktype == LINKTYPE_ETHERNET
     mod.close()
+
+
+def test_keeps_the_linker_contract(tmp_path) -> None:
+    """vtcore.testing's one-call check of what the linker expects of every frame module."""
+    path = tmp_path / "contract.pcap"
+    made: list[PcapModule] = []
+
+    def make() -> PcapModule | None:
+        mod = plugin.create(link_settings(tunnel_type="tun", options={"pcap": str(path)}))
+        made.append(mod)
+        return mod
+
+    report = check_frame_module(make, hostile=300)
+    for mod in made:
+        mod.close()
+    assert report.round_trips == 200 and report.hostile_dropped == 0  # pcap only watches
+    with path.open("rb") as f:
+        s = summarize(f)
+    # Each instance recorded what it passed: 200 sent, 200 received, the rest decoded.
+    assert s.packets >= 400 and not s.truncated
 
 
 class Doubler:

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vt_crypto import CIPHERS, ChainedCodec, make_codec
+from vt_crypto.ciphers import MAX_FRAME
 from vt_crypto.plugin import CRYPTO, vt_register_frame_modules
 
 from vtcore.api import LinkSettings, Registry, Stage
+from vtcore.testing import check_frame_module, link_settings
 
 ALL = sorted(CIPHERS)
 CHAINED = [c for c, s in CIPHERS.items() if s.chained]
@@ -253,6 +255,16 @@ def test_flip_any_byte_never_raises(code: int) -> None:
             mangled[offset] ^= bit
             out = b.decode(bytes(mangled))
             assert out is None or isinstance(out, bytes)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize("code", ALL)
+def test_keeps_the_linker_contract(code: int, transport: str) -> None:
+    """vtcore.testing's check through the plugin's factory, as a session makes it: round
+    trips; damaged, cut and random frames never raise, never decode beyond MAX_FRAME."""
+    s = link_settings(encrypt=code, password=PW, transport=transport)
+    report = check_frame_module(lambda: CRYPTO.create(s), hostile=500, max_output=MAX_FRAME)
+    assert report.round_trips == 200 and report.hostile_dropped > 0
 
 
 @pytest.mark.parametrize("code", ALL)

@@ -8,9 +8,10 @@ import tracemalloc
 import lzo
 import pytest
 from vt_lzo.codec import LzoModule, lzo_level
-from vt_lzo.plugin import STAGE, create, vt_register_frame_modules
+from vt_lzo.plugin import STAGE, create, max_frame, vt_register_frame_modules
 
-from vtcore.api import FrameModule, LinkSettings, Registry, Stage
+from vtcore.api import FrameModule, Registry, Stage
+from vtcore.testing import check_frame_module, link_settings, sample_packets
 
 PACKETS = [
     b"vt lzo known answer, packet one. " * 3,
@@ -37,20 +38,6 @@ VECTORS = {
 }
 
 
-def packet_sequence(n: int = 200, seed: int = 7) -> list[bytes]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        size = rng.choice([40, 84, 576, 1400, 2048])
-        head = bytes.fromhex("4500") + size.to_bytes(2, "big") + i.to_bytes(2, "big")
-        out.append(head + bytes(rng.choice(b"abcdefgh\x00") for _ in range(size - 6)))
-    return out
-
-
-def settings(**kw: object) -> LinkSettings:
-    return LinkSettings(host="h", role="client", **kw)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("level", [1, 9])
 def test_known_answer_vectors(level: int) -> None:
     mod = LzoModule(level)
@@ -65,7 +52,7 @@ def test_levels_map_to_lzo1x_1_or_999() -> None:
 
 @pytest.mark.parametrize("level", [1, 5, 9])
 def test_round_trip_is_stateless(level: int) -> None:
-    packets = packet_sequence()
+    packets = sample_packets()
     a, b = LzoModule(level), LzoModule(level)
     frames = [a.encode(p) for p in packets]
     assert [b.decode(f) for f in frames] == packets
@@ -77,7 +64,7 @@ def test_round_trip_is_stateless(level: int) -> None:
 @pytest.mark.parametrize("ref_level", [1, 9])
 def test_decodes_reference_frames(ref_level: int) -> None:
     mod = LzoModule(1)
-    for p in packet_sequence(50):
+    for p in sample_packets(50):
         assert mod.decode(lzo.compress(p, ref_level, False)) == p
     assert mod.dropped == 0
 
@@ -122,19 +109,15 @@ def test_bad_frames_dropped_and_later_good_frames_decode(bad: bytes) -> None:
     assert mod.decode(bytes.fromhex(VECTORS[9][2])) == PACKETS[2]
 
 
-def test_fuzz_never_raises() -> None:
-    rng = random.Random(2)
-    mod = LzoModule()
-    good = [mod.encode(p) for p in packet_sequence(20)]
-    for _ in range(2000):
-        frame = bytearray(rng.choice(good))
-        for _ in range(rng.randrange(1, 4)):
-            frame[rng.randrange(len(frame))] = rng.randrange(256)
-        out = mod.decode(bytes(frame))
-        assert out is None or len(out) <= mod.max_frame
-    for _ in range(500):
-        out = mod.decode(rng.randbytes(rng.randrange(0, 300)))
-        assert out is None or len(out) <= mod.max_frame
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("level", [1, 9])
+def test_keeps_the_linker_contract(native: bool, level: int) -> None:
+    """vtcore.testing's check: round trips between two sessions' modules; damaged, cut and
+    random frames never raise and never decode beyond max_frame."""
+    opts = {"native": True, "max_frame": 65535} if native else {}
+    s = link_settings(compress=("lzo", level), options=opts)
+    report = check_frame_module(lambda: create(s), max_output=max_frame(s))
+    assert report.hostile_dropped > 0 and report.broken == 0  # stateless: nothing to break
 
 
 def test_registration_and_factory() -> None:
@@ -145,9 +128,9 @@ def test_registration_and_factory() -> None:
     assert reg.answering("compress", "lzo") is item
     assert reg.answering("compress", "zlib") is None
     assert item.words == {"lzo": 2} and item.levels == (1, 9)
-    assert create(settings()) is None
-    assert create(settings(compress=("zlib", 1))) is None
-    mod = create(settings(compress=("lzo", 9), options={"max_frame": 1500}))
+    assert create(link_settings()) is None
+    assert create(link_settings(compress=("zlib", 1))) is None
+    mod = create(link_settings(compress=("lzo", 9), options={"max_frame": 1500}))
     assert isinstance(mod, FrameModule) and isinstance(mod, LzoModule)
     assert mod.max_frame == 1500
     assert mod.decode(lzo.compress(b"z" * 1501, 1, False)) is None
@@ -188,5 +171,5 @@ def test_vtun_wire_has_no_marker_and_factory_passes_native() -> None:
     tx = LzoModule(1)
     assert tx.adaptive is None
     assert tx.encode(PACKETS[0]).hex() == VECTORS[1][0]
-    assert create(settings(compress=("lzo", 1), options={"native": True})).native
-    assert not create(settings(compress=("lzo", 1))).native
+    assert create(link_settings(compress=("lzo", 1), options={"native": True})).native
+    assert not create(link_settings(compress=("lzo", 1))).native

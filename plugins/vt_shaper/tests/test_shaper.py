@@ -9,6 +9,7 @@ from vt_shaper.bucket import MIN_PAUSE, Shaper, vtund_limit
 from vt_shaper.plugin import create, vt_register_frame_modules
 
 from vtcore.api import FrameModule, LinkSettings, PacingModule, Registry, Stage
+from vtcore.testing import check_frame_module, link_settings
 
 FRAME = 1400
 
@@ -111,6 +112,13 @@ def test_frames_pass_unchanged() -> None:
     assert shaper.encode(b"abc") == b"abc"
     assert shaper.decode(b"xyz") == b"xyz"
     assert isinstance(shaper, FrameModule) and isinstance(shaper, PacingModule)
+
+
+def test_keeps_the_linker_contract() -> None:
+    """vtcore.testing's check: the shaper passes every frame, hostile ones too, unchanged."""
+    s = link_settings(role="client", speed_out=512)
+    report = check_frame_module(lambda: create(s), hostile=300)
+    assert report.round_trips == 200 and report.hostile_dropped == 0
 
 
 def test_registration_and_factory() -> None:

@@ -9,9 +9,10 @@ import zlib
 
 import pytest
 from vt_zlib.codec import DRAIN_LIMIT, ZlibModule
-from vt_zlib.plugin import create, vt_register_frame_modules
+from vt_zlib.plugin import create, max_frame, vt_register_frame_modules
 
-from vtcore.api import FrameModule, LinkSettings, Registry, Stage
+from vtcore.api import FrameModule, Registry, Stage
+from vtcore.testing import check_frame_module, link_settings, sample_packets
 
 PACKETS = [
     b"vt zlib known answer, packet one. " * 3,
@@ -38,22 +39,6 @@ VECTORS = {
 }
 
 
-def packet_sequence(n: int = 200, seed: int = 7) -> list[bytes]:
-    """Deterministic IP-like packets: a repeated header shape with varying payload."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        size = rng.choice([40, 84, 576, 1400, 2048])
-        head = bytes.fromhex("4500") + size.to_bytes(2, "big") + i.to_bytes(2, "big")
-        body = bytes(rng.choice(b"abcdefgh\x00") for _ in range(size - len(head)))
-        out.append(head + body)
-    return out
-
-
-def settings(**kw: object) -> LinkSettings:
-    return LinkSettings(host="h", role="server", **kw)  # type: ignore[arg-type]
-
-
 # --------------------------------------------------------------------------- known answers
 
 
@@ -67,7 +52,7 @@ def test_known_answer_vectors(level: int) -> None:
 
 def test_level_9_header_and_sync_marker() -> None:
     mod = ZlibModule(9)
-    frames = [mod.encode(p) for p in packet_sequence(50)]
+    frames = [mod.encode(p) for p in sample_packets(50)]
     assert frames[0][:2] == b"\x78\xda"
     assert all(f.endswith(b"\x00\x00\xff\xff") for f in frames)
     assert not any(f.startswith(b"\x78\xda") for f in frames[1:])
@@ -79,14 +64,14 @@ def test_level_0_is_level_1() -> None:
 
 @pytest.mark.parametrize("level", [1, 6, 9])
 def test_our_frames_decode_with_reference_inflater(level: int) -> None:
-    packets = packet_sequence()
+    packets = sample_packets()
     mod = ZlibModule(level)
     ref = zlib.decompressobj()
     assert [ref.decompress(mod.encode(p)) for p in packets] == packets
 
 
 def test_reference_frames_decode_with_our_module() -> None:
-    packets = packet_sequence()
+    packets = sample_packets()
     ref = zlib.compressobj(9)
     mod = ZlibModule(1)
     got = [mod.decode(ref.compress(p) + ref.flush(zlib.Z_SYNC_FLUSH)) for p in packets]
@@ -96,7 +81,7 @@ def test_reference_frames_decode_with_our_module() -> None:
 
 def test_default_engine_is_zlib_ng_and_differs_from_stock_bytes() -> None:
     """zlib-ng at level 1 writes other bytes than vtund's zlib; both inflate the same."""
-    packets = packet_sequence(50)
+    packets = sample_packets(50)
     fast, stock = ZlibModule(1), ZlibModule(1, engine=zlib)
     fast_frames = [fast.encode(p) for p in packets]
     assert fast_frames != [stock.encode(p) for p in packets]
@@ -170,7 +155,7 @@ def test_corrupt_frame_never_raises(flip_at: int) -> None:
 @pytest.mark.parametrize("cut", [1, 4, 0.5])
 def test_truncated_frame_breaks_stream_and_later_frames_drop(cut: float) -> None:
     peer, mod = ZlibModule(9), ZlibModule(9)
-    packets = packet_sequence(30, seed=3)
+    packets = sample_packets(30, seed=3)
     frames = [peer.encode(p) for p in packets]
     for f, p in zip(frames[:10], packets[:10], strict=True):
         assert mod.decode(f) == p
@@ -192,13 +177,16 @@ def test_inflate_error_breaks_stream() -> None:
     assert mod.dropped == 2
 
 
-def test_random_garbage_fuzz_never_raises() -> None:
-    rng = random.Random(1)
-    mod = ZlibModule()
-    for _ in range(500):
-        frame = rng.randbytes(rng.randrange(0, 300))
-        out = mod.decode(frame)
-        assert out is None or len(out) <= mod.max_frame
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("level", [1, 9])
+def test_keeps_the_linker_contract(transport: str, native: bool, level: int) -> None:
+    """vtcore.testing's check: round trips between two sessions' modules; damaged, cut and
+    random frames never raise, stay within max_frame, and a broken stream only drops."""
+    opts = {"native": True, "max_frame": 65535} if native else {}
+    s = link_settings(compress=("zlib", level), transport=transport, options=opts)
+    report = check_frame_module(lambda: create(s), max_output=max_frame(s))
+    assert report.broken > 0  # bad input ends a zlib stream, as vtund's does
 
 
 def test_stream_end_from_peer_is_an_error() -> None:
@@ -219,16 +207,16 @@ def test_registration_and_factory() -> None:
     assert reg.answering("compress", "lzo") is None
     assert item.levels == (1, 9)
     assert item.describe == "compress zlib:1-9"
-    assert create(settings()) is None
-    assert create(settings(compress=("lzo", 1))) is None
-    mod = create(settings(compress=("zlib", 9)))
+    assert create(link_settings()) is None
+    assert create(link_settings(compress=("lzo", 1))) is None
+    mod = create(link_settings(compress=("zlib", 9)))
     assert isinstance(mod, FrameModule) and isinstance(mod, ZlibModule)
     assert mod.level == 9 and mod.warning is None and mod.max_frame == 2148
-    assert reg.chain(settings(compress=("zlib", 3)))[0].level == 3
+    assert reg.chain(link_settings(compress=("zlib", 3)))[0].level == 3
 
 
 def test_factory_reads_max_frame_and_warns_on_udp() -> None:
-    mod = create(settings(compress=("zlib", 1), transport="udp", options={"max_frame": 1500}))
+    mod = create(link_settings(compress=("zlib", 1), transport="udp", options={"max_frame": 1500}))
     assert mod is not None
     assert mod.max_frame == 1500
     assert mod.warning and "udp" in mod.warning.lower()
@@ -238,7 +226,7 @@ def test_factory_reads_max_frame_and_warns_on_udp() -> None:
 
 
 def test_native_frames_carry_a_marker_and_round_trip() -> None:
-    packets = packet_sequence(100)
+    packets = sample_packets(100)
     tx, rx = ZlibModule(1, native=True), ZlibModule(1, native=True)
     frames = [tx.encode(p) for p in packets]
     assert all(f[0] in (0, 1) for f in frames)
@@ -252,7 +240,7 @@ def test_native_frames_carry_a_marker_and_round_trip() -> None:
 def test_native_incompressible_frames_go_raw_and_stream_stays_in_step() -> None:
     rng = random.Random(5)
     noise = [rng.randbytes(1400) for _ in range(300)]
-    text = packet_sequence(40, seed=9)
+    text = sample_packets(40, seed=9)
     tx, rx = ZlibModule(1, native=True), ZlibModule(1, native=True)
     frames = [tx.encode(p) for p in noise + text + noise[:50] + text]
     raw = [f for f in frames[:300] if f[0] == 0]
@@ -289,6 +277,6 @@ def test_vtun_wire_has_no_marker() -> None:
 
 
 def test_factory_passes_native() -> None:
-    mod = create(settings(compress=("zlib", 1), options={"native": True, "max_frame": 131072}))
+    mod = create(link_settings(compress=("zlib", 1), options={"native": True, "max_frame": 131072}))
     assert mod is not None and mod.native and mod.max_frame == 131072
-    assert not create(settings(compress=("zlib", 1))).native
+    assert not create(link_settings(compress=("zlib", 1))).native

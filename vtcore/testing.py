@@ -1,0 +1,176 @@
+"""A test kit for plugin authors: the linker's contract for a frame module, in one call.
+
+The linker trusts every module of a chain to keep a few rules (docs/plugins.md, section 3):
+what one session's module encodes, the peer's module decodes to the same packet, in order;
+``decode`` never raises, whatever the network hands it, and answers ``None`` to drop;
+nothing it returns is larger than the bound it promised.  ``check_frame_module`` holds a
+module to those rules with a deterministic workload, so a plugin's own tests (and vt's
+for its bundled plugins) need not write that harness again::
+
+    from vtcore.testing import check_frame_module, link_settings
+
+    def test_keeps_the_linker_contract():
+        s = link_settings(options={"mykeyword": "on"})
+        check_frame_module(lambda: plugin.create(s))
+
+It needs no root, no sockets and no pytest: failures are ``AssertionError`` with one line
+that names the rule, the input and what came back.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from vtcore.api import FrameModule, LinkSettings
+
+SIZES = (40, 84, 576, 1400, 2048)
+"""Packet sizes of :func:`sample_packets`: headers only, a ping, the IPv4 minimum MTU,
+a full Ethernet frame under a tunnel MTU, and vtund's largest frame (2048 + 100 spare)."""
+
+
+def sample_packets(n: int = 200, seed: int = 7, sizes: Iterable[int] = SIZES) -> list[bytes]:
+    """Deterministic IP-like packets: a repeated header shape and a payload from a small
+    alphabet, so compressors find something to shrink and ciphers see every size."""
+    rng = random.Random(seed)
+    sizes = tuple(sizes)
+    out = []
+    for i in range(n):
+        size = rng.choice(sizes)
+        head = bytes.fromhex("4500") + size.to_bytes(2, "big") + (i & 0xFFFF).to_bytes(2, "big")
+        body = bytes(rng.choice(b"abcdefgh\x00") for _ in range(max(size - len(head), 0)))
+        out.append((head + body)[:size])
+    return out
+
+
+def link_settings(**kw: object) -> LinkSettings:
+    """``LinkSettings`` for a module's ``create``: host "h", the server side, unless given."""
+    base: dict[str, object] = {"host": "h", "role": "server"}
+    return LinkSettings(**(base | kw))  # type: ignore[arg-type]
+
+
+@dataclass
+class ContractReport:
+    """What :func:`check_frame_module` fed the module and how it answered."""
+
+    round_trips: int = 0
+    """Packets encoded by one instance and decoded by another to the same bytes."""
+    hostile: int = 0
+    """Frames that were not the peer's output (empty, short, random, damaged, cut)."""
+    hostile_dropped: int = 0
+    """Of those, how many ``decode`` dropped (returned ``None``)."""
+    broken: int = 0
+    """Of those, how many set ``broken`` (the session would end; a fresh one went on)."""
+
+
+def _show(frame: bytes) -> str:
+    return f"{len(frame)} bytes {frame[:12].hex()}{'...' if len(frame) > 12 else ''}"
+
+
+def hostile_frames(good: list[bytes], count: int, seed: int = 2) -> list[bytes]:
+    """What a broken or hostile network hands ``decode``: the empty frame, short ones,
+    random bytes, and the peer's real frames with bytes flipped, cut short or extended."""
+    rng = random.Random(seed)
+    out = [b"", b"\x00", b"\xff", b"\x00" * 16, b"\xff" * 64, bytes(4096)]
+    while len(out) < count:
+        kind = rng.randrange(4) if good else 0
+        if kind == 0:
+            out.append(rng.randbytes(rng.randrange(1, 300)))
+            continue
+        frame = bytearray(rng.choice(good))
+        if kind == 1 and frame:
+            for _ in range(rng.randrange(1, 4)):
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+        elif kind == 2:
+            del frame[rng.randrange(len(frame) + 1) :]
+        else:
+            frame += rng.randbytes(rng.randrange(1, 16))
+        out.append(bytes(frame))
+    return out
+
+
+WARM_FRAMES = 16
+"""Good frames an instance decodes before the hostile ones (and again after a break)."""
+
+
+def _made(make: Callable[[], FrameModule | None], what: str) -> FrameModule:
+    mod = make()
+    if mod is None:
+        raise AssertionError(f"make() returned None for {what}: the module is off")
+    for method in ("encode", "decode"):
+        if not callable(getattr(mod, method, None)):
+            raise AssertionError(f"{type(mod).__name__} has no {method}() method")
+    return mod
+
+
+def check_frame_module(
+    make: Callable[[], FrameModule | None],
+    *,
+    packets: list[bytes] | None = None,
+    hostile: int = 2000,
+    max_output: int | None = None,
+    seed: int = 2,
+) -> ContractReport:
+    """Hold a frame module to the linker's contract; raise ``AssertionError`` if it breaks it.
+
+    ``make`` returns a fresh instance, as ``create(settings)`` does once per session; it is
+    called for a sender, its peer, and a third instance that takes the hostile input.
+
+    * Round trip: every packet of ``packets`` (default :func:`sample_packets`) is encoded
+      by the sender and decoded by the peer, in order, to the same bytes; nothing is
+      dropped and no encoded frame is empty.
+    * Never raise: the peer's frames damaged (bytes flipped, cut, extended), random bytes,
+      empty and all-zero frames go to ``decode`` of an instance that already took good
+      frames; each answer is ``None`` or bytes (at most ``max_output`` long, if given).
+    * ``broken``, if the module has it, is a bool.  When it turns True the session would
+      end, so the hostile input goes on into a fresh instance (counted in the report).
+    """
+    packets = sample_packets() if packets is None else packets
+    sender, peer = _made(make, "the sender"), _made(make, "its peer")
+    target = _made(make, "a third instance")
+    report = ContractReport()
+    frames = []
+    for i, p in enumerate(packets):
+        try:
+            f = sender.encode(p)
+        except Exception as exc:
+            raise AssertionError(f"encode raised on packet {i} ({_show(p)}): {exc!r}") from exc
+        if not f:
+            raise AssertionError(f"encode dropped packet {i} ({_show(p)}): returned {f!r}")
+        frames.append(bytes(f))
+        try:
+            back = peer.decode(bytes(f))
+        except Exception as exc:
+            raise AssertionError(f"decode raised on the peer's frame {i}: {exc!r}") from exc
+        if back != p:
+            got = "None" if back is None else _show(bytes(back))
+            raise AssertionError(f"round trip changed packet {i} ({_show(p)}): got {got}")
+        report.round_trips += 1
+    warm = frames[:WARM_FRAMES]  # some stream state, as in a running session
+    for f in warm:
+        target.decode(f)
+    for frame in hostile_frames(frames, hostile, seed):
+        try:
+            out = target.decode(frame)
+        except Exception as exc:
+            raise AssertionError(f"decode raised on hostile input ({_show(frame)}): "
+                                 f"{exc!r}") from exc  # fmt: skip
+        report.hostile += 1
+        broken = getattr(target, "broken", False)
+        if not isinstance(broken, bool):
+            raise AssertionError(f"broken must be a bool, is {type(broken).__name__}")
+        if broken:  # that session would end here: go on with a fresh one
+            report.broken += 1
+            target = _made(make, "a fresh instance")
+            for f in warm:
+                target.decode(f)
+        if out is None:
+            report.hostile_dropped += 1
+            continue
+        if not isinstance(out, (bytes, bytearray, memoryview)):
+            raise AssertionError(f"decode returned {type(out).__name__} for {_show(frame)}")
+        if max_output is not None and len(out) > max_output:
+            raise AssertionError(f"decode returned {len(out)} bytes (> {max_output}) "
+                                 f"for {_show(frame)}")  # fmt: skip
+    return report
