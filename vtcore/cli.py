@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -77,6 +79,43 @@ def cli(log_format: str | None, log_level: str | None) -> None:
 
 config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_default=True,
                              metavar="FILE", help="Configuration file (vtund.conf syntax).")
+F = TypeVar("F", bound=Callable[..., Any])
+
+foreground_option = click.option("-n", "foreground", is_flag=True,
+                                 help="Stay in the foreground.")
+
+
+def daemon_options(verb: str) -> Callable[[F], F]:
+    """-4, -6, -m and -q, which serve and run share with vtund's meanings."""
+    options = [
+        click.option("-4", "ipv4", is_flag=True, help=f"{verb} over IPv4."),
+        click.option("-6", "ipv6", is_flag=True, help=f"{verb} over IPv6."),
+        click.option("-m", "mlock", is_flag=True, help="Lock memory (mlockall)."),
+        click.option("-q", "quiet", is_flag=True, help="Log warnings and errors only."),
+    ]
+
+    def apply(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def _family(ipv4: bool, ipv6: bool) -> bool | None:
+    """-6: IPv6, -4: IPv4, neither: what the configuration and the address say."""
+    return True if ipv6 else (False if ipv4 else None)
+
+
+def _start(ctx: click.Context, foreground: bool, syslog: str | None, quiet: bool,
+           mlock: bool) -> None:
+    """What a daemon does before its loop: logging, the allocator, memory locking."""
+    from vtcore.runtime.memory import tune_allocator
+
+    _setup_logging(ctx, foreground, syslog, quiet)
+    tune_allocator()
+    if mlock:
+        _mlockall()
 
 
 @cli.command()
@@ -84,31 +123,23 @@ config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_d
 @click.option("-P", "port", type=int, help="Port to listen on (default: options.port, 5000).")
 @click.option("-L", "bind", metavar="ADDR", help="Local address to listen on.")
 @click.option("-t", "timeout", type=int, help="Handshake timeout in seconds.")
-@click.option("-n", "foreground", is_flag=True, help="Stay in the foreground.")
+@foreground_option
 @click.option("-i", "inetd", is_flag=True, help="inetd mode: the connection is stdin.")
 @click.option("-s", "standalone", is_flag=True, help="Standalone server (the default).")
-@click.option("-4", "ipv4", is_flag=True, help="Listen on IPv4.")
-@click.option("-6", "ipv6", is_flag=True, help="Listen on IPv6.")
-@click.option("-m", "mlock", is_flag=True, help="Lock memory (mlockall).")
-@click.option("-q", "quiet", is_flag=True, help="Log warnings and errors only.")
+@daemon_options("Listen")
 @click.pass_context
 def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, ipv4, ipv6,
           mlock, quiet) -> None:
     """Run the server (vtund -s)."""
     from vtcore.runtime import loop
-    from vtcore.runtime.memory import tune_allocator
     from vtcore.runtime.server import Server, ServerOptions, serve_inetd
 
     plugins = _plugins(ctx)
     config = _load(config_path, plugins)
     inetd = inetd or (config.options.type == "inetd" and not standalone)
-    overrides = ServerOptions(port=port, bind=bind, timeout=timeout,
-                              ipv6=True if ipv6 else (False if ipv4 else None))
+    overrides = ServerOptions(port=port, bind=bind, timeout=timeout, ipv6=_family(ipv4, ipv6))
     # In inetd mode stdout/stderr may be the client's socket: syslog unless told otherwise.
-    _setup_logging(ctx, foreground and not inetd, config.options.syslog, quiet)
-    tune_allocator()
-    if mlock:
-        _mlockall()
+    _start(ctx, foreground and not inetd, config.options.syslog, quiet, mlock)
     if inetd:
         loop.run(serve_inetd(config_path, config, plugins, overrides))
         return
@@ -129,31 +160,23 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
 @click.option("-P", "port", type=int, help="Server port (default: options.port, 5000).")
 @click.option("-t", "timeout", type=int, help="Connect and handshake timeout in seconds.")
 @click.option("-p", "persist", is_flag=True, help="Reconnect whenever the session ends.")
-@click.option("-n", "foreground", is_flag=True, help="Stay in the foreground.")
-@click.option("-4", "ipv4", is_flag=True, help="Connect over IPv4.")
-@click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6.")
-@click.option("-m", "mlock", is_flag=True, help="Lock memory (mlockall).")
-@click.option("-q", "quiet", is_flag=True, help="Log warnings and errors only.")
+@foreground_option
+@daemon_options("Connect")
 @click.pass_context
 def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4, ipv6, mlock,
         quiet) -> None:
     """Run the client for profile HOST against SERVER (vtund HOST SERVER)."""
     from vtcore.runtime import loop
     from vtcore.runtime.client import Client, ClientOptions
-    from vtcore.runtime.memory import tune_allocator
 
     plugins = _plugins(ctx)
     config = _load(config_path, plugins)
     if host not in config.hosts:
         _fail(f"{config_path}: no host {host!r} defined")
-    _setup_logging(ctx, foreground, config.options.syslog, quiet)
-    tune_allocator()
-    if mlock:
-        _mlockall()
+    _start(ctx, foreground, config.options.syslog, quiet, mlock)
     if not foreground:
         _daemonize()
-    opts = ClientOptions(port=port, timeout=timeout, persist=persist,
-                         ipv6=True if ipv6 else (False if ipv4 else None))
+    opts = ClientOptions(port=port, timeout=timeout, persist=persist, ipv6=_family(ipv4, ipv6))
 
     async def main() -> int:
         return await Client(config, host, server, plugins, opts).run()
