@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from vtcore.testing import inet_checksum
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 for p in (os.path.join(os.path.dirname(HERE), "tests"), HERE):
     if p not in sys.path:
@@ -38,8 +40,8 @@ def test_percentile_nearest_rank() -> None:
 def test_icmp_echo_checksums_and_reply_match() -> None:
     pkt = vtclients.icmp_echo("172.21.0.5", "172.20.0.1", ident=0x4004)
     assert len(pkt) == 84 and pkt[0] == 0x45 and pkt[9] == 1
-    assert vtclients._csum(pkt[:20]) == 0  # a valid header sums to 0xffff
-    assert vtclients._csum(pkt[20:]) == 0
+    assert inet_checksum(pkt[:20]) == 0  # a valid header sums to 0xffff
+    assert inet_checksum(pkt[20:]) == 0
     # The kernel's reply: addresses swapped, type 0, same identifier.
     reply = bytearray(pkt)
     reply[12:16], reply[16:20] = pkt[16:20], pkt[12:16]

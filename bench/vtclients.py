@@ -26,33 +26,16 @@ import struct
 import sys
 import time
 
+from vtcore import testing
 from vtcore.protocol import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
 from vtcore.protocol.frames import CTRL_ECHO_REP, ECHO_REQ, StreamDecoder, frame
 from vtcore.protocol.handshake import ClientHandshake
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def icmp_echo(src: str, dst: str, ident: int, seq: int = 1, size: int = 56) -> bytes:
-    """An IPv4 ICMP echo request packet, checksums filled in."""
-    payload = bytes(range(size % 256)) * (size // 256) + bytes(range(size % 256))
-    payload = payload[:size]
-    icmp = struct.pack("!BBHHH", 8, 0, 0, ident & 0xFFFF, seq) + payload
-    icmp = icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:]
-    hdr = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), ident & 0xFFFF, 0, 64, 1, 0,
-        socket.inet_aton(src), socket.inet_aton(dst),
-    )  # fmt: skip
-    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
-    return hdr + icmp
+    """An IPv4 ICMP echo request of ``size`` payload bytes, checksums filled in."""
+    return testing.icmp_echo(src, dst, ident, seq, bytes(i % 256 for i in range(size)))
 
 
 def is_echo_reply(pkt: bytes, src: str, ident: int) -> bool:

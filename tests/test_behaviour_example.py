@@ -27,21 +27,12 @@ SECRET = "tan5"
 RUN_FOR = 60.0
 
 INJECT = r"""
-import socket, struct, sys
+import socket, sys
+from vtcore.testing import icmp_echo
 dev, src, dst, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    s = sum(struct.unpack(f"!{len(b)//2}H", b))
-    s = (s >> 16) + (s & 0xFFFF); s += s >> 16
-    return ~s & 0xFFFF
 s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
 for i in range(n):
-    icmp = struct.pack("!BBHHH", 8, 0, 0, 0x7674, i) + b"vt-example" * 4
-    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), i, 0, 64, 1, 0,
-                      socket.inet_aton(src), socket.inet_aton(dst))
-    hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
-    s.sendto(hdr + icmp, (dev, 0x0800))
+    s.sendto(icmp_echo(src, dst, 0x7674, i, b"vt-example" * 4), (dev, 0x0800))
 """
 
 

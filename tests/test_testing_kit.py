@@ -10,6 +10,8 @@ from vtcore.testing import (
     SIZES,
     check_frame_module,
     hostile_frames,
+    icmp_echo,
+    inet_checksum,
     link_settings,
     sample_packets,
 )
@@ -78,6 +80,22 @@ def test_sample_packets_are_deterministic_and_sized() -> None:
     assert a == b and a != sample_packets(50, seed=4)
     assert {len(p) for p in sample_packets(500)} == set(SIZES)
     assert all(p[:2] == b"\x45\x00" for p in a)
+
+
+def test_inet_checksum_is_rfc_1071() -> None:
+    assert inet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D  # RFC 1071's example
+    assert inet_checksum(b"\x01") == 0xFEFF  # odd length: padded with a zero byte
+    data = bytes.fromhex("0001f203f4f5f6f7") + (0x220D).to_bytes(2, "big")
+    assert inet_checksum(data) == 0  # a header that carries its own sums to zero
+
+
+def test_icmp_echo_is_a_valid_ipv4_ping() -> None:
+    pkt = icmp_echo("10.0.0.1", "10.0.0.2", 0x1234, 7, b"payload!")
+    assert len(pkt) == 20 + 8 + 8 and pkt[0] == 0x45 and pkt[9] == 1  # IPv4, ICMP
+    assert int.from_bytes(pkt[2:4], "big") == len(pkt)
+    assert pkt[12:16] == bytes([10, 0, 0, 1]) and pkt[16:20] == bytes([10, 0, 0, 2])
+    assert inet_checksum(pkt[:20]) == 0 and inet_checksum(pkt[20:]) == 0
+    assert pkt[20] == 8 and pkt[24:28] == bytes.fromhex("12340007") and pkt[28:] == b"payload!"
 
 
 def test_link_settings_defaults_and_overrides() -> None:

@@ -10,35 +10,7 @@ import time
 
 from vt_devices import base
 
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def icmp_echo(src: str, dst: str, ident: int, seq: int, payload: bytes) -> bytes:
-    """An IPv4 ICMP echo request with correct checksums."""
-    icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
-    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
-    hdr = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(icmp),
-        0x1234,
-        0x4000,
-        64,
-        1,
-        0,
-        ipaddress.IPv4Address(src).packed,
-        ipaddress.IPv4Address(dst).packed,
-    )
-    hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
-    return hdr + icmp
+from vtcore.testing import icmp_echo, inet_checksum  # noqa: F401  (the device tests' builders)
 
 
 def parse_echo_reply(pkt: bytes) -> tuple[str, str, int, int, bytes] | None:
@@ -47,7 +19,7 @@ def parse_echo_reply(pkt: bytes) -> tuple[str, str, int, int, bytes] | None:
         return None
     ihl = (pkt[0] & 0x0F) * 4
     icmp = pkt[ihl:]
-    if icmp[0] != 0 or checksum(icmp) != 0:
+    if icmp[0] != 0 or inet_checksum(icmp) != 0:
         return None
     ident, seq = struct.unpack("!HH", icmp[4:8])
     src = str(ipaddress.IPv4Address(pkt[12:16]))
