@@ -29,12 +29,13 @@ from vtcore.api import FrameModule, LinkSettings
 
 SIZES = (40, 84, 576, 1400, 2048)
 """Packet sizes of :func:`sample_packets`: headers only, a ping, the IPv4 minimum MTU,
-a full Ethernet frame under a tunnel MTU, and vtund's largest frame (2048 + 100 spare)."""
+a full packet under a tunnel MTU, and 2048, near vtund's largest frame (2148 bytes)."""
 
 
 def sample_packets(n: int = 200, seed: int = 7, sizes: Iterable[int] = SIZES) -> list[bytes]:
     """Deterministic IP-like packets: a repeated header shape and a payload from a small
-    alphabet, so compressors find something to shrink and ciphers see every size."""
+    alphabet, so compressors find something to shrink and ciphers see sizes that are
+    and are not a multiple of their block."""
     rng = random.Random(seed)
     sizes = tuple(sizes)
     out = []
