@@ -79,6 +79,7 @@ def cli(log_format: str | None, log_level: str | None) -> None:
 
 config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_default=True,
                              metavar="FILE", help="Configuration file (vtund.conf syntax).")
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 foreground_option = click.option("-n", "foreground", is_flag=True,
