@@ -97,7 +97,8 @@ def _show(frame: bytes) -> str:
 
 def hostile_frames(good: list[bytes], count: int, seed: int = 2) -> list[bytes]:
     """What a broken or hostile network hands ``decode``: the empty frame, short ones,
-    random bytes, and the peer's real frames with bytes flipped, cut short or extended."""
+    random bytes, and the peer's real frames with bytes flipped, cut short or extended
+    (each of those differs from the frame it came from)."""
     rng = random.Random(seed)
     out = [b"", b"\x00", b"\xff", b"\x00" * 16, b"\xff" * 64, bytes(4096)]
     while len(out) < count:
@@ -107,10 +108,10 @@ def hostile_frames(good: list[bytes], count: int, seed: int = 2) -> list[bytes]:
             continue
         frame = bytearray(rng.choice(good))
         if kind == 1 and frame:
-            for _ in range(rng.randrange(1, 4)):
-                frame[rng.randrange(len(frame))] = rng.randrange(256)
-        elif kind == 2:
-            del frame[rng.randrange(len(frame) + 1) :]
+            for i in rng.sample(range(len(frame)), min(len(frame), rng.randrange(1, 4))):
+                frame[i] ^= rng.randrange(1, 256)  # never a no-op
+        elif kind == 2 and frame:
+            del frame[rng.randrange(len(frame)) :]  # always shorter
         else:
             frame += rng.randbytes(rng.randrange(1, 16))
         out.append(bytes(frame))
