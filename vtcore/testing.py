@@ -156,7 +156,6 @@ def check_frame_module(
     """
     packets = sample_packets() if packets is None else packets
     sender, peer = _made(make, "the sender"), _made(make, "its peer")
-    target = _made(make, "a third instance")
     report = ContractReport()
     frames = []
     for i, p in enumerate(packets):
@@ -166,18 +165,25 @@ def check_frame_module(
             raise AssertionError(f"encode raised on packet {i} ({_show(p)}): {exc!r}") from exc
         if not f:
             raise AssertionError(f"encode dropped packet {i} ({_show(p)}): returned {f!r}")
-        frames.append(bytes(f))
+        f = bytes(f)
+        frames.append(f)
         try:
-            back = peer.decode(bytes(f))
+            back = peer.decode(f)
         except Exception as exc:
             raise AssertionError(f"decode raised on the peer's frame {i}: {exc!r}") from exc
         if back != p:
             got = "None" if back is None else _show(bytes(back))
             raise AssertionError(f"round trip changed packet {i} ({_show(p)}): got {got}")
         report.round_trips += 1
-    warm = frames[:WARM_FRAMES]  # some stream state, as in a running session
-    for f in warm:
-        target.decode(f)
+
+    def warmed(what: str) -> FrameModule:
+        """A new instance with some stream state, as in a running session."""
+        mod = _made(make, what)
+        for f in frames[:WARM_FRAMES]:
+            mod.decode(f)
+        return mod
+
+    target = warmed("a third instance")
     for frame in hostile_frames(frames, hostile, seed):
         try:
             out = target.decode(frame)
@@ -190,9 +196,7 @@ def check_frame_module(
             raise AssertionError(f"broken must be a bool, is {type(broken).__name__}")
         if broken:  # that session would end here: go on with a fresh one
             report.broken += 1
-            target = _made(make, "a fresh instance")
-            for f in warm:
-                target.decode(f)
+            target = warmed("a fresh instance")
         if out is None:
             report.hostile_dropped += 1
             continue

@@ -21,9 +21,10 @@ from vt_devices.tun import (
     open_tun_device,
     tun_features,
 )
-from vtdev_helpers import arp_request, icmp_echo, parse_arp_reply, parse_echo_reply
+from vtdev_helpers import arp_request, parse_arp_reply, parse_echo_reply
 
 from vtcore.api import DeviceRequest
+from vtcore.testing import icmp_echo
 
 netns = pytest.mark.netns
 KERNEL_IP, PEER_IP = "10.77.0.1", "10.77.0.2"

@@ -25,7 +25,8 @@ from vt_devices.gro import (
     VNET_HDR_LEN,
     coalesce,
 )
-from vtdev_helpers import inet_checksum as csum
+
+from vtcore.testing import inet_checksum as csum
 
 SRC4, DST4 = bytes([10, 9, 0, 2]), bytes([10, 9, 0, 1])
 SRC6 = bytes.fromhex("fd000000000000000000000000000002")

@@ -15,12 +15,13 @@ import time
 
 import pytest
 from vt_devices.tun import open_tun_device
-from vtdev_helpers import icmp_echo, parse_echo_reply
+from vtdev_helpers import parse_echo_reply
 
 from vtcore.api import DeviceRequest
 from vtcore.protocol.frames import StreamDecoder, frame
 from vtcore.runtime import loop as loop_mod
 from vtcore.runtime.tunnel import Tunnel
+from vtcore.testing import icmp_echo
 from vtcore.transports.tcp import TcpLink
 
 KERNEL_IP, PEER_IP = "10.78.0.1", "10.78.0.2"

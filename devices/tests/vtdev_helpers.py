@@ -10,7 +10,7 @@ import time
 
 from vt_devices import base
 
-from vtcore.testing import icmp_echo, inet_checksum  # noqa: F401  (the device tests' builders)
+from vtcore.testing import inet_checksum
 
 
 def parse_echo_reply(pkt: bytes) -> tuple[str, str, int, int, bytes] | None:
