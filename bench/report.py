@@ -78,6 +78,8 @@ def summarize(rounds: list[dict]) -> dict:
         for side in "ab":
             busy = [b for r in rounds if (b := _busy(r, way, side)) is not None]
             s[f"{way}_busy_{side}"] = statistics.median(busy) if busy else None
+        mbit = [v for r in rounds if (v := _get(r, f"{way}.mbit_s")) is not None]
+        s[f"{way}_mbit_range"] = [min(mbit), max(mbit)] if len(mbit) > 1 else None
     errors = sorted({str(v["error"])[:700] for r in rounds for v in _errors(r)})
     if errors:
         s["errors"] = errors
@@ -140,7 +142,8 @@ def _who_was_busy(case: dict, impl: str, way: str) -> str:
     """For a mixed pair below its target: how busy each daemon was, beside vtund <-> vtund.
 
     On a host of its own a daemon at ~100% of a CPU is the bottleneck; this tells a slow
-    vt from a saturated vtund (whose own speed varies from round to round)."""
+    vt from a saturated vtund.  vtund <-> vtund's own spread over the rounds says how far
+    a median of so few rounds can be trusted near the target."""
     mine, base = case.get(impl, {}), case.get("vtund", {})
     srv, cli = impl.split("-")
     parts = []
@@ -149,7 +152,12 @@ def _who_was_busy(case: dict, impl: str, way: str) -> str:
         if got is None:
             return ""
         parts.append(f"{name} {got:.0%}" + (f" (vtund {ref:.0%})" if ref is not None else ""))
-    return "CPU busy: " + ", ".join(parts)
+    note = "CPU busy: " + ", ".join(parts)
+    spread, median = base.get(f"{way}_mbit_range"), base.get(f"{way}_mbit")
+    if spread and median:
+        lo, hi = (v / median for v in spread)
+        note += f"; vtund ↔ vtund's own rounds ran {lo:.2f}-{hi:.2f}× their median"
+    return note
 
 
 def _secure_target(cases: dict) -> dict:

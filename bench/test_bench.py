@@ -207,6 +207,14 @@ def test_mixed_miss_says_which_daemon_was_saturated() -> None:
     # Above the target nothing is added; without CPU figures neither.
     cases["tun/tcp/zlib:1"]["vt-vtund"] = report.summarize([rnd(99, 1.2, 1.9)])
     assert "CPU busy" not in report.targets({"scale": []}, cases)[0]["measured"]
+    # With several rounds, vtund <-> vtund's own spread is shown beside the miss.
+    cases["tun/tcp/zlib:1"] = {
+        "vtund": report.summarize([rnd(v, 0.6, 1.96) for v in (88, 100, 117)]),
+        "vt-vtund": report.summarize([rnd(v, 1.2, 1.9) for v in (85, 90, 95)]),
+    }
+    assert cases["tun/tcp/zlib:1"]["vtund"]["fwd_mbit_range"] == [88, 117]
+    assert "; vtund ↔ vtund's own rounds ran 0.88-1.17× their median)" in (
+        report.targets({"scale": []}, cases)[0]["measured"])
 
 
 def test_floor_per_hop_is_half_the_extra_round_trip() -> None:
