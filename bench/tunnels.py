@@ -89,13 +89,8 @@ def _pinned(cls: type, cpu: int | None) -> type:
 
 def _devices(pair: Pair, dev: str) -> tuple[str, str, str, str]:
     """Pre-made tun or tap devices on both sides (vtund dies of EIO on unconfigured ones)."""
-    ia, ib = pair.tunnel_addrs()
-    if dev == "tun":
-        pair.a.add_tun("btA", "tun", addr=ia, peer=ib, mtu=TUNNEL_MTU)
-        pair.b.add_tun("btB", "tun", addr=ib, peer=ia, mtu=TUNNEL_MTU)
-    else:
-        pair.a.add_tun("btA", "tap", addr=f"{ia}/24", mtu=TUNNEL_MTU)
-        pair.b.add_tun("btB", "tap", addr=f"{ib}/24", mtu=TUNNEL_MTU)
+    ia, ib = pair.add_tunnel_devices("btA", "btB", mode="tun" if dev == "tun" else "tap",
+                                      mtu=TUNNEL_MTU)
     return ia, ib, "btA", "btB"
 
 

@@ -5,12 +5,14 @@ Everything runs inside namespaces made by :mod:`netns`; every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from netns import HarnessError, Netns
@@ -40,6 +42,18 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, step: float 
         if time.monotonic() >= deadline:
             raise HarnessError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(step)
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[Callable[[], float]]:
+    """A daemon this test started goes silent (SIGSTOP) for the block, and resumes even if
+    the block fails; yields a clock of the seconds since it stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        yield lambda: time.monotonic() - stopped
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def count_lines(path: Path, word: str) -> int:

@@ -260,6 +260,19 @@ class Pair:
         z = (y + 128 + next(self._inner)) % 256
         return f"10.{x}.{z}.1", f"10.{x}.{z}.2"
 
+    def add_tunnel_devices(self, a_dev: str = "tsrv", b_dev: str = "tcli", mode: str = "tun",
+                           mtu: int | None = None) -> tuple[str, str]:
+        """Pre-made devices for a tunnel between A and B (tun: a point-to-point pair, tap: a
+        /24), each up with a fresh inside address; returns those (A's, B's)."""
+        ta, tb = self.tunnel_addrs()
+        if mode == "tun":
+            self.a.add_tun(a_dev, "tun", addr=ta, peer=tb, mtu=mtu)
+            self.b.add_tun(b_dev, "tun", addr=tb, peer=ta, mtu=mtu)
+        else:
+            self.a.add_tun(a_dev, mode, addr=f"{ta}/24", mtu=mtu)
+            self.b.add_tun(b_dev, mode, addr=f"{tb}/24", mtu=mtu)
+        return ta, tb
+
 
 def _pick_subnet() -> tuple[int, int]:
     for _ in range(1000):

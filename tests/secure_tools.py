@@ -384,17 +384,10 @@ def log_field(line: str, key: str) -> str | None:
 
 def add_devices(p, type_: str, mtu: int | None = None) -> tuple[str, str]:
     """tsrv in A, tcli in B (tun point-to-point or tap on a /24); returns their addresses."""
-    ta, tb = p.tunnel_addrs()
     for ns in (p.a, p.b):
         # Only the test's packets on the tunnel: no IPv6 autoconfiguration chatter.
         ns.run("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-    if type_ == "ether":
-        p.a.add_tun("tsrv", "tap", addr=f"{ta}/24", mtu=mtu)
-        p.b.add_tun("tcli", "tap", addr=f"{tb}/24", mtu=mtu)
-    else:
-        p.a.add_tun("tsrv", "tun", addr=ta, peer=tb, mtu=mtu)
-        p.b.add_tun("tcli", "tun", addr=tb, peer=ta, mtu=mtu)
-    return ta, tb
+    return p.add_tunnel_devices(mode="tap" if type_ == "ether" else "tun", mtu=mtu)
 
 
 def ingress_loss(ns, dev: str, percent: int) -> None:

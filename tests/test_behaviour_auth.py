@@ -19,9 +19,7 @@ TIMEOUT = 3
 @pytest.mark.netns
 def test_bad_clients_denied_while_good_client_served() -> None:
     with two_hosts() as p:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices()
         scfg = conf(HOST, options={"timeout": TIMEOUT}, type="tun", proto="tcp", device="tsrv")
         ccfg = conf(HOST, device="tcli")
         with VtServer(p.a, scfg) as s:

@@ -45,9 +45,7 @@ os.execv(sys.executable, [sys.executable, "-m", "vtcore", "--log-format", "conso
 ])
 def test_inetd_mode_serves_one_session(client: str, proto: str) -> None:
     with two_hosts() as p, tempfile.TemporaryDirectory(prefix="vt-inetd-") as d:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices()
         cfg = Path(d) / "serv.conf"
         cfg.write_text(conf(HOST, type="tun", proto=proto, device="tsrv"))
         logfile = Path(d) / "inetd.log"
@@ -80,9 +78,7 @@ def test_inetd_command_output_never_reaches_the_connection() -> None:
     """As from a real inetd (fds 0, 1 and 2 all the connection): what ``up`` commands print
     must not be written into the tunnel's TCP stream (vtund points stdio at /dev/null)."""
     with two_hosts() as p, tempfile.TemporaryDirectory(prefix="vt-inetd-") as d:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices()
         cfg = Path(d) / "serv.conf"
         noisy = "program /bin/sh \"-c 'echo junk-on-stdout; echo junk-on-stderr >&2'\" wait"
         cfg.write_text(conf(HOST, type="tun", proto="tcp", device="tsrv", up=[noisy]))

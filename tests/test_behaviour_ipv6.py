@@ -35,11 +35,9 @@ CASES = [
 @pytest.mark.parametrize("server, client, proto, how", CASES)
 def test_ipv6_underlay_and_inside(server: str, client: str, proto: str, how: str) -> None:
     with two_hosts(ipv6=True) as p:
-        ta, tb = p.tunnel_addrs()
+        ta, tb = p.add_tunnel_devices()
         x, y = p.octets
         ia, ib = f"fd{x:02x}:{y:x}:77::1", f"fd{x:02x}:{y:x}:77::2"
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
         p.a.run("ip", "-6", "addr", "add", ia, "peer", ib, "nodad", "dev", "tsrv")
         p.b.run("ip", "-6", "addr", "add", ib, "peer", ia, "nodad", "dev", "tcli")
         opts = {"ipv6": True} if how == "config" else {}

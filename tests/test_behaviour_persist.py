@@ -23,6 +23,7 @@ from behaviour import (
     assert_no_secret,
     conf,
     count_lines,
+    frozen,
     ifindex,
     tmpdir,
     wait_for,
@@ -101,21 +102,15 @@ def test_client_reconnects_after_server_killed(persist: str) -> None:
 @pytest.mark.netns
 def test_keepalive_ends_silent_session_and_client_reconnects() -> None:
     with two_hosts() as p:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices()
         scfg = conf(HOST, options={"timeout": 3}, type="tun", proto="udp", device="tsrv",
                     keepalive="2:2")
         ccfg = conf(HOST, options={"timeout": 3}, device="tcli", keepalive="2:2", persist="yes")
         with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c:
             wait_ping(p.b, ta, timeout=10)
-            os.kill(s.proc.pid, signal.SIGSTOP)
-            stopped = time.monotonic()
-            try:
+            with frozen(s.proc.pid) as silent:
                 c.wait_log(r"session closed.*network timeout|network timeout", timeout=25)
-                silent_for = time.monotonic() - stopped
-            finally:
-                os.kill(s.proc.pid, signal.SIGCONT)
+                silent_for = silent()
             # vtund's algorithm: ECHO_REQ at ticks 2..count+1, dead at tick count+2.
             assert 7 <= silent_for <= 18, silent_for
             wait_ping(p.b, ta, timeout=20)
@@ -129,21 +124,15 @@ def test_keepalive_ends_silent_session_and_client_reconnects() -> None:
 def test_keepalive_server_gives_up_on_silent_vtund_client() -> None:
     """vt's server side of keep-alive, against the reference client going silent."""
     with two_hosts() as p:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices()
         # 1:1 keeps it short: (1+2)*(1+1) = 6 s of silence.
         scfg = conf(HOST, type="tun", proto="udp", device="tsrv", keepalive="1:1")
         ccfg = conf(HOST, device="tcli", keepalive="1:1")
         with VtServer(p.a, scfg) as s, VtundClient(p.b, ccfg, HOST, p.a_addr) as c:
             wait_ping(p.b, ta, timeout=10)
-            os.kill(c.proc.pid, signal.SIGSTOP)
-            stopped = time.monotonic()
-            try:
+            with frozen(c.proc.pid) as silent:
                 s.wait_log(r"session closed.*network timeout", timeout=25)
-                silent_for = time.monotonic() - stopped
-            finally:
-                os.kill(c.proc.pid, signal.SIGCONT)
+                silent_for = silent()
             assert 3 <= silent_for <= 12, silent_for
             assert s.alive()
             assert_no_secret(s, c)

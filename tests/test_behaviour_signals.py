@@ -32,9 +32,7 @@ NEW_PW = "Changed-pw-7"
 @pytest.mark.netns
 def test_sighup_keeps_sessions_and_applies_new_config_sigusr1_resets() -> None:
     with two_hosts() as p:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices()
         scfg = conf(HOST, type="tun", proto="tcp", device="tsrv")
         ccfg = conf(HOST, device="tcli")
         with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c:
@@ -122,9 +120,7 @@ def test_sigterm_ends_every_session_and_runs_down_once() -> None:
 def test_client_sighup_reconnects_at_once_sigusr1_resets() -> None:
     """vtund's client reconnects on SIGHUP even without persist; SIGUSR1 must not kill it."""
     with two_hosts() as p:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tsrv", addr=ta, peer=tb)
-        p.b.add_tun("tcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices()
         scfg = conf(HOST, type="tun", proto="tcp", device="tsrv")
         ccfg = conf(HOST, device="tcli")
         with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c:

@@ -27,9 +27,7 @@ def test_stat_file_written_after_keepalive_interval() -> None:
     d = tmpdir()
     try:
         with two_hosts() as p:
-            ta, tb = p.tunnel_addrs()
-            p.a.add_tun("tsrv", addr=ta, peer=tb)
-            p.b.add_tun("tcli", addr=tb, peer=ta)
+            ta, tb = p.add_tunnel_devices()
             sdir, cdir = d / "srv", d / "cli"
             scfg = conf(HOST, vt_options={"statdir": sdir}, type="tun", proto="tcp",
                         device="tsrv", keepalive="2:3", stat=True)

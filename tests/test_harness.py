@@ -39,9 +39,7 @@ def _assert_gone(names: list[str], pids: list[int]) -> None:
 
 def _tunnel(pair: Pair, proto: str, **server_settings: object):
     """Pre-made tun devices on both sides; vtund server in A, vtund client in B."""
-    ia, ib = pair.tunnel_addrs()
-    pair.a.add_tun("tvA", "tun", addr=ia, peer=ib)
-    pair.b.add_tun("tvB", "tun", addr=ib, peer=ia)
+    ia, ib = pair.add_tunnel_devices("tvA", "tvB")
     scfg = vtund_conf(HOST, type="tun", proto=proto, device="tvA", **server_settings)
     ccfg = vtund_conf(HOST, device="tvB")
     return ia, ib, VtundServer(pair.a, scfg), ccfg

@@ -163,9 +163,7 @@ def test_tunnel_capture_in_netns(site: Path, tmp_path: Path) -> None:
 
     caps = {"server": tmp_path / "server.pcap", "client": tmp_path / "client.pcap"}
     with two_hosts() as p:
-        ta, tb = p.tunnel_addrs()
-        p.a.add_tun("tpsrv", addr=ta, peer=tb)
-        p.b.add_tun("tpcli", addr=tb, peer=ta)
+        ta, tb = p.add_tunnel_devices("tpsrv", "tpcli")
         scfg = config("tpsrv", caps["server"], compress="zlib:9", proto="tcp")
         ccfg = config("tpcli", caps["client"])
         with with_site(VtServer)(p.a, scfg), with_site(VtClient)(p.b, ccfg, "pcapt", p.a_addr):

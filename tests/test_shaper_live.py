@@ -53,9 +53,7 @@ def _conf(speed: str, device: str) -> str:
 @pytest.mark.parametrize("kbps", [256, 2048, 10000, 50000])
 def test_shaped_rate_within_ten_percent(kbps: int) -> None:
     with two_hosts() as pair:
-        ta, tb = pair.tunnel_addrs()
-        pair.a.add_tun("shs", "tun", addr=ta, peer=tb, mtu=1400)
-        pair.b.add_tun("shc", "tun", addr=tb, peer=ta, mtu=1400)
+        ta, tb = pair.add_tunnel_devices("shs", "shc", mtu=1400)
         cli_conf = "options { timeout 10; }\nsh {\n  passwd Shaper-pw1;\n  device shc;\n}\n"
         with VtServer(pair.a, _conf(str(kbps), "shs")) as srv, \
                 VtClient(pair.b, cli_conf, "sh", pair.a_addr) as cli:
