@@ -197,6 +197,9 @@ class Session:
             raise SessionError(f"cannot open {self.settings.tunnel_type} device: {exc}") from exc
         return self.device
 
+    def _peer_learnt(self, addr: tuple) -> None:
+        self.log.info("udp peer learnt (nat_hack)", addr=addr[0], port=addr[1])
+
     async def run(self, sock, *, nat_hack: bool = False) -> str:
         transport = self.registry.transports.get(self.settings.transport)
         if transport is None:
@@ -208,6 +211,8 @@ class Session:
             link = await transport.open_link(sock, self.settings, timeout, nat_hack)
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             raise SessionError(f"{self.settings.transport} link failed: {exc}") from exc
+        if not link.ready() and hasattr(link, "on_peer"):
+            link.on_peer = self._peer_learnt
         secure = self.settings.options.get("secure")
         if secure is not None:
             mode, established = secure

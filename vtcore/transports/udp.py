@@ -12,6 +12,7 @@ import asyncio
 import errno
 import socket
 import struct
+from collections.abc import Callable
 
 from vtcore.protocol.frames import decode_datagram
 from vtcore.protocol.udp import pack_port, unpack_port
@@ -85,6 +86,11 @@ class UdpLink:
         self.bad_frames = 0
         self.dropped_out = 0
         self.peer_addr: tuple | None = None
+        self.admit_first: Callable[[bytes], bool] | None = None
+        """``nat_hack``: the first datagram names the peer.  When set (secure mode), only
+        a datagram this accepts may: a forged one from elsewhere is counted and dropped."""
+        self.on_peer: Callable[[tuple], None] | None = None
+        """Called once with the address a ``nat_hack`` link connected to."""
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -101,11 +107,8 @@ class UdpLink:
                     data = sock.recv(RECV_SIZE)
                 else:
                     data, addr = sock.recvfrom(RECV_SIZE)
-                    # nat_hack: the first datagram tells us where the peer really is.
-                    sock.connect(addr)
-                    self.connected = True
-                    self.peer_addr = addr
-                    self.endpoints = endpoints_of(sock)
+                    if not self._take_peer(data, addr):
+                        continue
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:
@@ -119,6 +122,19 @@ class UdpLink:
                 continue
             frames.append(frame)
         return frames
+
+    def _take_peer(self, data: bytes, addr: tuple) -> bool:
+        """nat_hack: the first acceptable datagram tells us where the peer really is."""
+        if self.admit_first is not None and not self.admit_first(data):
+            self.bad_frames += 1
+            return False
+        self.sock.connect(addr)
+        self.connected = True
+        self.peer_addr = addr
+        self.endpoints = endpoints_of(self.sock)
+        if self.on_peer is not None:
+            self.on_peer(addr)
+        return True
 
     def write_frames(self, parts: list[bytes]) -> None:
         """One datagram per header/payload pair; what the kernel refuses is dropped.
