@@ -271,7 +271,11 @@ class SecureMode(Protocol):
         ...
 
     def wrap_link(self, established: object, link: object, role: Role) -> object:
-        """A Link sealing every frame (data and control) of ``link``."""
+        """A Link sealing every frame (data and control) of ``link``.
+
+        A datagram link still waiting for its peer's address (``nat_hack``: not
+        ``ready()``) has an ``admit_first`` attribute: set it to a check that accepts
+        only a datagram that authenticates, so a forged one cannot name the peer."""
         ...
 
     def admit(self, source: str, now: float) -> bool:
