@@ -1,11 +1,17 @@
-"""UDP port exchange: Debian little endian, upstream big endian (spec 3.1)."""
+"""UDP port exchange: Debian little endian, upstream big endian (spec 3.1); the link's
+``nat_hack`` peer (spec 3.3)."""
 
 from __future__ import annotations
+
+import select
+import socket
 
 import pytest
 
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.udp import PortExchange, pack_port, unpack_port
+from vtcore.transports.base import Endpoints
+from vtcore.transports.udp import UdpLink
 
 
 def test_captured_bytes() -> None:
@@ -45,3 +51,32 @@ def test_port_exchange() -> None:
     ex2 = PortExchange(5000)
     with pytest.raises(ProtocolError):
         ex2.receive_data(b"\x01\x02\x03")
+
+
+def test_nat_hack_peer_is_the_first_well_formed_datagrams_source() -> None:
+    """vtund connects to whatever sent first; vt to the first valid vtun frame's sender
+    (real sockets on loopback, the strangers on other loopback addresses)."""
+    socks = []
+    for addr in ("127.0.0.1", "127.0.0.3", "127.0.0.4"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((addr, 0))
+        socks.append(s)
+    srv, stray, peer = socks
+    try:
+        link = UdpLink(srv, Endpoints("127.0.0.1", 0, "127.0.0.1", 0), connected=False)
+        learnt: list[tuple] = []
+        link.on_peer = learnt.append
+        stray.sendto(b"GET / HTTP/1.0\r\n\r\n", srv.getsockname())  # not a vtun frame
+        peer.sendto(b"\x00\x03abc", srv.getsockname())
+        got: list[tuple[int, bytes]] = []
+        for _ in range(40):  # 2 s at most
+            if got:
+                break
+            select.select([srv], [], [], 0.05)
+            got += link.read_frames(64)
+        assert got == [(0, b"abc")] and link.bad_frames == 1
+        assert learnt == [peer.getsockname()] and link.ready()
+        assert link.endpoints.remote_port == peer.getsockname()[1]
+    finally:
+        for s in socks:
+            s.close()

@@ -124,8 +124,14 @@ class UdpLink:
         return frames
 
     def _take_peer(self, data: bytes, addr: tuple) -> bool:
-        """nat_hack: the first acceptable datagram tells us where the peer really is."""
-        if self.admit_first is not None and not self.admit_first(data):
+        """nat_hack: the first acceptable datagram tells us where the peer really is: one
+        ``admit_first`` accepts (secure mode), else a well-formed vtun frame (vtund takes
+        any datagram; a stray one, a port scan, must not take the session)."""
+        if self.admit_first is not None:
+            ok = self.admit_first(data)
+        else:
+            ok = self.raw or decode_datagram(data, self.max_frame) is not None
+        if not ok:
             self.bad_frames += 1
             return False
         self.sock.connect(addr)

@@ -76,17 +76,3 @@ def test_forged_first_datagrams_do_not_name_the_peer() -> None:
         for s in (srv, cli, forger):
             s.close()
 
-
-def test_without_secure_mode_the_first_datagram_wins() -> None:
-    """vtund's rule, kept for the vtun wire: what the check above protects against."""
-    srv, forger = _udp("127.0.0.1"), _udp("127.0.0.2")
-    try:
-        link = UdpLink(srv, Endpoints("127.0.0.1", 0, "127.0.0.1", 0), connected=False)
-        learnt: list[tuple] = []
-        link.on_peer = learnt.append
-        forger.sendto(b"\x00\x03abc", srv.getsockname())
-        assert _read(link, 1) == [(0, b"abc")]
-        assert learnt == [forger.getsockname()] and link.ready()
-    finally:
-        srv.close()
-        forger.close()
