@@ -6,6 +6,7 @@ Everything runs inside namespaces made by :mod:`netns`; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -54,6 +55,19 @@ def frozen(pid: int) -> Iterator[Callable[[], float]]:
         yield lambda: time.monotonic() - stopped
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def vt_status(*args: object) -> str:
+    """``vt status ARGS`` run as a user would (outside every namespace); its output."""
+    res = subprocess.run([sys.executable, "-m", "vtcore", "status", *map(str, args)],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    return res.stdout
+
+
+def status_docs() -> dict[int, dict]:
+    """``vt status --json``, by daemon PID."""
+    return {d["pid"]: d for d in json.loads(vt_status("--json"))}
 
 
 def count_lines(path: Path, word: str) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from behaviour import HOST, assert_no_secret, conf
+from behaviour import HOST, assert_no_secret, conf, status_docs
 from netns import Netns, ping, two_hosts, wait_ping
 from peers import CLIENTS, SERVERS
 
@@ -46,8 +46,9 @@ def masquerade_udp(ns: Netns, server: str, port: int) -> None:
     pytest.param("vtund", "vt", None, marks=V),
 ])  # fmt: skip
 def test_nat_hack_server_finds_a_client_behind_nat(
-    server: str, client: str, encrypt: str | None
+    server: str, client: str, encrypt: str | None, tmp_path, monkeypatch
 ) -> None:
+    monkeypatch.setenv("VT_RUN_DIR", str(tmp_path))
     enc = {"encrypt": encrypt} if encrypt else {}
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices()
@@ -62,6 +63,8 @@ def test_nat_hack_server_finds_a_client_behind_nat(
                 line = s.wait_log(r"udp peer learnt[^\n]*", timeout=2).group(0)
                 port = int(re.search(r"port=(\d+)", line).group(1))
                 assert NAT_PORTS[0] <= port <= NAT_PORTS[1], line
+                (session,) = status_docs()[s.proc.pid]["sessions"]
+                assert session["udp_peer"] == f"{p.b_addr}:{port}", session
             if encrypt:
                 s.wait_log(r"secure mode established", timeout=2)
             assert s.alive() and c.alive()

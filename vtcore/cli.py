@@ -230,7 +230,8 @@ def status(pids: tuple[int, ...], as_json: bool) -> None:
         for s in doc.get("sessions", []):
             c = s["counters"]
             mode = "+".join(m for m in ("native", "offload", "secure") if s.get(m)) or "vtun"
-            click.echo(f"  {s['host']} {s['peer']} {s['proto']}/{s['type']} {s['device']} "
+            peer = s["peer"] + (f" (udp {s['udp_peer']})" if s.get("udp_peer") else "")
+            click.echo(f"  {s['host']} {peer} {s['proto']}/{s['type']} {s['device']} "
                        f"[{mode}] up {s['uptime']:.0f}s  in {c['byte_in']} B "
                        f"out {c['byte_out']} B  frames {c['frames_in']}/{c['frames_out']}  "
                        f"dropped {c['dropped_decode'] + c['dropped_device']}")

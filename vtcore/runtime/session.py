@@ -19,6 +19,7 @@ from vtcore.protocol.flags import Flags, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
 from vtcore.runtime.native import feature_options, legacy_cipher
+from vtcore.runtime.netio import peer_name
 from vtcore.runtime.priority import PROCESS as LINK_PRIORITY
 from vtcore.runtime.stats import write_stats_forever
 from vtcore.runtime.tunnel import PROBES, Counters, Tunnel
@@ -162,6 +163,8 @@ class Session:
         self.counters = Counters()
         self.tunnel: Tunnel | None = None
         self.started = time.time()
+        self.udp_peer: str | None = None
+        """Where a ``nat_hack`` link found its peer (``vt status`` shows it)."""
         self._stop_reason: str | None = None
         self.log = structlog.get_logger("vt.session").bind(host=host.name, peer=peer)
 
@@ -198,6 +201,7 @@ class Session:
         return self.device
 
     def _peer_learnt(self, addr: tuple) -> None:
+        self.udp_peer = peer_name(addr)
         self.log.info("udp peer learnt (nat_hack)", addr=addr[0], port=addr[1])
 
     async def run(self, sock, *, nat_hack: bool = False) -> str:
