@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,7 @@ def main(proto: str = "tcp") -> int:
                 p.wait(timeout=5)
         for ns in (ns_a, ns_b):
             sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)  # the configs hold the password
         print("== torn down")
 
 
