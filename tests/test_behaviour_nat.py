@@ -15,7 +15,7 @@ import re
 
 import pytest
 from behaviour import HOST, assert_no_secret, conf, status_docs
-from netns import Netns, ping, two_hosts, wait_ping
+from netns import Netns, Pair, ping, two_hosts, wait_ping
 from peers import CLIENTS, SERVERS
 
 V = pytest.mark.vtund
@@ -23,19 +23,29 @@ NAT_PORTS = (41000, 41099)
 SERVER_NAT_PORTS = (42000, 42099)
 
 
-def masquerade_udp(ns: Netns, server: str, port: int) -> None:
-    """Make ``ns`` a host behind a NAT for UDP with ``server:port``: the source port of
-    every datagram it sends there is rewritten, and a datagram from there that starts a
-    flow (one the NAT has no mapping for) is dropped, as a real NAT drops it."""
-    lo, hi = NAT_PORTS
+def masquerade_udp(ns: Netns, match: str, ports: tuple[int, int],
+                   unsolicited: str | None = None) -> None:
+    """Make ``ns`` a NAT for the UDP it sends that ``match``es (an nft expression): the
+    source port is rewritten into ``ports``.  With ``unsolicited`` (another), a datagram
+    that matches it and starts a flow (one the NAT has no mapping for) is dropped, as a
+    real NAT drops it."""
+    lo, hi = ports
+    drop = "" if unsolicited is None else (
+        "  chain pre { type filter hook prerouting priority -150; policy accept;\n"
+        f"    {unsolicited} ct state new drop\n  }}\n"
+    )
     ns.run("nft", "-f", "-", input=(
         "table ip vtnat {\n"
         "  chain post { type nat hook postrouting priority srcnat; policy accept;\n"
-        f"    ip daddr {server} udp dport {port} masquerade to :{lo}-{hi}\n  }}\n"
-        "  chain pre { type filter hook prerouting priority -150; policy accept;\n"
-        f"    ip saddr {server} udp sport {port} ct state new drop\n  }}\n"
-        "}\n"
+        f"    {match} masquerade to :{lo}-{hi}\n  }}\n"
+        f"{drop}}}\n"
     ))  # fmt: skip
+
+
+def client_behind_nat(p: Pair) -> None:
+    """Host B behind a NAT, as seen by the server on A at port 5000."""
+    masquerade_udp(p.b, f"ip daddr {p.a_addr} udp dport 5000", NAT_PORTS,
+                   unsolicited=f"ip saddr {p.a_addr} udp sport 5000")
 
 
 @pytest.mark.netns
@@ -52,7 +62,7 @@ def test_nat_hack_server_finds_a_client_behind_nat(
     enc = {"encrypt": encrypt} if encrypt else {}
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices()
-        masquerade_udp(p.b, p.a_addr, 5000)
+        client_behind_nat(p)
         scfg = conf(HOST, type="tun", proto="udp", device="tsrv", nat_hack="server", **enc)
         ccfg = conf(HOST, device="tcli", **enc)
         with SERVERS[server](p.a, scfg) as s, CLIENTS[client](p.b, ccfg, HOST, p.a_addr) as c:
@@ -77,7 +87,7 @@ def test_without_nat_hack_the_same_nat_breaks_the_tunnel() -> None:
     fails if a server ignores ``nat_hack``."""
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices()
-        masquerade_udp(p.b, p.a_addr, 5000)
+        client_behind_nat(p)
         scfg = conf(HOST, type="tun", proto="udp", device="tsrv")
         ccfg = conf(HOST, device="tcli")
         with SERVERS["vt"](p.a, scfg) as s, CLIENTS["vt"](p.b, ccfg, HOST, p.a_addr) as c:
@@ -93,12 +103,7 @@ def test_nat_hack_client_finds_a_server_behind_nat(server: str) -> None:
         ta, tb = p.add_tunnel_devices()
         lo, hi = SERVER_NAT_PORTS
         # The server's host sends its UDP to the client from another port.
-        p.a.run("nft", "-f", "-", input=(
-            "table ip vtnat {\n"
-            "  chain post { type nat hook postrouting priority srcnat; policy accept;\n"
-            f"    ip daddr {p.b_addr} udp sport 5000 masquerade to :{lo}-{hi}\n  }}\n"
-            "}\n"
-        ))  # fmt: skip
+        masquerade_udp(p.a, f"ip daddr {p.b_addr} udp sport 5000", SERVER_NAT_PORTS)
         scfg = conf(HOST, type="tun", proto="udp", device="tsrv")
         ccfg = conf(HOST, device="tcli", nat_hack="client")
         with SERVERS[server](p.a, scfg) as s, CLIENTS["vt"](p.b, ccfg, HOST, p.a_addr) as c:

@@ -31,7 +31,7 @@ def session_status(session) -> dict[str, object]:
     return {
         "host": session.host.name,
         "peer": session.peer,
-        "udp_peer": getattr(session, "udp_peer", None),
+        "udp_peer": session.udp_peer,
         "since": round(session.started, 3),
         "uptime": round(time.time() - session.started, 1),
         "proto": session.settings.transport,

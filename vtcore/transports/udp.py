@@ -107,8 +107,10 @@ class UdpLink:
                     data = sock.recv(RECV_SIZE)
                 else:
                     data, addr = sock.recvfrom(RECV_SIZE)
-                    if not self._take_peer(data, addr):
-                        continue
+                    first = self._take_peer(data, addr)
+                    if first is not None:
+                        frames.append(first)
+                    continue
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:
@@ -123,24 +125,22 @@ class UdpLink:
             frames.append(frame)
         return frames
 
-    def _take_peer(self, data: bytes, addr: tuple) -> bool:
-        """nat_hack: the first acceptable datagram tells us where the peer really is: one
-        ``admit_first`` accepts (secure mode), else a well-formed vtun frame (vtund takes
-        any datagram; a stray one, a port scan, must not take the session)."""
-        if self.admit_first is not None:
-            ok = self.admit_first(data)
-        else:
-            ok = self.raw or decode_datagram(data, self.max_frame) is not None
-        if not ok:
+    def _take_peer(self, data: bytes, addr: tuple) -> tuple[int, bytes] | None:
+        """nat_hack: the first acceptable datagram tells us where the peer really is: a
+        well-formed vtun frame (vtund takes any datagram; a stray one, a port scan, must
+        not take the session) that ``admit_first``, when set (secure mode), accepts.
+        Returns that datagram's frame, else None (counted)."""
+        frame = (0, data) if self.raw else decode_datagram(data, self.max_frame)
+        if frame is None or (self.admit_first is not None and not self.admit_first(data)):
             self.bad_frames += 1
-            return False
+            return None
         self.sock.connect(addr)
         self.connected = True
         self.peer_addr = addr
         self.endpoints = endpoints_of(self.sock)
         if self.on_peer is not None:
             self.on_peer(addr)
-        return True
+        return frame
 
     def write_frames(self, parts: list[bytes]) -> None:
         """One datagram per header/payload pair; what the kernel refuses is dropped.

@@ -47,7 +47,8 @@ class SealedLink:
         self.rejected = 0
         self._head = inner.framing.header if stream else None
         self.framing = Framing(inner.framing.header, self._control, max_payload, self._data)
-        self._first: tuple[bytes, tuple[int, bytes]] | None = None
+        self._first: tuple[int, bytes] | None = None
+        """The (flag, payload) of the datagram that named a nat_hack peer, opened already."""
         if not stream and not inner.ready() and hasattr(inner, "admit_first"):
             # nat_hack: the peer's address comes from its first datagram; only one that
             # authenticates may name it, or a forged datagram could steal the session.
@@ -96,22 +97,24 @@ class SealedLink:
         """Opened here, once: :meth:`read_frames` hands on the result (a second open
         would count it as a replay)."""
         opened = self.opener.open(frame, time.monotonic())
-        if opened is None:
+        flag = None if opened is None else _TO_FLAG.get(opened[0])
+        if flag is None:
             return False
-        self._first = (frame, opened)
+        self._first = (flag, opened[1])
         return True
 
     def read_frames(self, limit: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
         now = time.monotonic()
         opener = self.opener
-        for _flags, frame in self.inner.read_frames(limit):
-            first = self._first
-            if first is not None and frame is first[0]:
-                self._first = None
-                opened: tuple[int, bytes] | None = first[1]
-            else:
-                opened = opener.open(frame, now)
+        frames = self.inner.read_frames(limit)
+        if self._first is not None:
+            # The datagram that named the nat_hack peer leads this batch, opened already.
+            out.append(self._first)
+            self._first = None
+            frames = frames[1:]
+        for _flags, frame in frames:
+            opened = opener.open(frame, now)
             if opened is None:
                 self.rejected += 1
                 if self.stream:
