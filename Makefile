@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 ARGS ?=
 
-.PHONY: test lint demo interop install dev setup
+.PHONY: test lint demo interop install dev setup flakes
 
 # Debian packages (root) and the development venv; both idempotent.
 setup:
@@ -18,6 +18,12 @@ test: setup
 	@$(PYTEST) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5) -> failure"; fi; \
 	exit $$rc
+
+# The netns/vtund tests N times over (default 3): names every test that did not pass each
+# time (flaky) or never did; exit 1 if any.  make flakes N=5 ARGS="-k multi"
+N ?= 3
+flakes: setup
+	@VT_REQUIRE_NETNS=1 $(PY) scripts/flakes.py -n $(N) -- $(ARGS)
 
 lint:
 	.venv/bin/ruff check .

@@ -130,8 +130,14 @@ class _Peer:
 
     kind = "peer"
 
-    def __init__(self, ns: Netns, config_text: str, port: int = 5000) -> None:
+    def __init__(
+        self, ns: Netns, config_text: str, port: int = 5000, *, expect_exit: bool = False
+    ) -> None:
         self.ns = ns
+        # A peer the test expects to exit (refused, denied, failing) is started without the
+        # "still alive shortly after start" check: its exit is the test's to assert, and a
+        # fast refusal must not read as a harness error (issue 20).
+        self.expect_exit = expect_exit
         self.config_text = config_text
         self.port = int(port)
         self.proc: subprocess.Popen | None = None
@@ -159,7 +165,8 @@ class _Peer:
         self.cfg.chmod(0o600)
         with open(self.logfile, "wb") as log:
             self.proc = self.ns.popen(*self.argv(), stdout=log, stderr=subprocess.STDOUT)
-        self.wait_ready(timeout)
+        if not self.expect_exit:
+            self.wait_ready(timeout)
         return self
 
     def alive(self) -> bool:
@@ -233,9 +240,16 @@ class _Server(_Peer):
 
 class _Client(_Peer):
     def __init__(
-        self, ns: Netns, config_text: str, host: str, server_addr: str, port: int = 5000
+        self,
+        ns: Netns,
+        config_text: str,
+        host: str,
+        server_addr: str,
+        port: int = 5000,
+        *,
+        expect_exit: bool = False,
     ) -> None:
-        super().__init__(ns, config_text, port)
+        super().__init__(ns, config_text, port, expect_exit=expect_exit)
         self.host = host
         self.server_addr = server_addr
 

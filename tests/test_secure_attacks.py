@@ -279,7 +279,7 @@ def test_downgrade_is_refused_by_both_ends(mode: str, client_says: str,
     with two_hosts() as p:
         ta, _ = add_devices(p, "tun")
         with VtServer(p.a, server_conf()) as s, relay(p, mode) as r, \
-                VtClient(p.b, client_conf(), "t1", "127.0.0.1") as c:
+                VtClient(p.b, client_conf(), "t1", "127.0.0.1", expect_exit=True) as c:
             r.wait_event("stripped" if mode == "strip-vt2" else "rewrote")
             cline = c.wait_log(r"session failed.*").group(0)
             assert client_says in cline and "refusing to fall back (downgrade?)" in cline
@@ -303,7 +303,7 @@ def test_wrong_password_fails_like_unknown_host() -> None:
                 ("unknown host", client_conf("t9"), "t9"),
             ):
                 start = time.monotonic()
-                with VtClient(p.b, cfg, host, p.a_addr) as c:
+                with VtClient(p.b, cfg, host, p.a_addr, expect_exit=True) as c:
                     cline = c.wait_log(r"session failed.*", timeout=12).group(0)
                     c.proc.wait(timeout=5)
                     assert c.proc.returncode != 0

@@ -143,20 +143,14 @@ def test_secure_throughput_vs_vtund_aes128cbc() -> None:
 # ------------------------------------------------------------------------------ vtund
 
 
-class _DeniedVtundClient(VtundClient):
-    """vtund's client exits at once when denied: no "still running" check at start."""
-
-    def wait_ready(self, timeout: float) -> None:
-        return None
-
-
 @pytest.mark.vtund
 def test_vtund_client_gets_err_from_secure_host() -> None:
     """A vtund client never sees secure mode: the vt server refuses to fall back."""
     with two_hosts() as p:
         ta, _ = add_devices(p, "tun")
         with VtServer(p.a, server_conf()) as s, \
-                _DeniedVtundClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
+                VtundClient(p.b, client_conf(encrypt=None), "t1", p.a_addr,
+                            expect_exit=True) as c:
             line = s.wait_log(r"denied: secure mode.*").group(0)
             assert "client did not ask for secure mode for host t1" in line
             assert "refusing to fall back (downgrade?)" in line
@@ -175,7 +169,7 @@ def test_secure_client_refuses_vtund_server() -> None:
     with two_hosts() as p:
         ta, _ = add_devices(p, "tun")
         with VtundServer(p.a, server_conf(encrypt=None)) as s, \
-                VtClient(p.b, client_conf(), "t1", p.a_addr) as c:
+                VtClient(p.b, client_conf(), "t1", p.a_addr, expect_exit=True) as c:
             line = c.wait_log(r"session failed.*").group(0)
             assert "server does not offer secure mode for host t1" in line
             assert "refusing to fall back (downgrade?)" in line
