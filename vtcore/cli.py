@@ -46,6 +46,19 @@ def _load(path: str, plugins):
     return config
 
 
+def _prepare_dirs(*paths: str) -> None:
+    """Create ``lockdir``/``statdir`` (0700) before anyone else can, or refuse to start on
+    one another user could write to (:mod:`vtcore.runtime.fsguard`)."""
+    from vtcore.runtime import fsguard
+
+    try:
+        fsguard.prepare(*paths)
+    except fsguard.UnsafePath as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or paths[0]}: {exc.strerror or exc}")
+
+
 def _daemonize() -> None:
     """Detach like vtund without ``-n``: fork, new session, stdio to /dev/null."""
     if os.fork():
@@ -138,6 +151,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     plugins = _plugins(ctx)
     config = _load(config_path, plugins)
     inetd = inetd or (config.options.type == "inetd" and not standalone)
+    _prepare_dirs(config.options.lockdir, config.options.statdir)
     overrides = ServerOptions(port=port, bind=bind, timeout=timeout, ipv6=_family(ipv4, ipv6))
     # In inetd mode stdout/stderr may be the client's socket: syslog unless told otherwise.
     _start(ctx, foreground and not inetd, config.options.syslog, quiet, mlock)
@@ -174,6 +188,7 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     config = _load(config_path, plugins)
     if host not in config.hosts:
         _fail(f"{config_path}: no host {host!r} defined")
+    _prepare_dirs(config.options.statdir)
     _start(ctx, foreground, config.options.syslog, quiet, mlock)
     if not foreground:
         _daemonize()

@@ -22,7 +22,7 @@ from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
 from vtcore.protocol.handshake import ServerHandshake, pack_msg
-from vtcore.runtime import locks
+from vtcore.runtime import fsguard, locks
 from vtcore.runtime.native import HOST_TOKEN, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
@@ -343,7 +343,12 @@ class Server:
             live.session.stop("replaced by a new connection (multi killold)")
         if old:
             await asyncio.wait([live.task for live in old], timeout=10)
-        path = await asyncio.to_thread(locks.acquire, self.config.options.lockdir, host.name, mode)
+        try:
+            path = await asyncio.to_thread(locks.acquire, self.config.options.lockdir,
+                                           host.name, mode)
+        except (fsguard.UnsafePath, OSError) as exc:
+            plog.error("cannot lock host", host=host.name, error=str(exc))
+            path = None
         if path is None:
             self._claimed.discard(host.name)
         return path is not None, path

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
+import structlog
+
+from vtcore.runtime import fsguard
 from vtcore.runtime.tunnel import Counters
+
+log = structlog.get_logger("vt.stats")
 
 STAT_INTERVAL = 300.0
 
@@ -21,18 +27,27 @@ def stat_path(statdir: str, host: str) -> Path:
     return Path(statdir) / host[:20]
 
 
+def append_stat_line(statdir: str, host: str, line: str) -> None:
+    """Append to the host's file: never through a symlink, never in a directory or file
+    someone else could write (:mod:`vtcore.runtime.fsguard`)."""
+    path = stat_path(statdir, host)
+    with fsguard.private_dir(statdir) as dfd:
+        fd = fsguard.open_file(dfd, path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
 async def write_stats_forever(
     statdir: str, host: str, counters: Counters, first: float, interval: float = STAT_INTERVAL
 ) -> None:
     """Append a line after ``first`` seconds, then every ``interval``; cancelled at the end."""
-    path = stat_path(statdir, host)
-    path.parent.mkdir(parents=True, exist_ok=True)
     delay = first
     while True:
         await asyncio.sleep(delay)
         delay = interval
         try:
-            with path.open("a") as fh:
-                fh.write(stat_line(counters))
-        except OSError:
-            pass
+            append_stat_line(statdir, host, stat_line(counters))
+        except (fsguard.UnsafePath, OSError) as exc:
+            log.warning("cannot write stat file", host=host, error=str(exc))
