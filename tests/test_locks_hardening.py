@@ -10,6 +10,7 @@ refused at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -197,3 +198,36 @@ def test_server_refuses_to_start_on_a_foreign_lockdir(work: Path) -> None:
         f"vt: {lockdir}: owned by uid 65534, not by root or uid 0; refusing to use this "
         "directory"], res.stderr
     assert not (work / "stat").exists() or (work / "stat").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.vtund
+def test_killold_ends_a_real_vtund_session() -> None:
+    """A real vtund carries the host (its lock in /var/lock/vtund, its format); a vt
+    server on the same machine with ``multi killold`` takes the host over: the vtund
+    session process ends and the lock names the vt server."""
+    from behaviour import conf, wait_for
+    from netns import two_hosts
+    from peers import VtClient, VtServer, VtundClient, VtundServer, requires_vtund
+
+    requires_vtund()
+    host = f"lk{os.getpid()}"
+    lock = Path("/var/lock/vtund") / host
+    up = ["program /bin/sh \"-c 'exec sleep 60'\""]
+    scfg = conf(host, type="tty", proto="tcp", multi="killold", up=up)
+    ccfg = conf(host, up=["program /bin/sh \"-c 'exec cat > /dev/null'\""])
+    try:
+        with two_hosts() as p, VtundServer(p.a, scfg) as vs, \
+                VtundClient(p.b, ccfg, host, p.a_addr):
+            old = int(wait_for(lambda: lock.exists() and lock.read_text().strip(), 10,
+                               "vtund's lock"))
+            assert old != vs.proc.pid and locks.is_vtund_for(old, host)
+            with VtServer(p.a, scfg, port=5001) as s, \
+                    VtClient(p.b, ccfg, host, p.a_addr, port=5001):
+                s.wait_log(r"killing old connection.*holder=vtund", timeout=15)
+                wait_for(lambda: not Path(f"/proc/{old}").exists(), 10, "vtund session end")
+                wait_for(lambda: lock.exists() and lock.read_text() == f"{s.proc.pid}\n", 10,
+                         "vt's lock")
+                s.wait_log(r"session opened", timeout=10)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
