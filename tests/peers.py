@@ -286,6 +286,16 @@ class VtClient(_Client):
 
     kind = "vt-client"
 
+    def start(self, timeout: float = 10) -> _Peer:
+        """Each client gets its own ``statdir`` unless the test names one: what a client
+        remembers about a server (secure mode, vtcore/runtime/trust.py) stays in its test."""
+        if not re.search(r"\bstatdir\b", self.config_text):
+            statdir = f"statdir {Path(self._dir.name) / 'stat'};"
+            text, n = re.subn(r"^options\s*\{", lambda m: f"{m.group(0)} {statdir}",
+                              self.config_text, count=1, flags=re.M)
+            self.config_text = text if n else f"options {{ {statdir} }}\n{text}"
+        return super().start(timeout)
+
     def argv(self) -> list[object]:
         argv: list[object] = [
             sys.executable, "-m", "vtcore", "run", self.host, self.server_addr,

@@ -47,7 +47,8 @@ class Relay:
 
     Modes (SIGUSR1 "arms" the ones that act later):
     ``pass``; ``strip-vt2`` (remove the token from the HOST line);
-    ``rewrite-offer`` (replace the server's ``OK VT2`` by ``OK CHAL``);
+    ``rewrite-offer`` (replace the server's ``OK VT2`` by ``OK CHAL``; tells when the
+    client answers that challenge);
     ``flip-tcp`` (armed: flip the last byte of the next client chunk of >= 100 bytes);
     ``flip-udp`` (armed: flip the last byte of the next client datagram);
     ``replay`` (armed: re-send every datagram seen so far, both ways).
@@ -108,12 +109,15 @@ class Relay:
             if way == "s2c" and mode == "rewrite-offer":
                 writer.write(await reader.readexactly(MESG))  # the greeting
                 offer = await reader.readexactly(MESG)
-                writer.write(pack50("OK CHAL: " + "41" * 16 + "\n"))
+                writer.write(pack50("OK CHAL: <" + "a" * 32 + ">\n"))  # well-formed
                 emit(event="rewrote", was=offer.rstrip(b"\0").decode(errors="replace"))
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if way == "c2s" and mode == "rewrite-offer" and data.startswith(b"CHAL: "):
+                    # What the downgrade is for: a response to guess the password from.
+                    emit(event="client-answered")
                 if way == "c2s" and mode == "flip-tcp" and self.armed and len(data) >= 100:
                     self.armed = False
                     data = data[:-1] + bytes((data[-1] ^ 0x01,))

@@ -22,11 +22,13 @@ from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
 from vtcore.protocol.flags import parse_flags
 from vtcore.protocol.handshake import MESG_SIZE, ClientHandshake
+from vtcore.runtime import fsguard, trust
 from vtcore.runtime.native import HOST_TOKEN
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import Session, SessionError, client_settings
 from vtcore.runtime.status import StatusServer, session_status
+from vtcore.runtime.trust import legacy_warnings
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -195,6 +197,33 @@ class Client:
         return reg.secure_mode_for(self.host.encrypt) or next(iter(reg.secure_modes.values()),
                                                                None)
 
+    def _pinned(self) -> bool:
+        return trust.is_pinned(self.config.options.statdir, self.host.name, self.server,
+                               self.port)
+
+    def _accepts(self, mode, reply: bytes, require: bool, pinned: bool) -> bool:
+        """The secure mode takes ``reply``; a refusal says when only memory required it."""
+        try:
+            return mode.client_accepts(reply, self.host.name, require)
+        except HandshakeRefused as exc:
+            if not pinned:
+                raise
+            path = trust.record_path(self.config.options.statdir, self.host.name,
+                                     self.server, self.port)
+            raise HandshakeRefused(f"{exc}; this server spoke secure mode before "
+                                   f"(remembered in {path})") from None
+
+    def _remember(self) -> None:
+        """Trust on first use: from now on, no legacy authentication from this server."""
+        args = (self.config.options.statdir, self.host.name, self.server, self.port)
+        try:
+            if trust.remember(*args, time.time()):
+                self.log.info("server speaks secure mode: legacy authentication from it "
+                              "will be refused from now on", file=str(trust.record_path(*args)))
+        except (fsguard.UnsafePath, OSError) as exc:
+            self.log.warning("cannot remember that the server speaks secure mode; a man in "
+                             "the middle could downgrade later sessions", error=str(exc))
+
     async def _block(self, sock: socket.socket, hs: ClientHandshake, timeout: float) -> bytes:
         """Exactly one 50-byte handshake block, within ``timeout``."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -213,7 +242,13 @@ class Client:
         timeout = float(self.o.timeout or self.config.options.timeout or 30)
         token = (HOST_TOKEN,) if getattr(self.host, "vtmode", True) else ()
         mode = self._secure_mode()
-        require = self.plugins.registry.secure_mode_for(self.host.encrypt) is not None
+        configured = self.plugins.registry.secure_mode_for(self.host.encrypt) is not None
+        try:
+            pinned = mode is not None and not configured and self._pinned()
+        except (fsguard.UnsafePath, OSError) as exc:
+            sock.close()
+            raise ConnectError(f"cannot read what {self.server} spoke before: {exc}") from None
+        require = configured or pinned
         if mode is not None and require:
             token = (mode.host_token,)
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
@@ -224,13 +259,15 @@ class Client:
             host_block = hs.data_to_send()
             await send_all(sock, host_block, timeout)
             reply = await self._block(sock, hs, timeout)
-            if mode is not None and token and mode.client_accepts(reply, self.host.name, require):
+            if mode is not None and token and self._accepts(mode, reply, require, pinned):
                 ch = mode.client_handshake(reply, self.host.name, self.host.password_bytes(),
                                            greeting + host_block + reply)
                 established = await drive_secure(sock, ch, timeout)
                 flags = parse_flags(established.settings.flags)
                 features = str(established.settings.options.get("features", ""))
                 self.log.info("secure mode established", **safe_log_fields(established))
+                if not configured:
+                    self._remember()
                 return sock, replace(flags, extra=features), (mode, established)
             hs.receive_data(reply)
             while True:
@@ -239,6 +276,8 @@ class Client:
                 if out:
                     await send_all(sock, out, timeout)
                 if isinstance(event, Accepted):
+                    for warning in legacy_warnings(self.host.sslauth):
+                        self.log.warning(warning)
                     return sock, event.flags, None
                 if isinstance(event, Denied):
                     raise ConnectError(f"connection denied by {self.server}")

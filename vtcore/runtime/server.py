@@ -28,6 +28,7 @@ from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
 from vtcore.runtime.status import StatusServer, session_status
+from vtcore.runtime.trust import legacy_warnings
 
 GREETING = "VTUN server ver 3.X vt"
 MAX_PENDING_HANDSHAKES = 256
@@ -257,6 +258,8 @@ class Server:
                         locks.release(lock)
                         self._claimed.discard(host.name)
                         raise
+                    for warning in legacy_warnings(host.sslauth):
+                        plog.warning(warning, host=host.name)
                     return host, lock, features, None
         except HandshakeRefused as exc:
             plog.warning("denied: secure mode", host=name, error=str(exc))
