@@ -46,6 +46,21 @@ def _load(path: str, plugins):
     return config
 
 
+def _security_warnings(config, plugins) -> list:
+    from vtcore.config.check import security_warnings
+
+    return [] if config is None else security_warnings(config, plugins.registry)
+
+
+def _log_security_warnings(config, plugins) -> None:
+    """Once at start-up, in the daemon's log: what the config gives away."""
+    import structlog
+
+    log = structlog.get_logger("vt.config")
+    for warn in _security_warnings(config, plugins):
+        log.warning(str(warn))
+
+
 def _prepare_dirs(*paths: str) -> None:
     """Create ``lockdir``/``statdir`` (0700) before anyone else can, or refuse to start on
     one another user could write to (:mod:`vtcore.runtime.fsguard`)."""
@@ -155,6 +170,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     overrides = ServerOptions(port=port, bind=bind, timeout=timeout, ipv6=_family(ipv4, ipv6))
     # In inetd mode stdout/stderr may be the client's socket: syslog unless told otherwise.
     _start(ctx, foreground and not inetd, config.options.syslog, quiet, mlock)
+    _log_security_warnings(config, plugins)
     if inetd:
         loop.run(serve_inetd(config_path, config, plugins, overrides))
         return
@@ -190,6 +206,7 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
         _fail(f"{config_path}: no host {host!r} defined")
     _prepare_dirs(config.options.statdir)
     _start(ctx, foreground, config.options.syslog, quiet, mlock)
+    _log_security_warnings(config, plugins)
     if not foreground:
         _daemonize()
     opts = ClientOptions(port=port, timeout=timeout, persist=persist, ipv6=_family(ipv4, ipv6))
@@ -271,7 +288,7 @@ def config_check(ctx: click.Context, config_path: str) -> None:
             click.echo(str(err), err=True)
         sys.exit(1)
     errors = check_config(cfg, _plugins(ctx).registry)
-    for warn in getattr(cfg, "warnings", []):
+    for warn in getattr(cfg, "warnings", []) + _security_warnings(cfg, _plugins(ctx)):
         click.echo(f"{warn} (warning)", err=True)
     for err in errors:
         click.echo(str(err), err=True)

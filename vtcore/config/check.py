@@ -8,6 +8,8 @@ where cipher names become vtund codes.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 
 from vtcore.api import Registry
@@ -121,3 +123,68 @@ def _check_encrypt(
     elif value not in known.values() and all(m.words for m in mods):
         codes = ", ".join(f"{c} ({w})" for w, c in sorted(known.items(), key=lambda kv: kv[1]))
         err("encrypt", f"'{text}': unknown cipher code {value}; valid codes: {codes}")
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def security_warnings(config: Config, registry: Registry) -> list[ConfigError]:
+    """What a recorded or observed session could give away (warnings, not errors): a
+    password file others may read, hosts authenticated the vtund way, ``sslauth no``,
+    compression before secure mode.  Call after :func:`check_config`."""
+    out: list[ConfigError] = _readable_passwords(config)
+    for host in config.hosts.values():
+        for check in (_legacy_auth, _sslauth_no, _compress_with_secure_mode):
+            out += check(config.path, host, registry)
+    unique = list(dict.fromkeys(out))
+    unique.sort(key=lambda e: (e.line, e.col))
+    return unique
+
+
+def _at(path: str, host: Host, keyword: str, message: str) -> ConfigError:
+    line, col = host.positions.get(keyword, (host.line, 1))
+    return ConfigError(path, line, col, message)
+
+
+def _readable_passwords(config: Config) -> list[ConfigError]:
+    """As ssh and wg-quick do: a file holding passwords is for its owner's eyes only."""
+    holders = [h for h in config.hosts.values() if h.passwd]
+    try:
+        mode = os.stat(config.path).st_mode
+    except OSError:
+        return []
+    if not holders or not mode & 0o044:
+        return []
+    return [_at(config.path, holders[0], "passwd",
+                f"this file holds passwords and is readable by group or others (mode "
+                f"{stat.S_IMODE(mode):04o}); chmod 600 it")]
+
+
+def _legacy_auth(path: str, host: Host, registry: Registry) -> list[ConfigError]:
+    """Without a secure word a host authenticates the vtund way with any peer that does
+    not offer secure mode, a man in the middle included (docs/secure-mode.md)."""
+    if not registry.secure_modes or registry.secure_mode_for(host.encrypt) is not None:
+        return []
+    return [_at(path, host, "encrypt" if "encrypt" in host.positions else "passwd",
+                f"host '{host.name}' has no secure word: it authenticates the vtund way (a "
+                "recorded session allows offline password guessing); as a client it refuses "
+                "that only from servers it once saw in secure mode. Between vt ends set "
+                "'encrypt aead;' on both")]
+
+
+def _sslauth_no(path: str, host: Host, registry: Registry) -> list[ConfigError]:
+    if host.sslauth or registry.secure_mode_for(host.encrypt) is not None:
+        return []
+    return [_at(path, host, "sslauth",
+                "'sslauth no': the response is the challenge XOR the password; one recorded "
+                "session gives the password away")]
+
+
+def _compress_with_secure_mode(path: str, host: Host, registry: Registry) -> list[ConfigError]:
+    """Compression before an AEAD: sizes then depend on content (the VORACLE leak)."""
+    if host.compress is None or registry.secure_mode_for(host.encrypt) is None:
+        return []
+    return [_at(path, host, "compress",
+                "'compress' with secure mode: if this tunnel carries traffic an attacker "
+                "can influence next to secrets (web pages, cookies), compressed sizes leak "
+                "the secrets (VORACLE); use 'compress no;' there")]
