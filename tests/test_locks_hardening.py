@@ -231,3 +231,51 @@ def test_killold_ends_a_real_vtund_session() -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
+
+
+FLOCKER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(30)
+"""
+
+
+def test_held_lock_naming_another_pid_is_not_signalled(work: Path) -> None:
+    """A lock held (flock) by one process but naming another: neither is signalled and
+    ``killold`` refuses rather than guess."""
+    lockdir = work / "lock"
+    lockdir.mkdir(mode=0o700)
+    victim = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    (lockdir / HOST).write_text(f"{victim.pid}\n")
+    holder = subprocess.Popen([sys.executable, "-c", FLOCKER, str(lockdir / HOST)],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert locks.acquire(str(lockdir), HOST, "killold") is None
+        time.sleep(0.2)
+        assert victim.poll() is None and holder.poll() is None
+    finally:
+        for proc in (victim, holder):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def test_stat_file_is_never_written_through_a_symlink(work: Path) -> None:
+    """``stat yes`` appends to ``<statdir>/<host>``: a symlink planted there is refused
+    and its target left alone."""
+    from vtcore.runtime.stats import append_stat_line
+
+    statdir = work / "stat"
+    statdir.mkdir(mode=0o700)
+    target = work / "target"
+    target.write_text("")
+    (statdir / HOST).symlink_to(target)
+    with pytest.raises(fsguard.UnsafePath, match="symlink"):
+        append_stat_line(str(statdir), HOST, "line\n")
+    assert target.read_text() == ""
+    (statdir / HOST).unlink()
+    append_stat_line(str(statdir), HOST, "line\n")
+    assert (statdir / HOST).read_text() == "line\n"
