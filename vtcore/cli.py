@@ -49,7 +49,7 @@ def _load(path: str, plugins):
 def _security_warnings(config, plugins) -> list:
     from vtcore.config.check import security_warnings
 
-    return [] if config is None else security_warnings(config, plugins.registry)
+    return security_warnings(config, plugins.registry)
 
 
 def _log_security_warnings(config, plugins) -> None:
