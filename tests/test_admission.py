@@ -100,8 +100,21 @@ def test_attempts_in_flight_count_against_the_budget() -> None:
     b = HostBackoff(free=5)
     assert sum(b.allow("h", 0.0) for _ in range(100)) == 5
     for _ in range(2):
-        b.abandoned("h", 0.1)  # ended before any guess: its place is free again
-    assert sum(b.allow("h", 0.2) for _ in range(100)) == 2
+        b.failed("h", 0.1)
+    assert not b.allow("h", 0.2)  # 2 failed + 3 in flight: the budget is still full
+    b.succeeded("h", 0.3)  # one proves the password: the budget is back
+    assert sum(b.allow("h", 0.4) for _ in range(100)) == 3
+
+
+def test_an_early_check_spends_nothing() -> None:
+    b = HostBackoff(free=2, first_interval=1.0)
+    assert all(b.allow("h", 0.0, reserve=False) for _ in range(50))
+    assert b.snapshot(0.0) == [] and b.allow("h", 0.0) and b.allow("h", 0.0)
+    b.failed("h", 0.0)
+    b.failed("h", 0.0)
+    assert not b.allow("h", 0.5, reserve=False)
+    assert b.allow("h", 1.0, reserve=False) and b.allow("h", 1.0, reserve=False)
+    assert b.allow("h", 1.0) and not b.allow("h", 1.0, reserve=False)
 
 
 def test_backoff_is_per_host_and_success_resets() -> None:

@@ -108,9 +108,13 @@ class BackoffNotice:
 class HostBackoff:
     """Per-host failure budget with exponential back-off.
 
-    Every attempt :meth:`allow` let through ends in exactly one of :meth:`succeeded`,
-    :meth:`failed` (a password guess was spent) or :meth:`abandoned` (none was).  Attempts
-    in flight count against the budget, so a burst cannot overrun it.  Every host name is
+    The server asks :meth:`allow` when a password is about to be tried (a challenge
+    answer, a secure msg1), and may ask ``allow(host, now, reserve=False)`` earlier to
+    refuse at once a host that is in back-off.  Every attempt a reserving ``allow`` let
+    through ends in :meth:`succeeded` or :meth:`failed` (also when the peer left before
+    the guess was judged: a secure msg1 once processed is a guess spent).  Guesses in flight count against the
+    budget, so a burst cannot overrun it; a connection that never tries a password
+    (silent, idle) holds nothing.  Every host name is
     tracked alike, configured or not (back-off never tells an unknown name from a known
     one); at most ``max_hosts`` are remembered (least recently used forgotten first).  A
     host left alone for ``forget_after`` seconds starts afresh; a success resets it.
@@ -141,19 +145,24 @@ class HostBackoff:
             self._hosts.move_to_end(host)
         return st
 
-    def allow(self, host: str, now: float) -> bool:
-        """May an authentication attempt for ``host`` start now?  Under the budget, yes;
-        in back-off, one attempt per interval (the next one only after it)."""
-        st = self._state(host, now, create=True)
+    def allow(self, host: str, now: float, reserve: bool = True) -> bool:
+        """May a password be tried for ``host`` now?  Under the budget, yes; in back-off,
+        one attempt per interval (the next one only after it).  ``reserve=False`` only
+        asks (an early check that spends nothing)."""
+        st = self._state(host, now, create=reserve)
+        if st is None:
+            return True
         st.touched = now
         if st.failures + st.in_flight < self.free:
             pass
         elif st.failures >= self.free and now >= st.next_try:
-            st.next_try = now + st.interval
+            if reserve:
+                st.next_try = now + st.interval
         else:
             st.refused += 1
             return False
-        st.in_flight += 1
+        if reserve:
+            st.in_flight += 1
         return True
 
     def _end(self, host: str, now: float) -> _HostState | None:
@@ -161,10 +170,6 @@ class HostBackoff:
         if st is not None and st.in_flight:
             st.in_flight -= 1
         return st
-
-    def abandoned(self, host: str, now: float) -> None:
-        """The attempt ended before any password was tried (silent, closed, refused)."""
-        self._end(host, now)
 
     def succeeded(self, host: str, now: float) -> None:
         st = self._end(host, now)
