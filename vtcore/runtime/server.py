@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from vtcore.admission import HandshakeSlots, source_key
+from vtcore.admission import HandshakeSlots, HostBackoff, source_key
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
 from vtcore.plugins import Plugins
@@ -70,7 +70,11 @@ class Server:
         self.live: dict[str, list[_Live]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.slots = HandshakeSlots(MAX_PENDING_HANDSHAKES, PER_SOURCE_HANDSHAKES)
+        self.backoff = HostBackoff()
         self._evictions_logged = (float("-inf"), 0)
+        self._attempts: dict[asyncio.Task, str] = {}
+        """Handshake task -> the host whose back-off budget its guess holds (a secure msg1
+        being judged): one that ends without a verdict (evicted, timed out) failed."""
         self._guards: dict[asyncio.Task, asyncio.Timeout] = {}
         """Handshake task -> the hard bound on its unauthenticated part."""
         self._stopping = asyncio.Event()
@@ -128,10 +132,12 @@ class Server:
 
     def status(self) -> dict:
         """The document ``vt status`` shows."""
+        now = asyncio.get_running_loop().time()
         return {"role": "server", "config": self.config_path,
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
                 "sessions": [session_status(s) for s in self.sessions()],
-                "handshakes": {"pending": len(self.slots), "evicted": self.slots.evicted}}
+                "handshakes": {"pending": len(self.slots), "evicted": self.slots.evicted},
+                "backoff": self.backoff.snapshot(now)}
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -253,13 +259,41 @@ class Server:
 
     def _authenticated(self) -> None:
         """The handshake of the current task is over (proven or not): its slot is free
-        and it can no longer be evicted (so never while it takes the host's lock)."""
+        and it can no longer be evicted (so never while it takes the host's lock).  A
+        guess left without a verdict (evicted after its msg1) counts as failed: else
+        evicting one's own handshakes would be a way round the budget."""
         task = asyncio.current_task()
         self.slots.release(task)
         guard = self._guards.pop(task, None)
         if guard is not None and not guard.expired():
             with contextlib.suppress(RuntimeError):  # its ``async with`` has ended
                 guard.reschedule(None)
+        host = self._attempts.get(task)
+        if host is not None:
+            self._verdict(host, False, log)
+
+    async def _refuse_backoff(self, conn: socket.socket, hs: ServerHandshake, host: str,
+                              plog) -> None:
+        """``ERR`` for a host in back-off.  Not logged per attempt (a flood would flood
+        the log): the back-off notice, once per window, and ``vt status`` tell."""
+        plog.debug("denied: host in back-off", host=host)
+        with contextlib.suppress(OSError, TimeoutError):
+            await send_all(conn, hs.reject(), 1.0)
+
+    def _verdict(self, host: str, ok: bool, plog) -> None:
+        """The current attempt for ``host`` proved the password, or spent a guess.  A
+        failure is logged when the host's back-off (re)starts, once per window."""
+        if self._attempts.pop(asyncio.current_task(), None) is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if ok:
+            self.backoff.succeeded(host, now)
+            return
+        notice = self.backoff.failed(host, now)
+        if notice is not None:
+            plog.warning("host in back-off: too many failed authentications", host=host,
+                         failures=notice.failures, interval=notice.interval,
+                         refused=notice.refused)
 
     async def _authenticate(self, conn: socket.socket, plog, deadline: float):
         """Run the server side of the handshake, all of it by ``deadline`` (loop time);
@@ -288,6 +322,8 @@ class Server:
                     continue
                 if isinstance(event, HostAnnounced):
                     name = event.host
+                    if not self.backoff.allow(name, loop.time(), reserve=False):
+                        return await self._refuse_backoff(conn, hs, name, plog)
                     mode, offer = self._secure_offer(event)
                     if offer is not None:
                         return await self._secure(conn, mode, offer, greeting + host_block,
@@ -295,11 +331,16 @@ class Server:
                     await send_all(conn, hs.send_challenge(os.urandom(16)), left())
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
+                    if not self.backoff.allow(name, loop.time()):
+                        return await self._refuse_backoff(conn, hs, name, plog)
+                    self._attempts[asyncio.current_task()] = name
                     ok = self._password_ok(hs, host)
                     lock = None
                     if not ok:
                         plog.warning("denied: authentication failed", host=event.host)
+                        self._verdict(name, False, plog)
                     else:
+                        self._verdict(name, True, plog)
                         self._authenticated()
                         ok, lock = await self._take_lock(host, plog)
                         if not ok:
@@ -350,6 +391,19 @@ class Server:
                       event: HostAnnounced, plog, deadline: float):
         """Run a secure-mode handshake; return ``(host, lock, features, established)``."""
         loop = asyncio.get_running_loop()
+        backoff = False
+
+        def guess() -> None:
+            """msg1 is in: the password is about to be tried, so the budget is asked
+            now (a client that never sends msg1 spends nothing)."""
+            nonlocal backoff
+            task = asyncio.current_task()
+            if task in self._attempts:
+                return
+            if not self.backoff.allow(event.host, loop.time()):
+                backoff = True
+                raise HandshakeRefused("host in back-off")
+            self._attempts[task] = event.host
         peer = conn.getpeername()[0] if conn.family != socket.AF_UNIX else "local"
         if not mode.admit(peer, loop.time()):
             plog.warning("denied: too many secure handshakes", host=event.host)
@@ -363,12 +417,18 @@ class Server:
             await send_all(conn, offer, max(0.0, deadline - loop.time()))
             sh = mode.server_handshake(offer, event.host, password, flags,
                                        {"features": features}, prefix + offer)
-            established = await drive_secure(conn, sh, self.timeout, deadline=deadline)
+            established = await drive_secure(conn, sh, self.timeout, deadline=deadline,
+                                             on_message=guess)
         except HandshakeRefused as exc:
+            if backoff:
+                plog.debug("denied: host in back-off", host=event.host)
+                return None
             plog.warning("denied: secure mode", host=event.host, error=str(exc))
+            self._verdict(event.host, False, plog)  # if msg1 reached the PAKE: a guess
             return None
         finally:
             mode.release()
+        self._verdict(event.host, True, plog)
         self._authenticated()
         ok, lock = await self._take_lock(host, plog)
         if not ok:
