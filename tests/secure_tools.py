@@ -9,7 +9,8 @@
                                        second), idle (connect, say nothing), silent
                                        (``HOST: x vt2``, then nothing), slow (each message
                                        in pieces, ``--interval`` apart), guess (a real
-                                       secure handshake with a wrong ``--password``)
+                                       secure handshake with a wrong ``--password``, or
+                                       a wrong challenge answer on vtund's path)
 
 Each prints JSON lines on stdout; every wait is bounded.  Only loopback and namespace
 addresses given on the command line are ever contacted.
@@ -37,6 +38,11 @@ def emit(**fields: object) -> None:
 def pack50(text: str) -> bytes:
     raw = text.encode()
     return raw + bytes(MESG - len(raw))
+
+
+WRONG_ANSWER = pack50("CHAL: <" + "a" * 32 + ">\n")
+"""A well-formed answer to vtund's challenge that is wrong (for any password, but with
+odds of 2^-128)."""
 
 
 # ------------------------------------------------------------------------------ relay
@@ -340,7 +346,7 @@ async def _slow(a: argparse.Namespace, loop, sock: socket.socket) -> bytes:
     if early is not None:
         return early
     await _read_block(loop, sock, timeout=a.duration)  # OK CHAL
-    early = await send_slowly(pack50("X" * 32 + "\n"))
+    early = await send_slowly(WRONG_ANSWER)
     if early is not None:
         return early
     return await asyncio.wait_for(loop.sock_recv(sock, MESG), a.duration)
@@ -392,6 +398,11 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             else "other"
         if kind == "offer" and a.mode == "guess":
             kind = await _guess(a, loop, sock, greeting, host_block, reply)
+        elif reply.startswith(b"OK CHAL") and a.mode == "guess":
+            # vtund's path: a wrong answer to the challenge is one guess.
+            await loop.sock_sendall(sock, WRONG_ANSWER)
+            verdict = await _read_block(loop, sock)
+            kind = "guessed" if verdict.startswith(b"ERR") else "other"
         stats[kind] += 1
         if kind != "offer":
             return
