@@ -235,7 +235,7 @@ class Flipper:
         return self._mutate("s2c", buf)
 
 
-def fuzz_one(a: argparse.Namespace, offset: int, source: str) -> dict:
+def fuzz_one(a: argparse.Namespace, offset: int, source: str, host: str) -> dict:
     from vt_crypto.secure.mode import MODE
 
     from vtcore.api import HandshakeRefused
@@ -249,16 +249,16 @@ def fuzz_one(a: argparse.Namespace, offset: int, source: str) -> dict:
     stage = "greeting"
     ch = None
     try:
-        hs = ClientHandshake(a.host, password, host_extra=(MODE.host_token,))
+        hs = ClientHandshake(host, password, host_extra=(MODE.host_token,))
         greeting = f.recv_exact(MESG)
         hs.receive_data(greeting)
         host_block = hs.data_to_send()
         f.send(host_block)
         stage = "offer"
         reply = f.recv_exact(MESG)
-        if not MODE.client_accepts(reply, a.host, True):
+        if not MODE.client_accepts(reply, host, True):
             return {"result": "fallback", "stage": stage, "flipped": f.flipped}
-        ch = MODE.client_handshake(reply, a.host, password, greeting + host_block + reply)
+        ch = MODE.client_handshake(reply, host, password, greeting + host_block + reply)
         stage = "secure"
         while True:
             out = ch.data_to_send()
@@ -291,7 +291,10 @@ def fuzz(a: argparse.Namespace) -> None:
     offsets = [int(x) for x in a.offsets.split(",") if x]
     sources = a.sources.split(",")
     for i, off in enumerate(offsets):
-        res = fuzz_one(a, off, sources[i % len(sources)])
+        # Sources and host names in turn: neither the per-source limits nor a host's
+        # failure budget may step in (each flipped run is a failed guess for its host).
+        hosts = a.host.split(",")
+        res = fuzz_one(a, off, sources[i % len(sources)], hosts[i % len(hosts)])
         res["offset"] = off
         emit(**res)
         if off >= a.settle_from:

@@ -404,6 +404,7 @@ class Server:
                 backoff = True
                 raise HandshakeRefused("host in back-off")
             self._attempts[task] = event.host
+
         peer = conn.getpeername()[0] if conn.family != socket.AF_UNIX else "local"
         if not mode.admit(peer, loop.time()):
             plog.warning("denied: too many secure handshakes", host=event.host)
