@@ -380,11 +380,14 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     started = loop.time()
+    counted = False  # an outcome is in ``stats``: a later close counts as "closed"
     try:
         sock.bind((sources[i % len(sources)], 0))
-        await asyncio.wait_for(loop.sock_connect(sock, (a.server, a.port)), 5)
+        await asyncio.wait_for(loop.sock_connect(sock, (a.server, a.port)),
+                               min(15.0, a.duration))
         if a.mode == "idle":
             stats["idle"] += 1
+            counted = True
             await _hold(loop, sock, until, dribble=False)
             return
         greeting = await _read_block(loop, sock)
@@ -393,6 +396,7 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             text = last.rstrip(b"\0").decode(errors="replace").strip() or "closed"
             emit(event="slow", elapsed=round(loop.time() - started, 2), last=text)
             stats["other"] += 1
+            counted = True
             return
         host_block = pack50(f"HOST: {a.host} vt2\n")
         await loop.sock_sendall(sock, host_block)
@@ -407,6 +411,7 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             verdict = await _read_block(loop, sock)
             kind = "guessed" if verdict.startswith(b"ERR") else "other"
         stats[kind] += 1
+        counted = True
         if kind != "offer":
             return
         if a.mode == "dribble" and i % 2:
@@ -415,8 +420,8 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
         # dribble: one byte a second until the server gives up on us; silent: nothing.
         await _hold(loop, sock, until, dribble=a.mode == "dribble")
     except (OSError, EOFError, TimeoutError):
-        stats["failed"] += 1
-        if a.mode == "slow":
+        stats["closed" if counted else "failed"] += 1
+        if a.mode == "slow" and not counted:
             emit(event="slow", elapsed=round(loop.time() - started, 2), last="closed")
     finally:
         sock.close()
@@ -427,7 +432,8 @@ async def flood(a: argparse.Namespace) -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, a.count + 64)), hard))
-    stats = {"offer": 0, "err": 0, "other": 0, "failed": 0, "idle": 0, "guessed": 0}
+    stats = {"offer": 0, "err": 0, "other": 0, "failed": 0, "idle": 0, "guessed": 0,
+             "closed": 0}
     loop = asyncio.get_running_loop()
     until = loop.time() + a.duration
     tasks = []
@@ -435,7 +441,7 @@ async def flood(a: argparse.Namespace) -> None:
         tasks.append(asyncio.ensure_future(flood_one(a, i, stats, until)))
         if a.spacing:
             await asyncio.sleep(a.spacing)
-    while sum(stats.values()) < a.count and loop.time() < until:
+    while sum(stats.values()) - stats["closed"] < a.count and loop.time() < until:
         await asyncio.sleep(0.05)
     emit(event="flooded", **stats)
     await asyncio.wait(tasks, timeout=a.duration + 5)
