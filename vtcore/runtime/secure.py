@@ -51,7 +51,7 @@ async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float,
     time; the server's one deadline for the whole handshake): its 2-byte length goes to
     ``hs`` first, so a bad length is refused at once, before the body is waited for.
     ``on_message`` is called for each whole message read, before ``hs`` sees its body
-    (the server counts a password guess from there).
+    (the server counts a password guess from there; it may raise HandshakeRefused).
     """
     loop = asyncio.get_running_loop()
 
