@@ -4,7 +4,13 @@
                                        server: passes, rewrites, flips, captures, replays
 ``python secure_tools.py fuzz ...``   a pure-Python secure-mode client that flips one byte
                                        of the handshake per run (one direction, given offsets)
-``python secure_tools.py flood ...``  many bogus secure handshakes from one source
+``python secure_tools.py flood ...``  many bogus handshakes from one or more sources:
+                                       ``--mode`` dribble (garbage msg1, then a byte a
+                                       second), idle (connect, say nothing), silent
+                                       (``HOST: x vt2``, then nothing), slow (each message
+                                       in pieces, ``--interval`` apart), guess (a real
+                                       secure handshake with a wrong ``--password``, or
+                                       a wrong challenge answer on vtund's path)
 
 Each prints JSON lines on stdout; every wait is bounded.  Only loopback and namespace
 addresses given on the command line are ever contacted.
@@ -32,6 +38,11 @@ def emit(**fields: object) -> None:
 def pack50(text: str) -> bytes:
     raw = text.encode()
     return raw + bytes(MESG - len(raw))
+
+
+WRONG_ANSWER = pack50("CHAL: <" + "a" * 32 + ">\n")
+"""A well-formed answer to vtund's challenge that is wrong (for any password, but with
+odds of 2^-128)."""
 
 
 # ------------------------------------------------------------------------------ relay
@@ -228,7 +239,7 @@ class Flipper:
         return self._mutate("s2c", buf)
 
 
-def fuzz_one(a: argparse.Namespace, offset: int, source: str) -> dict:
+def fuzz_one(a: argparse.Namespace, offset: int, source: str, host: str) -> dict:
     from vt_crypto.secure.mode import MODE
 
     from vtcore.api import HandshakeRefused
@@ -242,16 +253,16 @@ def fuzz_one(a: argparse.Namespace, offset: int, source: str) -> dict:
     stage = "greeting"
     ch = None
     try:
-        hs = ClientHandshake(a.host, password, host_extra=(MODE.host_token,))
+        hs = ClientHandshake(host, password, host_extra=(MODE.host_token,))
         greeting = f.recv_exact(MESG)
         hs.receive_data(greeting)
         host_block = hs.data_to_send()
         f.send(host_block)
         stage = "offer"
         reply = f.recv_exact(MESG)
-        if not MODE.client_accepts(reply, a.host, True):
+        if not MODE.client_accepts(reply, host, True):
             return {"result": "fallback", "stage": stage, "flipped": f.flipped}
-        ch = MODE.client_handshake(reply, a.host, password, greeting + host_block + reply)
+        ch = MODE.client_handshake(reply, host, password, greeting + host_block + reply)
         stage = "secure"
         while True:
             out = ch.data_to_send()
@@ -284,7 +295,10 @@ def fuzz(a: argparse.Namespace) -> None:
     offsets = [int(x) for x in a.offsets.split(",") if x]
     sources = a.sources.split(",")
     for i, off in enumerate(offsets):
-        res = fuzz_one(a, off, sources[i % len(sources)])
+        # Sources and host names in turn: neither the per-source limits nor a host's
+        # failure budget may step in (each flipped run is a failed guess for its host).
+        hosts = a.host.split(",")
+        res = fuzz_one(a, off, sources[i % len(sources)], hosts[i % len(hosts)])
         res["offset"] = off
         emit(**res)
         if off >= a.settle_from:
@@ -294,49 +308,144 @@ def fuzz(a: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------ flood
 
 
-async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) -> None:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        sock.bind((a.source, 0))
-        await asyncio.wait_for(loop.sock_connect(sock, (a.server, a.port)), 5)
-        greeting = b""
-        while len(greeting) < MESG:
-            chunk = await asyncio.wait_for(loop.sock_recv(sock, MESG - len(greeting)), 5)
-            if not chunk:
-                raise EOFError
-            greeting += chunk
-        await loop.sock_sendall(sock, pack50(f"HOST: {a.host} vt2\n"))
-        reply = b""
-        while len(reply) < MESG:
-            chunk = await asyncio.wait_for(loop.sock_recv(sock, MESG - len(reply)), 5)
-            if not chunk:
-                raise EOFError
-            reply += chunk
-        kind = "offer" if reply.startswith(b"OK VT2") else "err" if reply.startswith(b"ERR") \
-            else "other"
-        stats[kind] += 1
-        if kind != "offer":
-            return
-        if i % 2:
-            # Garbage msg1 of the right shape: costs the server its PAKE.
-            await loop.sock_sendall(sock, b"\x00\x42\x01A" + os.urandom(65))
-        # Then dribble: one byte a second until the server gives up on us.
-        while loop.time() < until:
+async def _read_block(loop, sock: socket.socket, n: int = MESG, timeout: float = 5) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, n - len(buf)), timeout)
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+async def _hold(loop, sock: socket.socket, until: float, dribble: bool) -> None:
+    """Keep the connection until ``until`` or until the server closes it."""
+    while loop.time() < until:
+        if dribble:
             await asyncio.sleep(1)
             await loop.sock_sendall(sock, b"\x00")
+            continue
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 4096), until - loop.time())
+        except TimeoutError:
+            return
+        if not data:
+            raise EOFError
+
+
+async def _slow(a: argparse.Namespace, loop, sock: socket.socket) -> bytes:
+    """HOST, then a (wrong) challenge answer, each in ``--pieces`` pieces ``--interval``
+    apart: every message within the per-message time-out, the whole handshake not.
+    Returns the server's verdict (its block, or b"" when it closed) as soon as it comes."""
+    async def send_slowly(block: bytes) -> bytes | None:
+        step = -(-len(block) // a.pieces)
+        for i in range(0, len(block), step):
+            await loop.sock_sendall(sock, block[i : i + step])
+            if i + step >= len(block):
+                return None
+            try:  # a verdict while we dribble comes at once, not at the next piece
+                return await asyncio.wait_for(loop.sock_recv(sock, MESG), a.interval)
+            except TimeoutError:
+                continue
+        return None
+
+    early = await send_slowly(pack50(f"HOST: {a.host}\n"))
+    if early is not None:
+        return early
+    await _read_block(loop, sock, timeout=a.duration)  # OK CHAL
+    early = await send_slowly(WRONG_ANSWER)
+    if early is not None:
+        return early
+    return await asyncio.wait_for(loop.sock_recv(sock, MESG), a.duration)
+
+
+async def _guess(a: argparse.Namespace, loop, sock: socket.socket, greeting: bytes,
+                 host_block: bytes, reply: bytes) -> str:
+    """One online password guess: msg1 with ``--password``; the server's msg2 fails."""
+    from vt_crypto.secure.mode import MODE
+
+    from vtcore.api import HandshakeRefused
+
+    ch = MODE.client_handshake(reply, a.host, a.password.encode(), greeting + host_block + reply)
+    await loop.sock_sendall(sock, ch.data_to_send())
+    head = await _read_block(loop, sock, 2)
+    body = await _read_block(loop, sock, int.from_bytes(head, "big"))
+    try:
+        ch.receive_data(head + body)
+    except HandshakeRefused:
+        await loop.sock_sendall(sock, ch.data_to_send())
+        return "guessed"
+    return "other"
+
+
+async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) -> None:
+    loop = asyncio.get_running_loop()
+    sources = a.source.split(",")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    started = loop.time()
+    counted = False  # an outcome is in ``stats``: a later close counts as "closed"
+    try:
+        sock.bind((sources[i % len(sources)], 0))
+        await asyncio.wait_for(loop.sock_connect(sock, (a.server, a.port)),
+                               min(15.0, a.duration))
+        if a.mode == "idle":
+            stats["idle"] += 1
+            counted = True
+            await _hold(loop, sock, until, dribble=False)
+            return
+        greeting = await _read_block(loop, sock)
+        if a.mode == "slow":
+            last = await _slow(a, loop, sock)
+            text = last.rstrip(b"\0").decode(errors="replace").strip() or "closed"
+            emit(event="slow", elapsed=round(loop.time() - started, 2), last=text)
+            stats["other"] += 1
+            counted = True
+            return
+        host_block = pack50(f"HOST: {a.host} vt2\n")
+        await loop.sock_sendall(sock, host_block)
+        reply = await _read_block(loop, sock)
+        kind = "offer" if reply.startswith(b"OK VT2") else "err" if reply.startswith(b"ERR") \
+            else "other"
+        if kind == "offer" and a.mode == "guess":
+            kind = await _guess(a, loop, sock, greeting, host_block, reply)
+        elif reply.startswith(b"OK CHAL") and a.mode == "guess":
+            # vtund's path: a wrong answer to the challenge is one guess.
+            await loop.sock_sendall(sock, WRONG_ANSWER)
+            verdict = await _read_block(loop, sock)
+            kind = "guessed" if verdict.startswith(b"ERR") else "other"
+        stats[kind] += 1
+        counted = True
+        if kind != "offer":
+            return
+        if a.mode == "dribble" and i % 2:
+            # Garbage msg1 of the right shape: costs the server its PAKE.
+            await loop.sock_sendall(sock, b"\x00\x42\x01A" + os.urandom(65))
+        # dribble: one byte a second until the server gives up on us; silent: nothing.
+        await _hold(loop, sock, until, dribble=a.mode == "dribble")
     except (OSError, EOFError, TimeoutError):
-        stats["failed"] += 1
+        stats["closed" if counted else "failed"] += 1
+        if a.mode == "slow" and not counted:
+            emit(event="slow", elapsed=round(loop.time() - started, 2), last="closed")
     finally:
         sock.close()
 
 
 async def flood(a: argparse.Namespace) -> None:
-    stats = {"offer": 0, "err": 0, "other": 0, "failed": 0}
-    until = asyncio.get_running_loop().time() + a.duration
-    tasks = [asyncio.ensure_future(flood_one(a, i, stats, until)) for i in range(a.count)]
-    while sum(stats.values()) < a.count and asyncio.get_running_loop().time() < until:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, a.count + 64)), hard))
+    stats = {"offer": 0, "err": 0, "other": 0, "failed": 0, "idle": 0, "guessed": 0,
+             "closed": 0}
+    loop = asyncio.get_running_loop()
+    until = loop.time() + a.duration
+    tasks = []
+    for i in range(a.count):
+        tasks.append(asyncio.ensure_future(flood_one(a, i, stats, until)))
+        if a.spacing:
+            await asyncio.sleep(a.spacing)
+    while sum(stats.values()) - stats["closed"] < a.count and loop.time() < until:
         await asyncio.sleep(0.05)
     emit(event="flooded", **stats)
     await asyncio.wait(tasks, timeout=a.duration + 5)
@@ -441,9 +550,15 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--server", required=True)
     f.add_argument("--port", type=int, default=5000)
     f.add_argument("--host", default="x")
-    f.add_argument("--source", required=True)
+    f.add_argument("--source", required=True, help="address, or several comma-separated")
     f.add_argument("--count", type=int, default=200)
     f.add_argument("--duration", type=float, default=8)
+    f.add_argument("--mode", default="dribble",
+                   choices=("dribble", "idle", "silent", "slow", "guess"))
+    f.add_argument("--password", default="Not-the-pw9")
+    f.add_argument("--pieces", type=int, default=3)
+    f.add_argument("--interval", type=float, default=1.0)
+    f.add_argument("--spacing", type=float, default=0.0, help="seconds between connections")
     a = p.parse_args(argv)
     if a.cmd == "relay":
         asyncio.run(Relay(a).run())

@@ -267,6 +267,10 @@ def status(pids: tuple[int, ...], as_json: bool) -> None:
                        f"[{mode}] up {s['uptime']:.0f}s  in {c['byte_in']} B "
                        f"out {c['byte_out']} B  frames {c['frames_in']}/{c['frames_out']}  "
                        f"dropped {c['dropped_decode'] + c['dropped_device']}")
+        for b in doc.get("backoff", []):
+            click.echo(f"  back-off: host {b['host']}: {b['failures']} failed, next try in "
+                       f"{b['next_try_in']}s (interval {b['interval']}s, "
+                       f"{b['refused']} refused)")
 
 
 @cli.group()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 from vtcore.api import HandshakeRefused, SansIOHandshake
 from vtcore.runtime.netio import send_all
@@ -41,29 +42,41 @@ def _refusal(call, default: str) -> HandshakeRefused:
     return HandshakeRefused(default)
 
 
-async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float):
+async def drive_secure(sock: socket.socket, hs: SansIOHandshake, timeout: float, *,
+                       deadline: float | None = None,
+                       on_message: Callable[[], None] | None = None):
     """Pump ``hs`` until established; return its event.  Raises HandshakeRefused.
 
-    Each message is read whole within ``timeout``: its 2-byte length goes to ``hs`` first,
-    so a bad length is refused at once, before the body is waited for.
+    Each message is read whole within ``timeout``, and all of them by ``deadline`` (loop
+    time; the server's one deadline for the whole handshake): its 2-byte length goes to
+    ``hs`` first, so a bad length is refused at once, before the body is waited for.
+    ``on_message`` is called for each whole message read, before ``hs`` sees its body
+    (the server counts a password guess from there; it may raise HandshakeRefused).
     """
     loop = asyncio.get_running_loop()
+
+    def until() -> float:
+        end = loop.time() + timeout
+        return end if deadline is None else min(end, deadline)
+
     try:
         while True:
             out = hs.data_to_send()
             if out:
-                await send_all(sock, out, timeout)
+                await send_all(sock, out, max(0.0, until() - loop.time()))
             event = hs.next_event()
             if event is not None:
                 return event
-            deadline = loop.time() + timeout
-            head = await _read_exact(sock, 2, deadline)
+            read_by = until()
+            head = await _read_exact(sock, 2, read_by)
             try:
                 hs.receive_data(head)
                 n = int.from_bytes(head, "big")
                 if n == 0 or n > MAX_MESSAGE:
                     raise HandshakeRefused("malformed secure handshake message")
-                body = await _read_exact(sock, n, deadline)
+                body = await _read_exact(sock, n, read_by)
+                if on_message is not None:
+                    on_message()
                 await asyncio.to_thread(hs.receive_data, body)
             except HandshakeRefused:
                 # Tell the peer (an abort message, if the extension queued one).

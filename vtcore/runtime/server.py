@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from vtcore.admission import HandshakeSlots, HostBackoff, source_key
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
 from vtcore.plugins import Plugins
@@ -32,7 +33,12 @@ from vtcore.runtime.trust import legacy_warnings
 
 GREETING = "VTUN server ver 3.X vt"
 MAX_PENDING_HANDSHAKES = 256
-"""Connections still in the handshake; more wait in the kernel's backlog."""
+"""Connections still in the handshake.  A new one is never queued: it takes a slot,
+evicting the oldest half-open handshake of its source, or of the busiest source."""
+PER_SOURCE_HANDSHAKES = 16
+"""Handshakes at once from one IPv4 address or IPv6 /64."""
+NOTICE_WINDOW = 10.0
+"""Evictions are logged at most once per this many seconds (a flood must not flood the log)."""
 
 log = structlog.get_logger("vt.server")
 
@@ -64,7 +70,14 @@ class Server:
     def __post_init__(self) -> None:
         self.live: dict[str, list[_Live]] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._handshakes = asyncio.Semaphore(MAX_PENDING_HANDSHAKES)
+        self.slots = HandshakeSlots(MAX_PENDING_HANDSHAKES, PER_SOURCE_HANDSHAKES)
+        self.backoff = HostBackoff()
+        self._evictions_logged = (float("-inf"), 0)
+        self._attempts: dict[asyncio.Task, str] = {}
+        """Handshake task -> the host whose back-off budget its guess holds (a secure msg1
+        being judged): one that ends without a verdict (evicted, timed out) failed."""
+        self._guards: dict[asyncio.Task, asyncio.Timeout] = {}
+        """Handshake task -> the hard bound on its unauthenticated part."""
         self._stopping = asyncio.Event()
         self._claimed: set[str] = set()
         self.listener: socket.socket | None = None
@@ -120,9 +133,12 @@ class Server:
 
     def status(self) -> dict:
         """The document ``vt status`` shows."""
+        now = asyncio.get_running_loop().time()
         return {"role": "server", "config": self.config_path,
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
-                "sessions": [session_status(s) for s in self.sessions()]}
+                "sessions": [session_status(s) for s in self.sessions()],
+                "handshakes": {"pending": len(self.slots), "evicted": self.slots.evicted},
+                "backoff": self.backoff.snapshot(now)}
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,12 +156,35 @@ class Server:
                 await asyncio.sleep(0.1)
                 continue
             self.spawn(conn, addr)
+            # A ready backlog is accepted without the loop turning: let evicted handshakes
+            # close their sockets before the next one is taken.
+            await asyncio.sleep(0)
 
     def spawn(self, conn: socket.socket, addr) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self.handle(conn, addr))
+        """Start ``conn``'s handshake in a slot of its own, evicting (cancelling) the
+        handshake that :class:`HandshakeSlots` picks when its source or the server is
+        full: no socket ever waits for a slot, so the accepted ones stay bounded."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self.handle(conn, addr))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Closed however the task ends: one evicted before it ever ran has no ``finally``.
+        task.add_done_callback(lambda _task: conn.close())
+        source = source_key(addr[0]) if isinstance(addr, tuple) and addr else "local"
+        evicted = self.slots.admit(task, source)
+        for old in evicted:
+            old.cancel()
+        if evicted:
+            self._log_evictions(loop.time())
         return task
+
+    def _log_evictions(self, now: float) -> None:
+        at, count = self._evictions_logged
+        if now - at >= NOTICE_WINDOW:
+            log.warning("handshake slots full: evicting the oldest half-open handshakes",
+                        evicted=self.slots.evicted - count, pending=len(self.slots),
+                        per_source=PER_SOURCE_HANDSHAKES)
+            self._evictions_logged = (now, self.slots.evicted)
 
     async def shutdown(self, reason: str) -> None:
         sessions = set()
@@ -192,9 +231,22 @@ class Server:
         peer = peer_name(addr)
         plog = log.bind(peer=peer)
         conn.setblocking(False)
+        loop = asyncio.get_running_loop()
+        # One deadline for the whole handshake, not per message: a client dribbling a
+        # byte at a time holds its slot no longer than a silent one.  The outer bound
+        # (a little later) only backs up the inner one, which answers ERR first; it is
+        # lifted once the client is proven (taking the host's lock must not be cut).
+        deadline = loop.time() + self.timeout
         try:
-            async with self._handshakes:
-                accepted = await self._authenticate(conn, plog)
+            try:
+                async with asyncio.timeout_at(deadline + 2.0) as guard:
+                    self._guards[asyncio.current_task()] = guard
+                    accepted = await self._authenticate(conn, plog, deadline)
+            except TimeoutError:
+                plog.warning("denied: handshake timed out", host="?")
+                return
+            finally:
+                self._authenticated()
             if accepted is None:
                 return
             await self._run_session(conn, *accepted, peer)
@@ -206,54 +258,101 @@ class Server:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    async def _authenticate(self, conn: socket.socket, plog):
-        """Run the server side of the handshake; return ``(host, lock)`` or None."""
+    def _authenticated(self) -> None:
+        """The handshake of the current task is over (proven or not): its slot is free
+        and it can no longer be evicted (so never while it takes the host's lock).  A
+        guess left without a verdict (evicted after its msg1) counts as failed: else
+        evicting one's own handshakes would be a way round the budget."""
+        task = asyncio.current_task()
+        self.slots.release(task)
+        guard = self._guards.pop(task, None)
+        if guard is not None and not guard.expired():
+            with contextlib.suppress(RuntimeError):  # its ``async with`` has ended
+                guard.reschedule(None)
+        host = self._attempts.get(task)
+        if host is not None:
+            self._verdict(host, False, log)
+
+    async def _refuse_backoff(self, conn: socket.socket, hs: ServerHandshake, host: str,
+                              plog) -> None:
+        """``ERR`` for a host in back-off.  Not logged per attempt (a flood would flood
+        the log): the back-off notice, once per window, and ``vt status`` tell."""
+        plog.debug("denied: host in back-off", host=host)
+        with contextlib.suppress(OSError, TimeoutError):
+            await send_all(conn, hs.reject(), 1.0)
+
+    def _verdict(self, host: str, ok: bool, plog) -> None:
+        """The current attempt for ``host`` proved the password, or spent a guess.  A
+        failure is logged when the host's back-off (re)starts, once per window."""
+        if self._attempts.pop(asyncio.current_task(), None) is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if ok:
+            self.backoff.succeeded(host, now)
+            return
+        notice = self.backoff.failed(host, now)
+        if notice is not None:
+            plog.warning("host in back-off: too many failed authentications", host=host,
+                         failures=notice.failures, interval=notice.interval,
+                         refused=notice.refused)
+
+    async def _authenticate(self, conn: socket.socket, plog, deadline: float):
+        """Run the server side of the handshake, all of it by ``deadline`` (loop time);
+        return ``(host, lock, features, established)`` or None."""
         hs = ServerHandshake(GREETING)
-        timeout = self.timeout
+        loop = asyncio.get_running_loop()
         name = "?"
         greeting = hs.initiate()
         host_block = b""
+
+        def left() -> float:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            return remaining
+
         try:
-            await send_all(conn, greeting, timeout)
-            # Each message must be complete within ``timeout``: a client dribbling one
-            # byte at a time cannot hold a handshake slot for longer.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
+            await send_all(conn, greeting, left())
             while True:
                 event = hs.next_event()
                 if event is None:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        raise TimeoutError
-                    data = await recv_some(conn, left, hs.bytes_needed)
+                    data = await recv_some(conn, left(), hs.bytes_needed)
                     if not name or name == "?":
                         host_block += data
                     hs.receive_data(data)
                     continue
                 if isinstance(event, HostAnnounced):
                     name = event.host
+                    if not self.backoff.allow(name, loop.time(), reserve=False):
+                        return await self._refuse_backoff(conn, hs, name, plog)
                     mode, offer = self._secure_offer(event)
                     if offer is not None:
                         return await self._secure(conn, mode, offer, greeting + host_block,
-                                                  event, plog)
-                    await send_all(conn, hs.send_challenge(os.urandom(16)), timeout)
-                    deadline = loop.time() + timeout
+                                                  event, plog, deadline)
+                    await send_all(conn, hs.send_challenge(os.urandom(16)), left())
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
+                    if not self.backoff.allow(name, loop.time()):
+                        return await self._refuse_backoff(conn, hs, name, plog)
+                    self._attempts[asyncio.current_task()] = name
                     ok = self._password_ok(hs, host)
                     lock = None
                     if not ok:
                         plog.warning("denied: authentication failed", host=event.host)
+                        self._verdict(name, False, plog)
                     else:
+                        self._verdict(name, True, plog)
+                        self._authenticated()
                         ok, lock = await self._take_lock(host, plog)
                         if not ok:
                             plog.warning("denied: host already connected", host=event.host)
                     if not ok:
-                        await send_all(conn, hs.reject(), timeout)
+                        await send_all(conn, hs.reject(), min(1.0, left()))
                         return None
                     features = server_features(host, hs.host_extra)
                     try:
-                        await send_all(conn, hs.accept(server_flags(host, features)), timeout)
+                        await send_all(conn, hs.accept(server_flags(host, features)),
+                                       self.timeout)
                     except BaseException:
                         locks.release(lock)
                         self._claimed.discard(host.name)
@@ -292,9 +391,23 @@ class Server:
         return (mode, offer) if offer is not None else (None, None)
 
     async def _secure(self, conn: socket.socket, mode, offer: bytes, prefix: bytes,
-                      event: HostAnnounced, plog):
+                      event: HostAnnounced, plog, deadline: float):
         """Run a secure-mode handshake; return ``(host, lock, features, established)``."""
         loop = asyncio.get_running_loop()
+        backoff = False
+
+        def guess() -> None:
+            """msg1 is in: the password is about to be tried, so the budget is asked
+            now (a client that never sends msg1 spends nothing)."""
+            nonlocal backoff
+            task = asyncio.current_task()
+            if task in self._attempts:
+                return
+            if not self.backoff.allow(event.host, loop.time()):
+                backoff = True
+                raise HandshakeRefused("host in back-off")
+            self._attempts[task] = event.host
+
         peer = conn.getpeername()[0] if conn.family != socket.AF_UNIX else "local"
         if not mode.admit(peer, loop.time()):
             plog.warning("denied: too many secure handshakes", host=event.host)
@@ -305,15 +418,22 @@ class Server:
             features = server_features(host, (HOST_TOKEN,)) if host is not None else ""
             flags = server_flags(host) if host is not None else "<T>"
             password = host.password_bytes() if host is not None else None
-            await send_all(conn, offer, self.timeout)
+            await send_all(conn, offer, max(0.0, deadline - loop.time()))
             sh = mode.server_handshake(offer, event.host, password, flags,
                                        {"features": features}, prefix + offer)
-            established = await drive_secure(conn, sh, self.timeout)
+            established = await drive_secure(conn, sh, self.timeout, deadline=deadline,
+                                             on_message=guess)
         except HandshakeRefused as exc:
+            if backoff:
+                plog.debug("denied: host in back-off", host=event.host)
+                return None
             plog.warning("denied: secure mode", host=event.host, error=str(exc))
+            self._verdict(event.host, False, plog)  # if msg1 reached the PAKE: a guess
             return None
         finally:
             mode.release()
+        self._verdict(event.host, True, plog)
+        self._authenticated()
         ok, lock = await self._take_lock(host, plog)
         if not ok:
             plog.warning("denied: host already connected", host=event.host)

@@ -6,27 +6,19 @@ before any expensive work; a refused client gets ``ERR``.  Pure: time is passed 
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 
+from vtcore.admission import source_key
 
-def source_key(address: str) -> str:
-    """The bucket a peer address falls in: the IPv4 address, or the IPv6 /64 (one host
-    usually owns a whole /64, so per-address buckets would be free to multiply)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
+__all__ = ["HandshakeLimiter", "source_key"]
 
 
 class HandshakeLimiter:
     """Token bucket per source (``rate`` per second, ``burst`` at once) plus a global cap
-    on secure handshakes in progress.  Remembers at most ``max_sources`` sources (least
+    on secure handshakes in progress.  The cap matches the server's handshake slots
+    (:class:`vtcore.admission.HandshakeSlots`), which evict the oldest half-open
+    handshake of the busiest source: a lower cap here would let silent half-handshakes
+    hold it with nothing to evict them.  Remembers at most ``max_sources`` sources (least
     recently seen forgotten first), so memory stays bounded under a spoofing flood.
     """
 
@@ -34,7 +26,7 @@ class HandshakeLimiter:
         self,
         rate: float = 1.0,
         burst: int = 5,
-        max_concurrent: int = 32,
+        max_concurrent: int = 256,
         max_sources: int = 4096,
     ) -> None:
         if rate <= 0 or burst < 1 or max_concurrent < 1 or max_sources < 1:
