@@ -110,6 +110,7 @@ class Client:
         status = 0
         while not self.stopping:
             started = time.monotonic()
+            peer_lost = False
             try:
                 sock, flags, secure = await self.connect()
                 settings = client_settings(self.host, flags, secure)
@@ -122,6 +123,7 @@ class Client:
                 self.sessions_run += 1
                 reason = await self.session.run(sock, nat_hack=self.host.nat_hack == "client")
                 device = self.session.device
+                peer_lost = self.session.tunnel is not None and self.session.tunnel.peer_lost
                 self.log.info("session closed", reason=reason, **self.session.counters.as_dict())
                 status = 0
             except (ConnectError, SessionError) as exc:
@@ -132,7 +134,9 @@ class Client:
             restart, self._restart = self._restart, False
             if self.stopping or not (self.persist or restart):
                 break
-            if restart:
+            if restart or peer_lost:
+                # The server stopped answering: it is most likely being restarted, so
+                # try at once (a refused connect then backs off as usual).
                 backoff = BACKOFF_FIRST
                 self.log.info("reconnecting", delay=0)
                 continue
