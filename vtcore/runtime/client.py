@@ -32,6 +32,11 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 """A session that lasted this long resets the back-off."""
+QUICK_RETRY_FOR = 10.0
+"""After a session in which the server's side ran (we heard from it), attempts follow
+every ``BACKOFF_FIRST`` s for this long before the back-off grows: a restarted server
+is back in seconds.  A server that fails each session before its tunnel runs (its
+device busy...) does not qualify, so it cannot draw an attempt a second for ever."""
 
 log = structlog.get_logger("vt.client")
 
@@ -108,6 +113,7 @@ class Client:
         device = None
         backoff = BACKOFF_FIRST
         status = 0
+        quick_until = 0.0
         while not self.stopping:
             started = time.monotonic()
             peer_lost = False
@@ -126,6 +132,9 @@ class Client:
                 peer_lost = self.session.tunnel is not None and self.session.tunnel.peer_lost
                 self.log.info("session closed", reason=reason, **self.session.counters.as_dict())
                 status = 0
+                heard = self.session.counters.echo_received or self.session.counters.frames_in
+                if heard:
+                    quick_until = time.monotonic() + QUICK_RETRY_FOR
             except (ConnectError, SessionError) as exc:
                 self.log.error("session failed", error=str(exc))
                 status = 1
@@ -146,7 +155,8 @@ class Client:
             self.log.info("reconnecting", delay=backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            if time.monotonic() >= quick_until:
+                backoff = min(backoff * 2, BACKOFF_MAX)
         if device is not None:
             device.close()
         return 0 if self.stopping else status
