@@ -13,22 +13,11 @@ import time
 
 from vtcore.protocol.keepalive import PROBE_TIMEOUT, KeepAlive
 from vtcore.runtime.tunnel import Tunnel
-from vtcore.testing import QueueDevice
+from vtcore.testing import QueueDevice, udp_pair
 from vtcore.transports.base import Endpoints
 from vtcore.transports.udp import UdpLink
 
 ENDS = Endpoints("127.0.0.1", 0, "127.0.0.1", 0)
-
-
-def udp_pair() -> tuple[socket.socket, socket.socket]:
-    """Two UDP sockets on loopback, each connected to the other."""
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    a.bind(("127.0.0.1", 0))
-    b.bind(("127.0.0.1", 0))
-    a.connect(b.getsockname())
-    b.connect(a.getsockname())
-    return a, b
 
 
 def tunnel(sock: socket.socket, **kw) -> Tunnel:

@@ -23,6 +23,7 @@ import contextlib
 import ipaddress
 import os
 import random
+import socket
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,6 +72,18 @@ def icmp_echo(
         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
     )  # fmt: skip
     return hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:] + icmp
+
+
+def udp_pair(addr: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets on ``addr``, each connected to the other: a datagram link's
+    socket and its peer's, for a test of a link or a tunnel without namespaces."""
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind((addr, 0))
+    b.bind((addr, 0))
+    a.connect(b.getsockname())
+    b.connect(a.getsockname())
+    return a, b
 
 
 class QueueDevice:

@@ -20,26 +20,16 @@ from vt_crypto.secure.seal import FRAME_ECHO_REP
 from vtcore.protocol.frames import ECHO_REP
 from vtcore.protocol.keepalive import PROBE_TIMEOUT, KeepAlive
 from vtcore.runtime.tunnel import Tunnel
-from vtcore.testing import QueueDevice
+from vtcore.testing import QueueDevice, udp_pair
 from vtcore.transports.base import Endpoints
 from vtcore.transports.udp import UdpLink
 
 ENDS = Endpoints("127.0.0.1", 0, "127.0.0.1", 0)
 
 
-def _connected_pair() -> tuple[socket.socket, socket.socket]:
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    a.bind(("127.0.0.1", 0))
-    b.bind(("127.0.0.1", 0))
-    a.connect(b.getsockname())
-    b.connect(a.getsockname())
-    return a, b
-
-
 def test_only_an_authenticated_frame_answers_a_probe() -> None:
     async def main():
-        a, b = _connected_pair()
+        a, b = udp_pair()
         keys = handshake().events
         client = MODE.wrap_link(keys["client"], UdpLink(a, ENDS, connected=True, raw=True),
                                 "client")
