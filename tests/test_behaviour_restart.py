@@ -26,7 +26,7 @@ import time
 import pytest
 from behaviour import HOST, assert_no_secret, conf, status_docs, tmpdir, wait_for
 from netns import HarnessError, Netns, two_hosts, wait_ping
-from peers import VtClient, VtServer, VtundServer
+from peers import VtClient, VtServer, VtundClient, VtundServer
 
 BACK_WITHIN = 5.0
 """Seconds after the restart by which pings must pass again (the issue's target)."""
@@ -124,8 +124,11 @@ def test_server_killed_mid_traffic_client_back_within_seconds(server: str, proto
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize(("proto", "multi"), [("udp", "yes"), ("udp", "no"), ("tcp", "no")])
-def test_client_killed_server_replaces_dead_session(proto: str, multi: str) -> None:
+@pytest.mark.parametrize(("client", "proto", "multi"), [
+    ("vt", "udp", "yes"), ("vt", "udp", "no"), ("vt", "tcp", "no"),
+    pytest.param("vtund", "udp", "no", marks=pytest.mark.vtund)])
+def test_client_killed_server_replaces_dead_session(client: str, proto: str, multi: str) -> None:
+    client_cls = VtundClient if client == "vtund" else VtClient
     d = tmpdir()
     marks = d / "server-updown"
     lock = d / "locks" / HOST
@@ -136,7 +139,7 @@ def test_client_killed_server_replaces_dead_session(proto: str, multi: str) -> N
                         device="tsrv", keepalive="yes", multi=multi, **_updown(marks))
             ccfg = conf(HOST, device="tcli", keepalive="yes")
             with VtServer(p.a, scfg) as s:
-                c = VtClient(p.b, ccfg, HOST, p.a_addr).start()
+                c = client_cls(p.b, ccfg, HOST, p.a_addr).start()
                 try:
                     wait_ping(p.b, ta, timeout=10)
                     assert _marks(marks) == ["up"]
@@ -146,13 +149,13 @@ def test_client_killed_server_replaces_dead_session(proto: str, multi: str) -> N
                     c.stop()
                     c._dir.cleanup()
                     started = time.monotonic()
-                    c = VtClient(p.b, ccfg, HOST, p.a_addr).start()
+                    c = client_cls(p.b, ccfg, HOST, p.a_addr).start()
                     # From the moment the new client reaches the server: the interpreter's
                     # start-up (1-2 s on a loaded machine) is not the server's doing.
                     connected = wait_for(lambda: _connecting(p.b, p.a_addr), 10,
                                          "the new client's connection")
                     back_after = _wait_back(p.b, ta, connected)
-                    print(f"{proto} multi {multi}: back {back_after:.2f} s after the new "
+                    print(f"{client} {proto} multi {multi}: back {back_after:.2f} s after the new "
                           f"client connected, {connected - started:.2f} s start-up")
                     assert back_after < BACK_WITHIN, back_after
                     # The old session ended first (down once), then the new one came up.
