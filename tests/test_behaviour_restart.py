@@ -89,14 +89,17 @@ class PersistClient(VtClient):
 
 @pytest.mark.netns
 @pytest.mark.parametrize(("server", "proto"), [
-    ("vt", "udp"), ("vt", "tcp"), pytest.param("vtund", "udp", marks=pytest.mark.vtund)])
+    ("vt", "udp"), ("vt", "tcp"), ("vt-secure", "udp"),
+    pytest.param("vtund", "udp", marks=pytest.mark.vtund)])
 def test_server_killed_mid_traffic_client_back_within_seconds(server: str, proto: str) -> None:
-    """The vt client's probe works against vtund too (it answers echo requests)."""
+    """The vt client's probe works against vtund too (it answers echo requests), and in
+    secure mode (sealed echo requests and answers)."""
     server_cls = VtundServer if server == "vtund" else VtServer
+    secure = {"encrypt": "aead"} if server == "vt-secure" else {}
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices()
-        scfg = conf(HOST, type="tun", proto=proto, device="tsrv", keepalive="yes")
-        ccfg = conf(HOST, device="tcli", keepalive="yes")
+        scfg = conf(HOST, type="tun", proto=proto, device="tsrv", keepalive="yes", **secure)
+        ccfg = conf(HOST, device="tcli", keepalive="yes", **secure)
         s = server_cls(p.a, scfg).start()
         try:
             with PersistClient(p.b, ccfg, HOST, p.a_addr) as c:
@@ -117,6 +120,7 @@ def test_server_killed_mid_traffic_client_back_within_seconds(server: str, proto
                 if proto == "udp":
                     assert re.search(r"session closed.*did not answer a probe", c.log())
                 assert len(re.findall(r"session up", c.log())) == 2
+                assert len(re.findall(r"secure mode established", c.log())) == (2 if secure else 0)
                 assert_no_secret(s, c)
         finally:
             s.stop()
