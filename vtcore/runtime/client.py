@@ -144,8 +144,8 @@ class Client:
             if self.stopping or not (self.persist or restart):
                 break
             if restart or peer_lost:
-                # The server stopped answering: it is most likely being restarted, so
-                # try at once (a refused connect then backs off as usual).
+                # SIGHUP, or the server stopped answering (most likely it is being
+                # restarted): try at once; a refused connect then backs off as usual.
                 backoff = BACKOFF_FIRST
                 self.log.info("reconnecting", delay=0)
                 continue
