@@ -19,8 +19,11 @@ that names the rule, the input and what came back.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import random
+import socket
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +72,61 @@ def icmp_echo(
         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
     )  # fmt: skip
     return hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:] + icmp
+
+
+def udp_pair(addr: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets on ``addr``, each connected to the other: a datagram link's
+    socket and its peer's, for a test of a link or a tunnel without namespaces."""
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind((addr, 0))
+    b.bind((addr, 0))
+    a.connect(b.getsockname())
+    b.connect(a.getsockname())
+    return a, b
+
+
+class QueueDevice:
+    """A packet device in memory, to drive a :class:`vtcore.runtime.tunnel.Tunnel` over a
+    real link in a test: what :meth:`inject` is given the tunnel reads (a pipe makes its
+    descriptor readable), what the tunnel writes is kept in ``written``."""
+
+    name = "queue0"
+    stream = False
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        self._queue: list[bytes] = []
+        self.written: list[bytes] = []
+
+    def inject(self, packet: bytes) -> None:
+        """A packet "from the kernel": the tunnel sends it to its peer."""
+        self._queue.append(bytes(packet))
+        os.write(self._w, b"p")
+
+    def fileno(self) -> int:
+        return self._r
+
+    def read_packets(self, limit: int) -> list[bytes]:
+        try:
+            n = len(os.read(self._r, limit))
+        except BlockingIOError:
+            return []
+        out, self._queue = self._queue[:n], self._queue[n:]
+        return out
+
+    def write_packet(self, packet: bytes) -> bool:
+        self.written.append(bytes(packet))
+        return True
+
+    def stdio_fd(self) -> None:
+        return None
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def link_settings(**kw: object) -> LinkSettings:

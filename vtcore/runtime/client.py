@@ -34,6 +34,11 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 """A session that lasted this long resets the back-off."""
+QUICK_RETRY_FOR = 10.0
+"""After a session in which the server's side ran (we heard from it), attempts follow
+every ``BACKOFF_FIRST`` s for this long before the back-off grows: a restarted server
+is back in seconds.  A server that fails each session before its tunnel runs (its
+device busy...) does not qualify, so it cannot draw an attempt a second for ever."""
 
 log = structlog.get_logger("vt.client")
 
@@ -110,8 +115,10 @@ class Client:
         device = None
         backoff = BACKOFF_FIRST
         status = 0
+        quick_until = 0.0
         while not self.stopping:
             started = time.monotonic()
+            peer_lost = False
             try:
                 sock, flags, secure = await self.connect()
                 settings = client_settings(self.host, flags, secure)
@@ -124,8 +131,12 @@ class Client:
                 self.sessions_run += 1
                 reason = await self.session.run(sock, nat_hack=self.host.nat_hack == "client")
                 device = self.session.device
+                peer_lost = self.session.tunnel is not None and self.session.tunnel.peer_lost
                 self.log.info("session closed", reason=reason, **self.session.counters.as_dict())
                 status = 0
+                heard = self.session.counters.echo_received or self.session.counters.frames_in
+                if heard:
+                    quick_until = time.monotonic() + QUICK_RETRY_FOR
             except (ConnectError, SessionError) as exc:
                 self.log.error("session failed", error=str(exc))
                 status = 1
@@ -134,7 +145,9 @@ class Client:
             restart, self._restart = self._restart, False
             if self.stopping or not (self.persist or restart):
                 break
-            if restart:
+            if restart or peer_lost:
+                # SIGHUP, or the server stopped answering (most likely it is being
+                # restarted): try at once; a refused connect then backs off as usual.
                 backoff = BACKOFF_FIRST
                 self.log.info("reconnecting", delay=0)
                 continue
@@ -144,7 +157,8 @@ class Client:
             self.log.info("reconnecting", delay=backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            if time.monotonic() >= quick_until:
+                backoff = min(backoff * 2, BACKOFF_MAX)
         if device is not None:
             device.close()
         return 0 if self.stopping else status

@@ -23,6 +23,7 @@ from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
 from vtcore.protocol.handshake import ServerHandshake, pack_msg
+from vtcore.protocol.keepalive import PROBE_TIMEOUT
 from vtcore.runtime import fsguard, locks
 from vtcore.runtime.native import HOST_TOKEN, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
@@ -39,6 +40,8 @@ PER_SOURCE_HANDSHAKES = 16
 """Handshakes at once from one IPv4 address or IPv6 /64."""
 NOTICE_WINDOW = 10.0
 """Evictions are logged at most once per this many seconds (a flood must not flood the log)."""
+DEAD_SESSION_WAIT = 10.0
+"""Bound on the wait for a replaced session's ``down`` commands and device release."""
 
 log = structlog.get_logger("vt.server")
 
@@ -452,8 +455,15 @@ class Server:
     async def _take_lock(self, host, plog):
         """``multi``: allow, refuse, or end the old session (``killold``).
 
+        Before that, whatever ``multi`` says, an old session of this host whose peer no
+        longer answers a probe is ended (its device, ``down`` and lock released): that
+        peer is gone, and the new connection is most likely the same one restarted.
         Returns ``(allowed, lock path or None)``."""
         mode = host.multi
+        if mode == "no" and host.name in self._claimed:
+            return False, None
+        if mode != "killold":
+            await self._end_dead_sessions(host.name, plog)
         if mode == "yes":
             return True, None
         old = self.live.get(host.name, [])
@@ -465,7 +475,7 @@ class Server:
             plog.info("killing old session", host=host.name)
             live.session.stop("replaced by a new connection (multi killold)")
         if old:
-            await asyncio.wait([live.task for live in old], timeout=10)
+            await asyncio.wait([live.task for live in old], timeout=DEAD_SESSION_WAIT)
         try:
             path = await asyncio.to_thread(locks.acquire, self.config.options.lockdir,
                                            host.name, mode)
@@ -475,6 +485,28 @@ class Server:
         if path is None:
             self._claimed.discard(host.name)
         return path is not None, path
+
+    async def _end_dead_sessions(self, name: str, plog) -> None:
+        """Probe the peers of ``name``'s live sessions at once; end and wait out those
+        that do not answer (within ~3 s: :data:`vtcore.protocol.keepalive.PROBE_TIMEOUT`)."""
+        old = list(self.live.get(name, []))
+        if not old:
+            return
+        answers = await asyncio.gather(*(self._peer_answers(live) for live in old))
+        dead = [live for live, alive in zip(old, answers, strict=True) if not alive]
+        for live in dead:
+            plog.info("replacing a session whose peer does not answer", host=name,
+                      old_peer=live.session.peer)
+            live.session.stop("replaced: the peer did not answer a probe")
+        if dead:
+            await asyncio.wait([live.task for live in dead], timeout=DEAD_SESSION_WAIT)
+
+    @staticmethod
+    async def _peer_answers(live: _Live) -> bool:
+        try:
+            return await asyncio.wait_for(live.session.peer_answers(), PROBE_TIMEOUT + 2)
+        except TimeoutError:
+            return False
 
     async def _run_session(self, conn: socket.socket, host, lock, features: str,
                            established, peer: str) -> None:

@@ -173,11 +173,24 @@ class Session:
         if self.tunnel is not None:
             self.tunnel.stop(reason)
 
-    def _keepalive(self) -> KeepAlive | None:
+    def _keepalive(self, link) -> KeepAlive | None:
+        """The ``K`` flag's keep-alive.  Over datagrams it also probes when data goes
+        out into silence (a stream's own retransmits and queue would make that guess
+        wrong: an answer may wait behind megabytes of queued data)."""
         if not self.settings.keepalive:
             return None
         interval, count = self.host.keepalive or DEFAULT_KEEPALIVE
-        return KeepAlive(interval, count, time.monotonic())
+        return KeepAlive(interval, count, time.monotonic(),
+                         watch_sending=not getattr(link, "stream", False))
+
+    async def peer_answers(self) -> bool:
+        """Probe the peer (a new connection claims its host): False once the session
+        ended because the peer did not answer in time, True when it answered or the
+        session is still being set up (nothing to tell yet)."""
+        tunnel = self.tunnel
+        if tunnel is None:
+            return True
+        return await tunnel.probe()
 
     def _open_device(self) -> Device:
         offload = bool(self.settings.options.get("offload"))
@@ -241,7 +254,7 @@ class Session:
                 release()
             if self._stop_reason is not None:
                 return self._stop_reason
-            self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(),
+            self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(link),
                                  counters=self.counters,
                                  probe=PROBES.get(self.settings.tunnel_type))
             if self.stat:

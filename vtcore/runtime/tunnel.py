@@ -4,7 +4,9 @@ Device -> network: each packet runs through the modules in ascending stage (comp
 encrypt, ...), gets its 2-byte vtun header and is queued on the link.  Network ->
 device: each data frame runs through the modules in reverse.  A module returning
 ``None`` drops that one frame (counted); nothing a peer sends can end the session
-except a close, EOF or keep-alive silence.
+except a close, EOF or keep-alive silence.  Nothing an off-path attacker sends can
+either: an ICMP error only starts a probe (:mod:`vtcore.protocol.keepalive`), which
+the peer's answer ends.
 
 This is the per-packet path: no pluggy, no logging, no per-packet allocation beyond
 the frames themselves.  Readiness callbacks on the asyncio loop (direct readers on the
@@ -14,6 +16,7 @@ daemons' :class:`~vtcore.runtime.loop.DataLoop`), batches of packets per wake-up
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -68,6 +71,9 @@ class Counters:
     """Packets the device refused (EIO before the interface is up, ENOBUFS)."""
     echo_sent: int = 0
     echo_received: int = 0
+    probes: int = 0
+    """Dead-peer probes started (an ICMP error, data sent into silence, a new
+    connection for the host); each ends with the peer's answer or the session."""
     bad_frames: int = 0
     """Frames the link rejected (malformed; in secure mode also forged or replayed).
     Taken from the link when the session ends."""
@@ -113,8 +119,18 @@ class Tunnel:
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
         self.pacers = [m for m in chain if isinstance(m, PacingModule)]
-        self.keepalive = keepalive
+        self.keepalive = keepalive or KeepAlive.disabled()
+        """Always there: without the ``K`` flag it still runs probes (:meth:`probe`)."""
+        self._watch_sending = self.keepalive.watch_sending
         self.counters = counters or Counters()
+        self.peer_lost = False
+        """The session ended because the peer stopped answering (keep-alive or probe):
+        a persistent client reconnects at once."""
+        self._answer_waiters: list[asyncio.Future[bool]] = []
+        self._timer_at = math.inf
+        """Monotonic time the keep-alive timer is armed for."""
+        if hasattr(link, "on_unreachable"):
+            link.on_unreachable = self._on_unreachable
         self._done: asyncio.Future[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dev_paused = False
@@ -168,6 +184,7 @@ class Tunnel:
         for h in (self._timer, self._resume, self._probe):
             if h is not None:
                 h.cancel()
+        self._answered(False)
 
     # ------------------------------------------------------------------ device -> network
 
@@ -217,6 +234,8 @@ class Tunnel:
         except OSError as exc:
             self.stop(f"network error: {exc.strerror or exc}", send_close=False)
             return
+        if self._watch_sending and self.keepalive.sent(now) < self._timer_at:
+            self._arm_keepalive()
         if self.link.backlog() > HIGH_WATER:
             self._pause_device()
             self._want_writer()
@@ -277,8 +296,9 @@ class Tunnel:
             return
         if not frames:
             return
-        if self.keepalive is not None:
-            self.keepalive.received(now)
+        self.keepalive.received(now)
+        if self._answer_waiters:
+            self._answered(True)
         c = self.counters
         decoders = self.decoders
         out: list[bytes] = []
@@ -386,17 +406,27 @@ class Tunnel:
     # ------------------------------------------------------------------ keep-alive
 
     def _arm_keepalive(self) -> None:
-        if self.keepalive is None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._timer_at = self.keepalive.next_deadline()
+        if deadline == math.inf:
             return
-        deadline = self.keepalive.next_deadline()
         self._timer = self._loop.call_at(
             self._loop.time() + max(0.0, deadline - time.monotonic()), self._on_keepalive
         )
 
     def _on_keepalive(self) -> None:
-        action = self.keepalive.on_timer(time.monotonic())
+        self._timer = None
+        ka = self.keepalive
+        probing = ka.probing
+        probes = ka.probes
+        action = ka.on_timer(time.monotonic())
+        self.counters.probes += ka.probes - probes
         if action == Action.DEAD:
-            self.stop("network timeout (keep-alive)")
+            self.peer_lost = True
+            self.stop("network timeout (peer did not answer a probe)" if probing
+                      else "network timeout (keep-alive)")
             return
         if action == Action.SEND_ECHO:
             try:
@@ -406,3 +436,32 @@ class Tunnel:
                 self.stop(f"network error: {exc.strerror or exc}", send_close=False)
                 return
         self._arm_keepalive()
+
+    # ------------------------------------------------------------------ dead-peer probe
+
+    def _on_unreachable(self) -> None:
+        """The link got an ICMP error for the peer.  Anyone on the path, or off it, can
+        forge one, so it only starts a probe: only the peer's silence ends the session."""
+        if self._done is None or self._done.done() or not self.link.ready():
+            return
+        if self.keepalive.suspect(time.monotonic()):
+            self.counters.probes += 1
+            self._arm_keepalive()
+
+    def probe(self) -> asyncio.Future[bool]:
+        """Whether the peer still answers: True at its next valid frame, False when the
+        session ends first (a probe that gets no answer ends it within ~3 s).  A
+        ``nat_hack`` link that has not heard from its peer yet has no peer to ask: False."""
+        answer = asyncio.get_running_loop().create_future()
+        if self._done is None or self._done.done() or not self.link.ready():
+            answer.set_result(False)
+            return answer
+        self._answer_waiters.append(answer)
+        self._on_unreachable()
+        return answer
+
+    def _answered(self, alive: bool) -> None:
+        waiters, self._answer_waiters = self._answer_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(alive)

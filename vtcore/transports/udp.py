@@ -24,10 +24,17 @@ UDP_SEGMENT = 103
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 _u16 = struct.Struct("=H").pack
+_UNREACHABLE_ERRNOS = {
+    errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENONET,
+    errno.ENOPROTOOPT,
+}
+"""What an ICMP error for a connected socket (port, host, net unreachable...) turns into
+on the next send or receive, or a local route to the peer missing.  Forgeable: it only
+tells the tunnel to probe the peer (``UdpLink.on_unreachable``)."""
 _DROP_ERRNOS = {
-    errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE, errno.ENETUNREACH,
-    errno.EHOSTUNREACH,
+    errno.ENOBUFS, errno.EAGAIN, errno.EMSGSIZE,
     errno.EPERM,  # a local firewall dropped it
+    *_UNREACHABLE_ERRNOS,
 }
 
 
@@ -91,6 +98,8 @@ class UdpLink:
         a datagram this accepts may: a forged one from elsewhere is counted and dropped."""
         self.on_peer: Callable[[tuple], None] | None = None
         """Called once with the address a ``nat_hack`` link connected to."""
+        self.on_unreachable: Callable[[], None] | None = None
+        """Called when an ICMP error says the peer may be gone (set by the tunnel)."""
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -113,10 +122,14 @@ class UdpLink:
                     continue
             except (BlockingIOError, InterruptedError):
                 break
-            except ConnectionRefusedError:
-                # ICMP port unreachable from a peer that is not (yet) listening.
-                continue
             except OSError as exc:
+                if exc.errno in _UNREACHABLE_ERRNOS:
+                    # An ICMP error (port unreachable: the peer's process is gone or not
+                    # listening yet).  It was reported once; datagrams may follow.
+                    self._unreachable()
+                    continue
+                if exc.errno == errno.EMSGSIZE:  # path MTU news, nothing lost here
+                    continue
                 raise EOFError(f"udp error: {exc.strerror or exc}") from None
             frame = (0, data) if self.raw else decode_datagram(data, self.max_frame)
             if frame is None:
@@ -199,8 +212,14 @@ class UdpLink:
                 return
             if exc.errno in _DROP_ERRNOS:
                 self.dropped_out += count
+                if exc.errno in _UNREACHABLE_ERRNOS:
+                    self._unreachable()
                 return
             raise
+
+    def _unreachable(self) -> None:
+        if self.on_unreachable is not None:
+            self.on_unreachable()
 
     def backlog(self) -> int:
         return 0

@@ -67,6 +67,16 @@ class SealedLink:
     def dropped_out(self) -> int:
         return self.inner.dropped_out
 
+    @property
+    def on_unreachable(self):
+        return getattr(self.inner, "on_unreachable", None)
+
+    @on_unreachable.setter
+    def on_unreachable(self, callback) -> None:
+        """The tunnel's ICMP-error hook goes to the transport's link (udp has one)."""
+        if hasattr(self.inner, "on_unreachable"):
+            self.inner.on_unreachable = callback
+
     def fileno(self) -> int:
         return self.inner.fileno()
 
