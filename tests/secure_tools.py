@@ -47,7 +47,7 @@ class Relay:
 
     Modes (SIGUSR1 "arms" the ones that act later):
     ``pass``; ``strip-vt2`` (remove the token from the HOST line);
-    ``rewrite-offer`` (replace the server's ``OK VT2`` by ``OK CHAL``);
+    ``rewrite-offer`` (replace the server's ``OK VT3`` offer by ``OK CHAL``);
     ``flip-tcp`` (armed: flip the last byte of the next client chunk of >= 100 bytes);
     ``flip-udp`` (armed: flip the last byte of the next client datagram);
     ``replay`` (armed: re-send every datagram seen so far, both ways).
@@ -310,14 +310,14 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             if not chunk:
                 raise EOFError
             reply += chunk
-        kind = "offer" if reply.startswith(b"OK VT2") else "err" if reply.startswith(b"ERR") \
+        kind = "offer" if reply.startswith(b"OK VT") else "err" if reply.startswith(b"ERR") \
             else "other"
         stats[kind] += 1
         if kind != "offer":
             return
         if i % 2:
             # Garbage msg1 of the right shape: costs the server its PAKE.
-            await loop.sock_sendall(sock, b"\x00\x42\x01A" + os.urandom(65))
+            await loop.sock_sendall(sock, b"\x00\x41\x01" + os.urandom(64))
         # Then dribble: one byte a second until the server gives up on us.
         while loop.time() < until:
             await asyncio.sleep(1)

@@ -62,7 +62,7 @@ def test_host_token_survives_vtcore_server_parse() -> None:
 @pytest.mark.parametrize("suite", ["aes256gcm", "chacha20poly1305"])
 def test_offer_roundtrip(suite: str) -> None:
     block = offer_block(suite)
-    assert len(block) == 50 and block.startswith(f"OK VT2 {suite}\n".encode())
+    assert len(block) == 50 and block.startswith(f"OK VT3 {suite}\n".encode())
     assert parse_offer(block) == suite
     assert check_server_reply(block, "home", True) == suite
     assert check_server_reply(block, "home", False) == suite
@@ -75,6 +75,7 @@ def test_offer_roundtrip(suite: str) -> None:
         ("ERR\n", "server refused host home before secure mode"),
         ("OK FLAGS: <TuC9K>\n", "unexpected server reply for host home"),
         ("VTUN garbage\n", "unexpected server reply for host home"),
+        ("OK VT2 aes256gcm\n", "server speaks an older secure-mode protocol for host home"),
     ],
 )
 def test_secure_client_refuses_legacy_replies(text: str, why: str) -> None:
@@ -87,12 +88,12 @@ def test_secure_client_refuses_legacy_replies(text: str, why: str) -> None:
 
 
 def test_bad_offer_blocks() -> None:
-    unknown = pack_msg("OK VT2 rot13\n")
+    unknown = pack_msg("OK VT3 rot13\n")
     with pytest.raises(SecureHandshakeError, match="unknown secure-mode suite"):
         check_server_reply(unknown, "home", True)
     assert check_server_reply(unknown, "home", False) is None
     with pytest.raises(SecureHandshakeError):
-        check_server_reply(b"OK VT2 aes256gcm\n", "home", True)  # not 50 bytes
+        check_server_reply(b"OK VT3 aes256gcm\n", "home", True)  # not 50 bytes
     with pytest.raises(ValueError):
         offer_block("rot13")
 

@@ -1,4 +1,4 @@
-"""Secure mode's key schedule: every key is HKDF-SHA256 of the SPAKE2 key, salted with a
+"""Secure mode's key schedule: every key is HKDF-SHA256 of CPace's ISK, salted with a
 transcript hash, under its own label (see docs/secure-mode.md, "Key schedule").
 
 Keys live in ``bytes`` (immutable): "erasing" one means dropping every reference; Python
@@ -29,10 +29,10 @@ def hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int = 32) -> bytes
     return HKDF(algorithm=SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
-def derive(spake_key: bytes, transcript_hash: bytes, label: str) -> bytes:
-    """One schedule key: ``HKDF(ikm=spake_key, salt=transcript_hash, info="vt2 "+label)``."""
+def derive(pake_key: bytes, transcript_hash: bytes, label: str) -> bytes:
+    """One schedule key: ``HKDF(ikm=pake_key, salt=transcript_hash, info="vt2 "+label)``."""
     length = SESSION_ID_SIZE if label == "session id" else 32
-    return hkdf(spake_key, transcript_hash, LABEL_PREFIX + label.encode("ascii"), length)
+    return hkdf(pake_key, transcript_hash, LABEL_PREFIX + label.encode("ascii"), length)
 
 
 def next_epoch_key(key: bytes) -> bytes:
@@ -50,8 +50,8 @@ class HandshakeKeys:
     finished_s: bytes = field(repr=False)
 
     @classmethod
-    def derive(cls, spake_key: bytes, th_hello: bytes) -> HandshakeKeys:
-        s, cs, cc, fs = (derive(spake_key, th_hello, label) for label in HANDSHAKE_LABELS)
+    def derive(cls, pake_key: bytes, th_hello: bytes) -> HandshakeKeys:
+        s, cs, cc, fs = (derive(pake_key, th_hello, label) for label in HANDSHAKE_LABELS)
         return cls(settings=s, confirm_s=cs, confirm_c=cc, finished_s=fs)
 
 
@@ -69,8 +69,8 @@ class SessionKeys:
     session_id: bytes
 
     @classmethod
-    def derive(cls, suite: str, spake_key: bytes, th_c: bytes) -> SessionKeys:
-        c2s, s2c, sid = (derive(spake_key, th_c, label) for label in SESSION_LABELS)
+    def derive(cls, suite: str, pake_key: bytes, th_c: bytes) -> SessionKeys:
+        c2s, s2c, sid = (derive(pake_key, th_c, label) for label in SESSION_LABELS)
         return cls(suite=suite, c2s=c2s, s2c=s2c, session_id=sid)
 
     def send_key(self, role: Role) -> bytes:

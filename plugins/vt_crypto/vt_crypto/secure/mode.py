@@ -130,7 +130,7 @@ class SealedLink:
 
 
 class AeadSecureMode:
-    """vt's secure mode (SPAKE2 + AEAD), registered for ``encrypt aead`` and friends."""
+    """vt's secure mode (CPace + AEAD), registered for ``encrypt aead`` and friends."""
 
     name = "aead"
     words = frozenset(SECURE_WORDS)

@@ -1,9 +1,10 @@
 """Choosing between secure mode and vtund's legacy path, inside the vtun handshake.
 
 A vt client always announces itself with an extra token on its host line
-(``HOST: <name> vt2``; vtund's server ignores it).  The server answers ``OK VT2 <suite>``
-instead of ``OK CHAL`` when it chooses secure mode.  Neither end falls back to the
-legacy path for a host configured for secure mode.
+(``HOST: <name> vt2``; vtund's server ignores it).  The server answers ``OK VT3 <suite>``
+instead of ``OK CHAL`` when it chooses secure mode (``VT3``: the protocol version; vt
+releases before CPace sent ``OK VT2``, which this one refuses).  Neither end falls back
+to the legacy path for a host configured for secure mode.
 """
 
 from __future__ import annotations
@@ -14,20 +15,22 @@ from vtcore.protocol.handshake import MESG_SIZE, pack_msg, unpack_msg
 
 HOST_TOKEN = "vt2"
 """Token a vt client appends to ``HOST:``."""
-OFFER_PREFIX = "OK VT2 "
+OFFER_PREFIX = "OK VT3 "
+OLD_OFFER_PREFIXES = ("OK VT2 ",)
+"""Offers of earlier secure-mode versions (SPAKE2): refused with a clear message."""
 
 
 def offer_block(suite: str) -> bytes:
-    """The 50-byte ``OK VT2 <suite>`` message the server sends instead of ``OK CHAL``."""
+    """The 50-byte ``OK VT3 <suite>`` message the server sends instead of ``OK CHAL``."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}")
     return pack_msg(f"{OFFER_PREFIX}{suite}\n")
 
 
 def parse_offer(block: bytes) -> str | None:
-    """The suite of an ``OK VT2`` block, None for any other block.
+    """The suite of an ``OK VT3`` block, None for any other block.
 
-    SecureHandshakeError when the block is an ``OK VT2`` with a suite we do not know
+    SecureHandshakeError when the block is an ``OK VT3`` with a suite we do not know
     (or not a 50-byte block at all).
     """
     if len(block) != MESG_SIZE:
@@ -70,7 +73,7 @@ def check_server_reply(block: bytes, host: str, require_secure: bool) -> str | N
     legacy path (feed the block to ``ClientHandshake`` as usual).
 
     A client whose host is configured for secure mode (``require_secure``) refuses
-    anything but ``OK VT2``: ``OK CHAL``, ``ERR`` or garbage raise SecureHandshakeError.
+    anything but ``OK VT3``: ``OK CHAL``, ``ERR``, an older ``OK VT2`` or garbage raise SecureHandshakeError.
     """
     try:
         suite = parse_offer(block)
@@ -88,6 +91,8 @@ def check_server_reply(block: bytes, host: str, require_secure: bool) -> str | N
             f"server refused host {host} before secure mode (not configured for it, "
             "overloaded, or the request was altered)"
         )
+    elif text.startswith(OLD_OFFER_PREFIXES):
+        why = f"server speaks an older secure-mode protocol for host {host} (upgrade it)"
     else:
         why = f"unexpected server reply for host {host}"
     raise SecureHandshakeError(f"{why}; refusing to fall back (downgrade?)")
