@@ -27,7 +27,7 @@ def _prefix() -> bytes:
     """Greeting, HOST line and the server's answer, as both ends hash them."""
     greeting = pack_msg("VTUN server ver 3.X vt\n")
     host = pack_msg(f"HOST: {HOST} {negotiate.HOST_TOKEN}\n")
-    return greeting + host + negotiate.offer_block("aes256gcm")
+    return greeting + host + negotiate.offer_block()
 
 
 def _settings() -> SecureSettings:

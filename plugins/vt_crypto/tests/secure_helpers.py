@@ -19,9 +19,9 @@ from vtcore.protocol.handshake import pack_msg
 GREETING = pack_msg("VTUN server ver 3.X vt\n")
 
 
-def prefix(host: str = "home", suite: str = "aes256gcm") -> bytes:
+def prefix(host: str = "home") -> bytes:
     """The three 50-byte blocks both ends hash before the binary phase."""
-    return GREETING + pack_msg(f"HOST: {host} vt2\n") + offer_block(suite)
+    return GREETING + pack_msg(f"HOST: {host} vt2\n") + offer_block()
 
 
 class DetRng:
@@ -95,7 +95,7 @@ def handshake(
     server_host: str | None = None,
     seed: bytes | None = None,
 ) -> Pair:
-    pre = prefix(host, suite)
+    pre = prefix(host)
     crng = det_rng(b"client" + seed) if seed is not None else None
     srng = det_rng(b"server" + seed) if seed is not None else None
     ckw = {"rng": crng} if crng else {}

@@ -127,7 +127,9 @@ def test_any_input_difference_gives_other_keys() -> None:
 
 
 def _trace(fn) -> list[tuple[str, ...]]:
-    """Every Python line executed and every C function called while ``fn`` runs."""
+    """Every Python line executed and every C function called while ``fn`` runs (the
+    garbage collector off: its callbacks, e.g. hypothesis's, would run at random points)."""
+    import gc
     import sys
 
     events: list[tuple[str, ...]] = []
@@ -141,6 +143,7 @@ def _trace(fn) -> list[tuple[str, ...]]:
         if event == "c_call":
             events.append(("c", getattr(arg, "__qualname__", repr(arg))))
 
+    gc.disable()
     sys.settrace(lambda frame, event, arg: line)
     sys.setprofile(calls)
     try:
@@ -148,6 +151,7 @@ def _trace(fn) -> list[tuple[str, ...]]:
     finally:
         sys.setprofile(None)
         sys.settrace(None)
+        gc.enable()
     return events
 
 

@@ -8,10 +8,10 @@ import hmac
 import pysodium
 import pytest
 import structlog
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from secure_helpers import Pair, det_rng, handshake, prefix, settings
+from secure_helpers import det_rng, handshake, prefix, settings
 from vt_crypto.secure import (
     AUTH_FAILED,
     ClientSecureHandshake,
@@ -117,7 +117,8 @@ def test_whole_handshake_recomputed_from_the_wire() -> None:
     k = cpace_isk(pre, m1, m2, seed)
     th_hello = hashlib.sha256(pre + m1 + m2[: 2 + 1 + 32 + 32]).digest()
     sealed = m2[2 + 65 : 2 + 65 + 272]
-    blob = AESGCM(hkdf(k, th_hello, b"vt2 settings")).decrypt(bytes(12), sealed, th_hello)
+    key = hkdf(k, th_hello, b"vt2 settings")
+    blob = ChaCha20Poly1305(key).decrypt(bytes(12), sealed, th_hello)
     assert blob == settings().encode()
     th_s = hashlib.sha256(pre + m1 + m2[:-32]).digest()
     assert m2[-32:] == hmac256(hkdf(k, th_hello, b"vt2 confirm s"), th_s)
@@ -182,13 +183,16 @@ def test_host_names_are_bound() -> None:
     assert pair.errors == {"client": AUTH_FAILED, "server": AUTH_FAILED}
 
 
-def test_rewritten_offer_suite_fails() -> None:
-    """An attacker who rewrites 'OK VT3 aes256gcm' into chacha20poly1305 on the wire."""
-    c_pre, s_pre = prefix(suite="chacha20poly1305"), prefix(suite="aes256gcm")
-    client = ClientSecureHandshake("home", PW, c_pre)
-    server = ServerSecureHandshake("home", PW, settings("aes256gcm"), s_pre)
-    pair = Pair(client, server)
-    assert pair.errors == {"client": AUTH_FAILED, "server": AUTH_FAILED}
+@pytest.mark.parametrize("suite", ["aes256gcm", "chacha20poly1305"])
+def test_suite_travels_in_the_sealed_settings(suite: str) -> None:
+    """The offer names no suite: the client learns the server's choice from the settings
+    (sealed, covered by confirm_S) and both ends key the session for it."""
+    pair = handshake(suite=suite)
+    assert pair.errors == {}
+    for side in ("client", "server"):
+        ev = pair.events[side]
+        assert isinstance(ev, SecureEstablished)
+        assert ev.keys.suite == ev.settings.suite == suite
 
 
 @pytest.mark.parametrize(
@@ -307,8 +311,8 @@ def test_local_misuse_is_value_error() -> None:
         ClientSecureHandshake("home", b"", prefix())
     with pytest.raises(ValueError):
         ClientSecureHandshake("home", PW, prefix()[:100])  # no OK VT3 block
-    with pytest.raises(ValueError):  # settings for another suite than offered
-        ServerSecureHandshake("home", PW, settings("chacha20poly1305"), prefix())
+    with pytest.raises(ValueError):  # a known host without its settings
+        ServerSecureHandshake("home", PW, None, prefix())
 
 
 # --------------------------------------------------------------------------- secrets
@@ -365,12 +369,15 @@ def test_settings_roundtrip_and_malformed() -> None:
         SecureSettings(flags="TuC", suite="aes256gcm")
 
 
-def test_chacha_settings_use_chacha() -> None:
-    pair = handshake(suite="chacha20poly1305", seed=b"c")
+def test_settings_are_sealed_alike_for_every_suite() -> None:
+    """ChaCha20-Poly1305 seals the settings whatever the session's suite (an AES-GCM
+    session's settings open with ChaCha20-Poly1305), so msg2 says nothing of the host's
+    configuration before the key confirmation."""
+    pair = handshake(suite="aes256gcm", seed=b"c")
     m1, m2 = pair.wire[0], pair.wire[1]
-    pre = prefix(suite="chacha20poly1305")
+    pre = prefix()
     k = cpace_isk(pre, m1, m2, b"c")
     th_hello = hashlib.sha256(pre + m1 + m2[:67]).digest()
     key = hkdf(k, th_hello, b"vt2 settings")
     blob = ChaCha20Poly1305(key).decrypt(bytes(12), m2[67:339], th_hello)
-    assert SecureSettings.decode(blob) == settings("chacha20poly1305")
+    assert SecureSettings.decode(blob) == settings("aes256gcm")

@@ -39,7 +39,7 @@ from vt_crypto.secure.errors import AUTH_FAILED, SecureHandshakeError
 from vt_crypto.secure.keys import HandshakeKeys, Role, SessionKeys
 from vt_crypto.secure.negotiate import parse_offer
 from vt_crypto.secure.settings import SETTINGS_SIZE, SecureSettings
-from vt_crypto.secure.suites import TAG_SIZE, make_aead
+from vt_crypto.secure.suites import AUTO_WORD, CHACHA20POLY1305, TAG_SIZE, choose_suite, make_aead
 
 MAX_MESSAGE = 1024
 MSG_PAKE_C, MSG_PAKE_S, MSG_CONFIRM_C, MSG_FINISHED_S, MSG_ABORT = 1, 2, 3, 4, 0xFF
@@ -51,6 +51,9 @@ MSG2_SIZE = MSG2_HEAD_SIZE + SETTINGS_SIZE + TAG_SIZE + MAC_SIZE
 MSG3_SIZE = MSG4_SIZE = 1 + MAC_SIZE
 SETTINGS_NONCE = bytes(12)
 """The settings key is used once, so a zero nonce is safe."""
+SETTINGS_SUITE = CHACHA20POLY1305
+"""The AEAD sealing the settings, the same for every host: the session's own suite is
+inside them, so nothing on the wire before the key confirmation depends on the host."""
 
 MALFORMED = "malformed secure handshake message"
 TIMED_OUT = "secure handshake timed out"
@@ -111,11 +114,9 @@ class _Handshake:
     def __init__(self, host: str, transcript_prefix: bytes) -> None:
         if len(transcript_prefix) < 50:
             raise ValueError("transcript_prefix must end with the OK VT3 offer block")
-        suite = parse_offer(transcript_prefix[-50:])
-        if suite is None:
+        if not parse_offer(transcript_prefix[-50:]):
             raise ValueError("transcript_prefix must end with the OK VT3 offer block")
         self.host = host
-        self.suite = suite
         self.state = State.FAILED
         self._transcript = hashlib.sha256(transcript_prefix)
         self._ci = channel_id(host, transcript_prefix)
@@ -246,15 +247,13 @@ class ClientSecureHandshake(_Handshake):
         if not hmac.compare_digest(mac(hk.confirm_s, t.digest()), body[-MAC_SIZE:]):
             self._fail(AUTH_FAILED)
         try:
-            plain = make_aead(self.suite, hk.settings).decrypt(SETTINGS_NONCE, sealed, th_hello)
-            settings = SecureSettings.decode(plain)
+            aead = make_aead(SETTINGS_SUITE, hk.settings)
+            settings = SecureSettings.decode(aead.decrypt(SETTINGS_NONCE, sealed, th_hello))
         except (InvalidTag, SecureHandshakeError):
             self._fail("malformed secure settings")
-        if settings.suite != self.suite:
-            self._fail("server settings do not match its offer")
         self._transcript.update(raw)
         th_c = self._transcript.digest()
-        self._keys = SessionKeys.derive(self.suite, key, th_c)
+        self._keys = SessionKeys.derive(settings.suite, key, th_c)
         self._settings = settings
         self._send(bytes((MSG_CONFIRM_C,)) + mac(hk.confirm_c, th_c))
         self._finished = mac(hk.finished_s, self._transcript.digest())
@@ -290,11 +289,11 @@ class ServerSecureHandshake(_Handshake):
         super().__init__(host, transcript_prefix)
         if password is None:
             password = rng(32)
-            settings = SecureSettings(flags="<T>", suite=self.suite)
+            settings = SecureSettings(flags="<T>", suite=choose_suite(AUTO_WORD))
         elif not password:
             raise ValueError("secure mode needs a password")
-        if settings is None or settings.suite != self.suite:
-            raise ValueError("settings must name the suite of the OK VT3 offer")
+        if settings is None:
+            raise ValueError("a known host needs its settings")
         self._password: bytes | None = password
         self._settings = settings
         self._rng = rng
@@ -324,13 +323,13 @@ class ServerSecureHandshake(_Handshake):
         t.update(MSG2_SIZE.to_bytes(2, "big") + head)
         th_hello = t.digest()
         hk = HandshakeKeys.derive(key, th_hello)
-        sealed = make_aead(self.suite, hk.settings).encrypt(
+        sealed = make_aead(SETTINGS_SUITE, hk.settings).encrypt(
             SETTINGS_NONCE, self._settings.encode(), th_hello
         )
         t.update(sealed)
         self._send(head + sealed + mac(hk.confirm_s, t.digest()))
         th_c = self._transcript.digest()
-        self._keys = SessionKeys.derive(self.suite, key, th_c)
+        self._keys = SessionKeys.derive(self._settings.suite, key, th_c)
         self._confirm_c = mac(hk.confirm_c, th_c)
         self._finished_key = hk.finished_s
         self.state = State.WAIT_CONFIRM_C

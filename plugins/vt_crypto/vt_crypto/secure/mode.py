@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
 from vt_crypto.secure.limiter import HandshakeLimiter, source_key
-from vt_crypto.secure.negotiate import HOST_TOKEN, check_server_reply, offer_block, server_mode
+from vt_crypto.secure.negotiate import HOST_TOKEN, Offer, check_server_reply, server_mode
 from vt_crypto.secure.seal import (
     FRAME_CLOSE,
     FRAME_DATA,
@@ -142,20 +142,18 @@ class AeadSecureMode:
     def server_offer(self, host: str, extra: tuple[str, ...], host_known: bool,
                      encrypt_word: str | None) -> bytes | None:
         suite = server_mode(host, extra, host_known, encrypt_word)
-        return None if suite is None else offer_block(suite)
+        return None if suite is None else Offer(suite)
 
     def server_handshake(self, offer: bytes, host: str, password: bytes | None, flags: str,
                          options: Mapping[str, object], transcript: bytes):
         settings = None
         if password is not None:
-            from vt_crypto.secure.negotiate import parse_offer
-
-            settings = SecureSettings(flags=flags, suite=parse_offer(offer),
+            settings = SecureSettings(flags=flags, suite=offer.suite,  # type: ignore[attr-defined]
                                       max_frame=DEFAULT_MAX_FRAME, options=dict(options))
         return ServerSecureHandshake(host, password, settings, transcript)
 
     def client_accepts(self, block: bytes, host: str, require: bool) -> bool:
-        return check_server_reply(block, host, require) is not None
+        return check_server_reply(block, host, require)
 
     def client_handshake(self, offer: bytes, host: str, password: bytes, transcript: bytes):
         return ClientSecureHandshake(host, password, transcript)
