@@ -19,7 +19,7 @@ HANDSHAKE_LABELS = ("settings", "confirm s", "confirm c", "finished s")
 SESSION_LABELS = ("c2s", "s2c", "session id")
 """Keys salted with ``th_c`` (the transcript up to the end of msg2)."""
 SESSION_ID_SIZE = 16
-REKEY_INFO = b"vt rekey"
+REKEY_LABELS = (b"vt3 rekey c2s", b"vt3 rekey s2c")
 
 Role = Literal["client", "server"]
 
@@ -35,9 +35,13 @@ def derive(pake_key: bytes, transcript_hash: bytes, label: str) -> bytes:
     return hkdf(pake_key, transcript_hash, LABEL_PREFIX + label.encode("ascii"), length)
 
 
-def next_epoch_key(key: bytes) -> bytes:
-    """The key of the following epoch: ``HKDF(ikm=key, salt=None, info="vt rekey")``."""
-    return hkdf(key, None, REKEY_INFO)
+def rekeyed(shared: bytes, session_id: bytes, epoch: int) -> tuple[bytes, bytes]:
+    """Epoch ``epoch``'s ``(c2s, s2c)`` from an in-session X25519 exchange:
+    ``HKDF(ikm=shared, salt=session_id | epoch (4, big-endian), info="vt3 rekey c2s" /
+    "vt3 rekey s2c")``.  Only fresh Diffie-Hellman output goes in, so a leaked epoch key
+    says nothing of the next one; the salt binds the keys to this session and epoch."""
+    salt = session_id + epoch.to_bytes(4, "big")
+    return tuple(hkdf(shared, salt, label) for label in REKEY_LABELS)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
