@@ -184,6 +184,11 @@ def test_tampered_or_forged_rekey_frames_change_nothing() -> None:
     forged = w.c.seal(FRAME_REKEY_INIT, bytes(4) + (5).to_bytes(4, "big") + bytes(32), w.t)
     assert w.s.open(forged, w.t) == (FRAME_REKEY_INIT, b"")
     assert w.s.opener.next_epoch is None
+    # An authentic INIT naming an epoch far ahead (the field would run out): ignored.
+    far_epoch = (2**32 - 1).to_bytes(4, "big")
+    far = w.c.seal(FRAME_REKEY_INIT, bytes(4) + far_epoch + bytes(range(9, 41)), w.t)
+    assert w.s.open(far, w.t) == (FRAME_REKEY_INIT, b"")
+    assert w.s.opener.next_epoch is None
     # A replayed INIT: the replay window refuses it; then the real one goes through.
     assert w.deliver(w.c, init) is not None
     assert w.s.open(init, w.t) is None

@@ -80,6 +80,7 @@ class SealedLink:
         self._timer: asyncio.TimerHandle | None = None
         self._flush_pending = False
         self._rekeys_logged = 0
+        self._closed = False
         self._arm()
 
     @property
@@ -98,12 +99,15 @@ class SealedLink:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._flush()
-        self._arm()
+        if not self._closed:
+            self._flush()
+            self._arm()
 
     def _flush(self) -> None:
         """Write the rekey frames due (sealed now, so in counter order)."""
         self._flush_pending = False
+        if self._closed:
+            return
         crypto = self.crypto
         frames = crypto.data_to_send(time.monotonic())
         if frames and self.inner.ready():
@@ -147,6 +151,7 @@ class SealedLink:
         self.inner.flush()
 
     def close(self) -> None:
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

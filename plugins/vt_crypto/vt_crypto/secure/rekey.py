@@ -43,6 +43,9 @@ FRAME_REKEY_RESP = 5
 FRAME_REKEY_DONE = 6
 REKEY_TYPES = frozenset({FRAME_REKEY_INIT, FRAME_REKEY_RESP, FRAME_REKEY_DONE})
 REKEY_RETRY_SECONDS = 5.0
+MAX_EPOCH_STEP = 16
+"""An INIT may name an epoch at most this far ahead (a few abandoned exchanges); the
+epoch field can never run out."""
 _ID, _EPOCH, _PUB = 4, 4, 32
 
 Rng = Callable[[int], bytes]
@@ -177,8 +180,9 @@ class SessionCrypto:
         if self._init is not None and self.role == "client":
             return  # both started: the client's exchange wins
         epoch = int.from_bytes(payload[_ID : _ID + _EPOCH], "big")
-        if epoch <= max(self.sealer.epoch, self.opener.epoch):
-            return  # epochs only move forward
+        highest = max(self.sealer.epoch, self.opener.epoch)
+        if not highest < epoch <= highest + MAX_EPOCH_STEP:
+            return  # epochs only move forward, and step by little
         private = X25519PrivateKey.from_private_bytes(self._rng(32))
         keys = self._keys(private, payload[_ID + _EPOCH :], epoch)
         if keys is None:
