@@ -43,7 +43,7 @@ DEVS = ("tun", "ether")
 PROTOS = ("tcp", "udp")
 MODULES = ("none", "lzo:1", "zlib:1", "aes128cbc", "aead")
 SECURE = "aead"
-"""vt's secure mode (SPAKE2 + AEAD): vt <-> vt only, compared with vtund's aes128cbc."""
+"""vt's secure mode (CPace + AEAD): vt <-> vt only, compared with vtund's aes128cbc."""
 QUICK_CONFIGS = ("tun/tcp/none", "tun/udp/none", "tun/tcp/aes128cbc")
 VTUND_UDP_BROKEN = ("cbc", "cfb", "ofb")
 """Debian's vtund over UDP with these AES modes dies under load: marked n/a, not run."""

@@ -58,7 +58,7 @@ class Relay:
 
     Modes (SIGUSR1 "arms" the ones that act later):
     ``pass``; ``strip-vt2`` (remove the token from the HOST line);
-    ``rewrite-offer`` (replace the server's ``OK VT2`` by ``OK CHAL``; tells when the
+    ``rewrite-offer`` (replace the server's ``OK VT3`` offer by ``OK CHAL``; tells when the
     client answers that challenge);
     ``flip-tcp`` (armed: flip the last byte of the next client chunk of >= 100 bytes);
     ``flip-udp`` (armed: flip the last byte of the next client datagram);
@@ -405,7 +405,7 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
         host_block = pack50(f"HOST: {a.host} vt2\n")
         await loop.sock_sendall(sock, host_block)
         reply = await _read_block(loop, sock)
-        kind = "offer" if reply.startswith(b"OK VT2") else "err" if reply.startswith(b"ERR") \
+        kind = "offer" if reply.startswith(b"OK VT") else "err" if reply.startswith(b"ERR") \
             else "other"
         if kind == "offer" and a.mode == "guess":
             kind = await _guess(a, loop, sock, greeting, host_block, reply)
@@ -420,7 +420,7 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             return
         if a.mode == "dribble" and i % 2:
             # Garbage msg1 of the right shape: costs the server its PAKE.
-            await loop.sock_sendall(sock, b"\x00\x42\x01A" + os.urandom(65))
+            await loop.sock_sendall(sock, b"\x00\x41\x01" + os.urandom(64))
         # dribble: one byte a second until the server gives up on us; silent: nothing.
         await _hold(loop, sock, until, dribble=a.mode == "dribble")
     except (OSError, EOFError, TimeoutError):

@@ -35,8 +35,8 @@ pytestmark = pytest.mark.netns
 PORT = 5000
 RELAY_PORT = 5000  # on 127.0.0.1 in the client's namespace (the UDP exchange needs the same)
 # Stream layout of a secure handshake (docs/secure-mode.md): block sizes on the wire.
-C2S_LEN = 50 + 68 + 35  # HOST, msg1, msg3
-S2C_MSG4 = 50 + 50 + 372  # greeting, OK VT2, msg2; msg4 (35 bytes) starts here
+C2S_LEN = 50 + 67 + 35  # HOST, msg1, msg3
+S2C_MSG4 = 50 + 50 + 371  # greeting, OK VT3, msg2; msg4 (35 bytes) starts here
 S2C_LEN = S2C_MSG4 + 35
 
 
@@ -280,7 +280,7 @@ def test_replayed_udp_datagrams_are_rejected() -> None:
 )
 def test_downgrade_is_refused_by_both_ends(mode: str, client_says: str,
                                            server_says: str) -> None:
-    """A man in the middle strips ``vt2`` or rewrites ``OK VT2`` into ``OK CHAL``: both
+    """A man in the middle strips ``vt2`` or rewrites the ``OK VT3`` offer into ``OK CHAL``: both
     ends refuse with a clear message; no tunnel."""
     with two_hosts() as p:
         ta, _ = add_devices(p, "tun")

@@ -19,7 +19,7 @@ from vt_crypto.secure.handshake import ServerSecureHandshake  # noqa: E402
 from vt_crypto.secure.negotiate import offer_block  # noqa: E402
 from vt_crypto.secure.settings import SecureSettings  # noqa: E402
 
-PREFIX = bytes(100) + offer_block("chacha20poly1305")
+PREFIX = bytes(100) + offer_block()
 
 
 def server_hs() -> ServerSecureHandshake:

@@ -2,7 +2,7 @@
 
 A client whose host has no secure word (only the server sets ``encrypt``) remembers
 that a server once answered in secure mode, and from then on refuses vtund's challenge
-from it: a man in the middle rewriting ``OK VT2`` into ``OK CHAL`` gets no response to
+from it: a man in the middle rewriting ``OK VT3`` into ``OK CHAL`` gets no response to
 guess the password from.  A first contact with a real vtund still works, and every
 session authenticated the vtund way says what a recording of it gives away.
 """

@@ -2,7 +2,7 @@
 
 A client whose host has no secure word (the vtund habit: only the server sets
 ``encrypt``) still offers secure mode, but would take vtund's challenge from anyone who
-answers ``OK CHAL``: a man in the middle rewriting ``OK VT2`` gets a Blowfish/MD5
+answers ``OK CHAL``: a man in the middle rewriting ``OK VT3`` gets a Blowfish/MD5
 response to guess the password from offline, and the server is never authenticated.
 So once a server answered in secure mode, the client writes
 ``<statdir>/vt-secure-servers/<host>@<server>:<port>`` (directory 0700, file 0600, both

@@ -19,9 +19,9 @@ from vtcore.protocol.handshake import pack_msg
 GREETING = pack_msg("VTUN server ver 3.X vt\n")
 
 
-def prefix(host: str = "home", suite: str = "aes256gcm") -> bytes:
+def prefix(host: str = "home") -> bytes:
     """The three 50-byte blocks both ends hash before the binary phase."""
-    return GREETING + pack_msg(f"HOST: {host} vt2\n") + offer_block(suite)
+    return GREETING + pack_msg(f"HOST: {host} vt2\n") + offer_block()
 
 
 class DetRng:
@@ -40,52 +40,6 @@ class DetRng:
 
 def det_rng(seed: bytes) -> DetRng:
     return DetRng(seed)
-
-
-class MemoSpake:
-    """Stands in for ``SPAKE2_A``/``SPAKE2_B`` with a deterministic ``DetRng``: gives the
-    very results the real class gives, but computes each distinct (inputs, inbound
-    message) only once.  Lets a test run hundreds of handshakes that differ in one byte
-    without paying pure-Python curve arithmetic each time."""
-
-    cache: dict[tuple[object, ...], object] = {}
-
-    def __init__(
-        self,
-        real: type,
-        password: bytes,
-        *,
-        idA: bytes,
-        idB: bytes,  # noqa: N803
-        entropy_f: DetRng,
-    ) -> None:
-        self._real, self._pw, self._ids = real, password, (idA, idB)
-        self._key = (real.__name__, password, idA, idB, entropy_f.seed)
-
-    def _fresh(self) -> tuple[object, bytes]:
-        obj = self._real(
-            self._pw, idA=self._ids[0], idB=self._ids[1], entropy_f=DetRng(self._key[-1])
-        )  # type: ignore[index]
-        return obj, obj.start()
-
-    def start(self) -> bytes:
-        key = (*self._key, "start")
-        if key not in self.cache:
-            self.cache[key] = self._fresh()[1]
-        return self.cache[key]  # type: ignore[return-value]
-
-    def finish(self, inbound: bytes) -> bytes:
-        key = (*self._key, "finish", bytes(inbound))
-        if key not in self.cache:
-            obj, _ = self._fresh()
-            try:
-                self.cache[key] = ("ok", obj.finish(inbound))  # type: ignore[attr-defined]
-            except Exception as exc:  # noqa: BLE001 - replayed to the caller below
-                self.cache[key] = ("err", exc)
-        kind, value = self.cache[key]  # type: ignore[misc]
-        if kind == "err":
-            raise value
-        return value
 
 
 def settings(suite: str = "aes256gcm") -> SecureSettings:
@@ -141,7 +95,7 @@ def handshake(
     server_host: str | None = None,
     seed: bytes | None = None,
 ) -> Pair:
-    pre = prefix(host, suite)
+    pre = prefix(host)
     crng = det_rng(b"client" + seed) if seed is not None else None
     srng = det_rng(b"server" + seed) if seed is not None else None
     ckw = {"rng": crng} if crng else {}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import pysodium
 import pytest
 import structlog
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from secure_helpers import MemoSpake, Pair, det_rng, handshake, prefix, settings
-from spake2 import SPAKE2_A, SPAKE2_B
+from secure_helpers import det_rng, handshake, prefix, settings
 from vt_crypto.secure import (
     AUTH_FAILED,
     ClientSecureHandshake,
@@ -38,7 +38,7 @@ def hmac256(key: bytes, msg: bytes) -> bytes:
 
 
 def test_key_schedule_known_answers() -> None:
-    """Every derived key from a fixed SPAKE2 key and transcript hashes, two ways: from the
+    """Every derived key from a fixed PAKE key (ISK) and transcript hashes, two ways: from the
     documented construction with cryptography's HKDF, and pinned hex."""
     k = bytes(range(32))
     th_hello = hashlib.sha256(b"th_hello").digest()
@@ -76,27 +76,49 @@ KEY_SCHEDULE_KAT = {
 }
 
 
+def lv(*parts: bytes) -> bytes:
+    """The draft's lv_cat for strings under 128 bytes (one length byte each)."""
+    assert all(len(p) < 128 for p in parts)
+    return b"".join(bytes([len(p)]) + p for p in parts)
+
+
+def cpace_isk(pre: bytes, m1: bytes, m2: bytes, seed: bytes, host: bytes = b"home") -> bytes:
+    """CPace's ISK of a recorded run, from the draft's definitions with hashlib and
+    libsodium only: CI = lv(client id, server id, negotiation blocks), sid = Nc, no AD."""
+    ci = lv(b"vt client " + host, b"vt server " + host) + bytes([len(pre), 1]) + pre
+    ya, nonce_c, yb = m1[3:35], m1[35:67], m2[3:35]
+    gen = lv(b"CPaceRistretto255", PW, bytes(128 - 1 - 18 - 1 - len(PW)))
+    g = pysodium.crypto_core_ristretto255_from_hash(
+        hashlib.sha512(gen + bytes([len(ci), 1]) + ci + lv(nonce_c)).digest()
+    )
+    crng = det_rng(b"client" + seed)
+    assert crng(32) == nonce_c
+    y_a = pysodium.crypto_core_ristretto255_scalar_reduce(crng(64))
+    assert pysodium.crypto_scalarmult_ristretto255(y_a, g) == ya
+    y_b = pysodium.crypto_core_ristretto255_scalar_reduce(det_rng(b"server" + seed)(64))
+    assert pysodium.crypto_scalarmult_ristretto255(y_b, g) == yb
+    k = pysodium.crypto_scalarmult_ristretto255(y_a, yb)
+    assert k == pysodium.crypto_scalarmult_ristretto255(y_b, ya)
+    transcript = lv(ya, b"") + lv(yb, b"")
+    return hashlib.sha512(lv(b"CPaceRistretto255_ISK", nonce_c, k) + transcript).digest()
+
+
 def test_whole_handshake_recomputed_from_the_wire() -> None:
-    """A deterministic run, re-derived step by step from the recorded bytes with spake2,
-    hashlib, hmac and cryptography only (the construction in docs/secure-mode.md)."""
+    """A deterministic run, re-derived step by step from the recorded bytes with hashlib,
+    hmac, libsodium and cryptography only (the construction in docs/secure-mode.md)."""
     seed = b"kat"
     pair = handshake(seed=seed)
     assert not pair.errors
     m1, m2, m3, m4 = pair.wire
     pre = prefix()
-    assert [len(m) for m in pair.wire] == [2 + 66, 2 + 370, 2 + 33, 2 + 33]
-    assert m1[:3] == bytes([0, 66, 1]) and m2[:3] == bytes([1, 114, 2])
+    assert [len(m) for m in pair.wire] == [2 + 65, 2 + 369, 2 + 33, 2 + 33]
+    assert m1[:3] == bytes([0, 65, 1]) and m2[:3] == bytes([1, 113, 2])
     assert m3[:3] == bytes([0, 33, 3]) and m4[:3] == bytes([0, 33, 4])
-    id_a, id_b = b"vt client home", b"vt server home"
-    a = SPAKE2_A(PW, idA=id_a, idB=id_b, entropy_f=det_rng(b"client" + seed))
-    assert a.start() == m1[3:36]
-    b = SPAKE2_B(PW, idA=id_a, idB=id_b, entropy_f=det_rng(b"server" + seed))
-    assert b.start() == m2[3:36]
-    k = a.finish(m2[3:36])
-    assert k == b.finish(m1[3:36])
-    th_hello = hashlib.sha256(pre + m1 + m2[: 2 + 1 + 33 + 32]).digest()
-    sealed = m2[2 + 66 : 2 + 66 + 272]
-    blob = AESGCM(hkdf(k, th_hello, b"vt2 settings")).decrypt(bytes(12), sealed, th_hello)
+    k = cpace_isk(pre, m1, m2, seed)
+    th_hello = hashlib.sha256(pre + m1 + m2[: 2 + 1 + 32 + 32]).digest()
+    sealed = m2[2 + 65 : 2 + 65 + 272]
+    key = hkdf(k, th_hello, b"vt2 settings")
+    blob = ChaCha20Poly1305(key).decrypt(bytes(12), sealed, th_hello)
     assert blob == settings().encode()
     th_s = hashlib.sha256(pre + m1 + m2[:-32]).digest()
     assert m2[-32:] == hmac256(hkdf(k, th_hello, b"vt2 confirm s"), th_s)
@@ -133,7 +155,7 @@ def test_success_equal_keys_per_direction(suite: str) -> None:
 
 
 def test_sessions_have_fresh_keys() -> None:
-    """Same password, two sessions: unrelated keys (ephemeral SPAKE2 scalars, nonces)."""
+    """Same password, two sessions: unrelated keys (ephemeral CPace scalars, nonces)."""
     k1 = handshake().events["client"].keys  # type: ignore[union-attr]
     k2 = handshake().events["client"].keys  # type: ignore[union-attr]
     assert k1.c2s != k2.c2s and k1.s2c != k2.s2c and k1.session_id != k2.session_id
@@ -161,13 +183,16 @@ def test_host_names_are_bound() -> None:
     assert pair.errors == {"client": AUTH_FAILED, "server": AUTH_FAILED}
 
 
-def test_rewritten_offer_suite_fails() -> None:
-    """An attacker who rewrites 'OK VT2 aes256gcm' into chacha20poly1305 on the wire."""
-    c_pre, s_pre = prefix(suite="chacha20poly1305"), prefix(suite="aes256gcm")
-    client = ClientSecureHandshake("home", PW, c_pre)
-    server = ServerSecureHandshake("home", PW, settings("aes256gcm"), s_pre)
-    pair = Pair(client, server)
-    assert pair.errors == {"client": AUTH_FAILED, "server": AUTH_FAILED}
+@pytest.mark.parametrize("suite", ["aes256gcm", "chacha20poly1305"])
+def test_suite_travels_in_the_sealed_settings(suite: str) -> None:
+    """The offer names no suite: the client learns the server's choice from the settings
+    (sealed, covered by confirm_S) and both ends key the session for it."""
+    pair = handshake(suite=suite)
+    assert pair.errors == {}
+    for side in ("client", "server"):
+        ev = pair.events[side]
+        assert isinstance(ev, SecureEstablished)
+        assert ev.keys.suite == ev.settings.suite == suite
 
 
 @pytest.mark.parametrize(
@@ -175,7 +200,7 @@ def test_rewritten_offer_suite_fails() -> None:
     [(b, o) for b in (0, 1) for o in (0, 5, 7, 10, 17, 48, 49)] + [(2, 20), (2, 48), (2, 49)],
 )
 def test_prefix_difference_fails(block: int, offset: int) -> None:
-    """Any difference in the 50-byte blocks (greeting, HOST line with vt2, OK VT2) that
+    """Any difference in the 50-byte blocks (greeting, HOST line with vt2, OK VT3) that
     the two ends saw makes the handshake fail: the negotiation is in the transcript.
     (In the offer block only the padding can differ without changing the offer itself.)"""
     pre = bytearray(prefix())
@@ -185,15 +210,11 @@ def test_prefix_difference_fails(block: int, offset: int) -> None:
     assert pair.errors == {"client": AUTH_FAILED, "server": AUTH_FAILED}
 
 
-def test_tampering_every_byte_of_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tampering_every_byte_of_every_message() -> None:
     """integrity.sh style: flip each byte of each message in transit.  Never do both ends
     establish; the client never does; the server only when msg4 (its last message) was
     altered, with the keys the client holds.  An end that neither failed nor finished
     (a length prefix made larger: it waits for more) fails on its time-out."""
-    from functools import partial
-
-    monkeypatch.setattr(hs_mod, "SPAKE2_A", partial(MemoSpake, SPAKE2_A))
-    monkeypatch.setattr(hs_mod, "SPAKE2_B", partial(MemoSpake, SPAKE2_B))
     honest = handshake(seed=b"tamper")
     assert "client" in honest.events and "server" in honest.events
     sizes = [len(m) for m in honest.wire]
@@ -244,21 +265,27 @@ def test_bad_length_fails_at_once(length: int) -> None:
     server.receive_data(b"more")  # ignored once failed
 
 
-def test_no_spake2_work_before_cheap_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_pake_work_before_cheap_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*a: object, **k: object) -> None:
-        raise AssertionError("SPAKE2 started on a malformed msg1")
+        raise AssertionError("CPace started on a malformed msg1")
 
-    monkeypatch.setattr(hs_mod, "SPAKE2_B", boom)
-    for body in (b"\x01" * 65, b"\x02" + bytes(65), b"\x01B" + bytes(64)):
+    monkeypatch.setattr(hs_mod, "CPace", boom)
+    for body in (b"\x01" * 64, b"\x02" + bytes(64), b"\x01" + bytes(65)):
         server = ServerSecureHandshake("home", PW, settings(), prefix())
         with pytest.raises(SecureHandshakeError, match="malformed"):
             server.receive_data(hs_mod.frame(body))
 
 
-def test_invalid_spake2_point_is_malformed_not_a_crash() -> None:
+@pytest.mark.parametrize("point", [b"\xff" * 32, bytes(32)])  # not a point; the identity
+def test_invalid_cpace_point_is_malformed_not_a_crash(point: bytes) -> None:
     server = ServerSecureHandshake("home", PW, settings(), prefix())
     with pytest.raises(SecureHandshakeError, match="^malformed secure handshake message$"):
-        server.receive_data(hs_mod.frame(b"\x01A" + b"\xff" * 32 + bytes(32)))
+        server.receive_data(hs_mod.frame(b"\x01" + point + bytes(32)))
+    assert server.data_to_send() == b"\x00\x01\xff"
+    client = ClientSecureHandshake("home", PW, prefix())
+    client.data_to_send()
+    with pytest.raises(SecureHandshakeError, match="^malformed secure handshake message$"):
+        client.receive_data(hs_mod.frame(b"\x02" + point + bytes(368 - 32)))
 
 
 def test_timeout_and_connection_lost_messages() -> None:
@@ -283,9 +310,9 @@ def test_local_misuse_is_value_error() -> None:
     with pytest.raises(ValueError):
         ClientSecureHandshake("home", b"", prefix())
     with pytest.raises(ValueError):
-        ClientSecureHandshake("home", PW, prefix()[:100])  # no OK VT2 block
-    with pytest.raises(ValueError):  # settings for another suite than offered
-        ServerSecureHandshake("home", PW, settings("chacha20poly1305"), prefix())
+        ClientSecureHandshake("home", PW, prefix()[:100])  # no OK VT3 block
+    with pytest.raises(ValueError):  # a known host without its settings
+        ServerSecureHandshake("home", PW, None, prefix())
 
 
 # --------------------------------------------------------------------------- secrets
@@ -342,13 +369,15 @@ def test_settings_roundtrip_and_malformed() -> None:
         SecureSettings(flags="TuC", suite="aes256gcm")
 
 
-def test_chacha_settings_use_chacha() -> None:
-    pair = handshake(suite="chacha20poly1305", seed=b"c")
+def test_settings_are_sealed_alike_for_every_suite() -> None:
+    """ChaCha20-Poly1305 seals the settings whatever the session's suite (an AES-GCM
+    session's settings open with ChaCha20-Poly1305), so msg2 says nothing of the host's
+    configuration before the key confirmation."""
+    pair = handshake(suite="aes256gcm", seed=b"c")
     m1, m2 = pair.wire[0], pair.wire[1]
-    a = SPAKE2_A(PW, idA=b"vt client home", idB=b"vt server home", entropy_f=det_rng(b"clientc"))
-    a.start()
-    k = a.finish(m2[3:36])
-    th_hello = hashlib.sha256(prefix(suite="chacha20poly1305") + m1 + m2[:68]).digest()
+    pre = prefix()
+    k = cpace_isk(pre, m1, m2, b"c")
+    th_hello = hashlib.sha256(pre + m1 + m2[:67]).digest()
     key = hkdf(k, th_hello, b"vt2 settings")
-    blob = ChaCha20Poly1305(key).decrypt(bytes(12), m2[68:340], th_hello)
-    assert SecureSettings.decode(blob) == settings("chacha20poly1305")
+    blob = ChaCha20Poly1305(key).decrypt(bytes(12), m2[67:339], th_hello)
+    assert SecureSettings.decode(blob) == settings("aes256gcm")

@@ -59,13 +59,12 @@ def test_host_token_survives_vtcore_server_parse() -> None:
     assert event is not None and HOST_TOKEN in event.extra  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("suite", ["aes256gcm", "chacha20poly1305"])
-def test_offer_roundtrip(suite: str) -> None:
-    block = offer_block(suite)
-    assert len(block) == 50 and block.startswith(f"OK VT2 {suite}\n".encode())
-    assert parse_offer(block) == suite
-    assert check_server_reply(block, "home", True) == suite
-    assert check_server_reply(block, "home", False) == suite
+def test_offer_roundtrip() -> None:
+    block = offer_block()
+    assert block == b"OK VT3\n" + bytes(43)
+    assert parse_offer(block) is True
+    assert check_server_reply(block, "home", True) is True
+    assert check_server_reply(block, "home", False) is True
 
 
 @pytest.mark.parametrize(
@@ -75,11 +74,12 @@ def test_offer_roundtrip(suite: str) -> None:
         ("ERR\n", "server refused host home before secure mode"),
         ("OK FLAGS: <TuC9K>\n", "unexpected server reply for host home"),
         ("VTUN garbage\n", "unexpected server reply for host home"),
+        ("OK VT2 aes256gcm\n", "server speaks an older secure-mode protocol for host home"),
     ],
 )
 def test_secure_client_refuses_legacy_replies(text: str, why: str) -> None:
     block = pack_msg(text)
-    assert check_server_reply(block, "home", False) is None  # legacy client: go on
+    assert check_server_reply(block, "home", False) is False  # legacy client: go on
     with pytest.raises(SecureHandshakeError) as err:
         check_server_reply(block, "home", True)
     message = str(err.value)
@@ -87,14 +87,12 @@ def test_secure_client_refuses_legacy_replies(text: str, why: str) -> None:
 
 
 def test_bad_offer_blocks() -> None:
-    unknown = pack_msg("OK VT2 rot13\n")
-    with pytest.raises(SecureHandshakeError, match="unknown secure-mode suite"):
-        check_server_reply(unknown, "home", True)
-    assert check_server_reply(unknown, "home", False) is None
+    for text in ("OK VT3 aes256gcm\n", "OK VT4\n", "OK VT\n"):
+        with pytest.raises(SecureHandshakeError, match="unexpected server reply"):
+            check_server_reply(pack_msg(text), "home", True)
+        assert check_server_reply(pack_msg(text), "home", False) is False
     with pytest.raises(SecureHandshakeError):
-        check_server_reply(b"OK VT2 aes256gcm\n", "home", True)  # not 50 bytes
-    with pytest.raises(ValueError):
-        offer_block("rot13")
+        check_server_reply(b"OK VT3\n", "home", True)  # not 50 bytes
 
 
 def test_choose_suite(tmp_path) -> None:

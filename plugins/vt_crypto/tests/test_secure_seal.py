@@ -6,12 +6,11 @@ import random
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from vt_crypto.secure import FRAME_CLOSE, FRAME_DATA, FRAME_ECHO_REQ, OVERHEAD, Opener, Sealer
 from vt_crypto.secure.seal import (
     EPOCH_GRACE_SECONDS,
     REJECT_AFTER_FRAMES,
+    REJECT_AFTER_SECONDS,
     ReplayWindow,
 )
 
@@ -26,8 +25,7 @@ def spec_frame(suite: str, key: bytes, epoch: int, ctr: int, ftype: int, payload
     return header + AEADS[suite](key).encrypt(nonce, bytes([ftype]) + payload, header)
 
 
-def rekeyed(key: bytes) -> bytes:
-    return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"vt rekey").derive(key)
+KEY2, KEY3 = bytes(range(1, 33)), bytes(range(2, 34))
 
 
 class Clock:
@@ -58,13 +56,14 @@ def test_seal_known_answer(suite: str) -> None:
 
 
 @pytest.mark.parametrize("suite", sorted(AEADS))
-def test_rekey_known_answer(suite: str) -> None:
+def test_installed_key_known_answer(suite: str) -> None:
     sealer = Sealer(KEY, suite, clock=Clock())
-    sealer.seal(FRAME_DATA, b"x")
-    sealer.rekey()
-    sealer.rekey()
+    sealer.install(KEY2, 1)
+    sealer.install(KEY3, 7)
     frame = sealer.seal(FRAME_ECHO_REQ, b"")
-    assert frame == spec_frame(suite, rekeyed(rekeyed(KEY)), 2, 0, FRAME_ECHO_REQ, b"")
+    assert frame == spec_frame(suite, KEY3, 7, 0, FRAME_ECHO_REQ, b"")
+    with pytest.raises(ValueError):
+        sealer.install(KEY2, 7)  # epochs only move forward
 
 
 def test_control_frames_are_sealed_too() -> None:
@@ -218,42 +217,40 @@ def test_tcp_strict_order() -> None:
     assert opener.replayed == 3
 
 
-# --------------------------------------------------------------------------- rekeying
+# --------------------------------------------------------------------------- epochs
 
 
-def test_rekey_by_bytes_with_reordering_across_epochs() -> None:
+def test_needs_rekey_by_bytes_time_or_frames() -> None:
     clock = Clock()
-    sealer = Sealer(KEY, "aes256gcm", clock=clock, rekey_bytes=1000)
-    opener = Opener(KEY, "aes256gcm", window=256)
-    frames = [sealer.seal(FRAME_DATA, bytes([i % 256]) * 99) for i in range(60)]
-    assert sealer.epoch == 5  # 10 frames of 100 plaintext bytes per epoch
-    assert {f[0] for f in frames} == {0, 1, 2, 3, 4, 5}
-    rng = random.Random(3)
-    delivered = []
-    for start in range(0, 60, 4):  # shuffle within groups: crosses epoch boundaries
-        group = list(range(start, min(start + 7, 60)))
-        rng.shuffle(group)
-        delivered += [i for i in group if i not in delivered]
-    got = {}
-    for i in delivered:
-        out = opener.open(frames[i], clock.t)
-        assert out is not None, i
-        got[i] = out[1]
-    assert got == {i: bytes([i % 256]) * 99 for i in range(60)}
-    assert opener.epoch == 5 and opener.rejected == 0
-    assert all(opener.open(f, clock.t) is None for f in frames[:50])  # old epochs: gone
+    by_bytes = Sealer(KEY, "aes256gcm", clock=clock, rekey_bytes=1000)
+    by_time = Sealer(KEY, "aes256gcm", clock=clock, rekey_seconds=120)
+    by_frames = Sealer(KEY, "aes256gcm", clock=clock, rekey_frames=3)
+    for _ in range(9):
+        by_bytes.seal(FRAME_DATA, bytes(99))
+    by_frames.seal(0, b"")
+    by_frames.seal(0, b"")
+    assert not any(s.needs_rekey(clock.t + 119) for s in (by_bytes, by_time, by_frames))
+    by_bytes.seal(FRAME_DATA, bytes(99))
+    by_frames.seal(0, b"")
+    assert by_bytes.needs_rekey(clock.t) and by_frames.needs_rekey(clock.t)
+    assert by_bytes.due and by_frames.due and not by_time.due  # the data path's flag
+    assert by_time.needs_rekey(clock.t + 120) and by_time.rekey_due() == clock.t + 120
+    by_time.install(KEY2, 1, clock.t + 120)
+    assert not by_time.needs_rekey(clock.t + 121)  # a new key restarts every count
+    with pytest.raises(ValueError):
+        Sealer(KEY, "aes256gcm", rekey_frames=REJECT_AFTER_FRAMES + 1)
 
 
-def test_rekey_by_time_with_grace_for_in_flight_frames() -> None:
+def test_next_epoch_with_reordering_and_grace_for_in_flight_frames() -> None:
     clock = Clock()
-    sealer = Sealer(KEY, "chacha20poly1305", clock=clock, rekey_seconds=120)
-    opener = Opener(KEY, "chacha20poly1305")
+    sealer = Sealer(KEY, "chacha20poly1305", clock=clock)
+    opener = Opener(KEY, "chacha20poly1305", now=clock.t)
     old = _frames(sealer, 5)
-    clock.t += 119.9
-    old.append(sealer.seal(FRAME_DATA, b"still 0"))
-    clock.t += 0.2
+    sealer.install(KEY2, 1, clock.t)
     new = _frames(sealer, 3)
-    assert old[-1][0] == 0 and new[0][0] == 1 and new[0][1:9] == bytes(8)
+    assert new[0][0] == 1 and new[0][1:9] == bytes(8)
+    assert opener.open(new[1], clock.t) is None  # not installed yet: unknown epoch
+    opener.install_next(KEY2, 1, clock.t)
     assert opener.open(new[1], clock.t) is not None  # the next epoch overtakes ...
     for f in old[:3]:
         assert opener.open(f, clock.t + 1) is not None  # ... old frames still in flight
@@ -263,36 +260,41 @@ def test_rekey_by_time_with_grace_for_in_flight_frames() -> None:
     assert opener.epoch == 1 and opener.replayed == 0
 
 
-def test_whole_epoch_lost_then_recovered() -> None:
-    sealer, opener = Sealer(KEY, "aes256gcm"), Opener(KEY, "aes256gcm")
-    assert opener.open(sealer.seal(0, b"a")) is not None
-    sealer.rekey()
-    sealer.seal(0, b"lost")
-    sealer.rekey()
-    assert opener.open(sealer.seal(0, b"b")) == (0, b"b")
-    assert opener.epoch == 2
-    sealer.rekey()
-    sealer.rekey()
-    sealer.rekey()
-    assert opener.open(sealer.seal(0, b"too far")) is None  # only 2 epochs ahead
+def test_keys_older_than_reject_after_are_refused() -> None:
+    """REJECT-AFTER: an authentic fresh frame under a key installed 180 s ago or more is
+    refused, current key or not; the next key, installed later, still opens."""
+    clock = Clock()
+    sealer = Sealer(KEY, "aes256gcm", clock=clock)
+    opener = Opener(KEY, "aes256gcm", now=clock.t)
+    assert opener.open(sealer.seal(0, b"a"), clock.t + 179.9) == (0, b"a")
+    assert opener.open(sealer.seal(0, b"b"), clock.t + REJECT_AFTER_SECONDS) is None
+    sealer.install(KEY2, 1, clock.t + 170)
+    opener.install_next(KEY2, 1, clock.t + 170)
+    assert opener.open(sealer.seal(0, b"c"), clock.t + 181) == (0, b"c")
+    assert opener.open(sealer.seal(0, b"d"), clock.t + 170 + REJECT_AFTER_SECONDS) is None
 
 
-def test_rekey_by_frame_count_and_tcp_epochs() -> None:
-    sealer = Sealer(KEY, "aes256gcm", rekey_frames=3)
+def test_tcp_epochs_strict() -> None:
+    sealer = Sealer(KEY, "aes256gcm")
     opener = Opener(KEY, "aes256gcm", window=None)
-    frames = _frames(sealer, 10)
-    headers = [(f[0], int.from_bytes(f[1:9], "big")) for f in frames]
-    assert headers == [(e, c) for e in range(4) for c in range(3)][:10]
-    assert all(opener.open(f) is not None for f in frames)
-    assert opener.open(frames[2]) is None  # previous epoch: no grace over tcp
+    first = _frames(sealer, 3)
+    sealer.install(KEY2, 1)
+    opener.install_next(KEY2, 1, 0.0)
+    second = _frames(sealer, 3)
+    assert all(opener.open(f) is not None for f in first)
+    assert opener.open(second[1]) is None  # the next epoch starts at counter 0
+    assert all(opener.open(f) is not None for f in second)
+    assert opener.open(first[2]) is None  # previous epoch: no grace over tcp
     with pytest.raises(ValueError):
-        Sealer(KEY, "aes256gcm", rekey_frames=REJECT_AFTER_FRAMES + 1)
+        opener.install_next(KEY3, 1, 0.0)  # epochs only move forward
 
 
 def test_epoch_byte_wraps() -> None:
     sealer, opener = Sealer(KEY, "aes256gcm"), Opener(KEY, "aes256gcm", window=None)
-    for _ in range(300):
+    for epoch in range(1, 301):
         assert opener.open(sealer.seal(0, b"x")) is not None
-        sealer.rekey()
+        key = bytes([epoch % 256]) * 32
+        sealer.install(key, epoch)
+        opener.install_next(key, epoch, 0.0)
     assert opener.epoch == 299 and sealer.epoch == 300
     assert opener.open(sealer.seal(0, b"y")) == (0, b"y")

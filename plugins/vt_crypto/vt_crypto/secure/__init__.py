@@ -20,6 +20,7 @@ from vt_crypto.secure.negotiate import (
     parse_offer,
     server_mode,
 )
+from vt_crypto.secure.rekey import SessionCrypto
 from vt_crypto.secure.seal import (
     FRAME_CLOSE,
     FRAME_DATA,
@@ -50,6 +51,7 @@ __all__ = [
     "SecureHandshakeError",
     "SecureSettings",
     "ServerSecureHandshake",
+    "SessionCrypto",
     "SessionKeys",
     "check_server_reply",
     "choose_suite",

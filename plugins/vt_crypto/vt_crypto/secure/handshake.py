@@ -1,18 +1,20 @@
-"""Secure mode's handshake: SPAKE2 over the shared ``passwd``, bound to the host name and
-the whole negotiation, with key confirmation in both directions.  Two sans-I/O classes in
+"""Secure mode's handshake: CPace (ristretto255, SHA-512) over the shared ``passwd``, bound
+to both ends' identities for the host and to the whole negotiation, with key confirmation
+in both directions.  Two sans-I/O classes in
 the style of h11 (``receive_data`` / ``data_to_send`` / ``next_event``).
 
 Messages (each ``2-byte big-endian length | body``; see docs/secure-mode.md)::
 
-    C->S  msg1  01 | SPAKE2 A (33) | client nonce (32)
-    S->C  msg2  02 | SPAKE2 B (33) | server nonce (32) | AEAD(settings) (272) | confirm_S (32)
+    C->S  msg1  01 | CPace Ya (32) | client nonce (32)
+    S->C  msg2  02 | CPace Yb (32) | server nonce (32) | AEAD(settings) (272) | confirm_S (32)
     C->S  msg3  03 | confirm_C (32)
     S->C  msg4  04 | finished_S (32)
     either      FF                  abort (the sender failed; no reason given)
 
 The transcript is every byte on the wire from the server greeting on: the caller passes
-the three 50-byte blocks (greeting, ``HOST: <host> vt2``, ``OK VT2 <suite>``) as
-``transcript_prefix``, exactly as sent and received.
+the three 50-byte blocks (greeting, ``HOST: <host> vt2``, the ``OK VT3`` offer) as
+``transcript_prefix``, exactly as sent and received.  The same blocks are in CPace's
+channel identifier, with both identities; the client nonce is CPace's session id.
 
 Bad peer input raises :class:`SecureHandshakeError` (one line); the caller then sends
 ``data_to_send()`` (an abort message) and closes.  Wrong password and unknown host fail
@@ -31,25 +33,27 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
-from spake2 import SPAKE2_A, SPAKE2_B
 
+from vt_crypto.secure.cpace import POINT_SIZE, CPace, lv_cat
 from vt_crypto.secure.errors import AUTH_FAILED, SecureHandshakeError
 from vt_crypto.secure.keys import HandshakeKeys, Role, SessionKeys
 from vt_crypto.secure.negotiate import parse_offer
 from vt_crypto.secure.settings import SETTINGS_SIZE, SecureSettings
-from vt_crypto.secure.suites import TAG_SIZE, make_aead
+from vt_crypto.secure.suites import AUTO_WORD, CHACHA20POLY1305, TAG_SIZE, choose_suite, make_aead
 
 MAX_MESSAGE = 1024
 MSG_PAKE_C, MSG_PAKE_S, MSG_CONFIRM_C, MSG_FINISHED_S, MSG_ABORT = 1, 2, 3, 4, 0xFF
-SPAKE_SIZE = 33
 NONCE_SIZE = 32
 MAC_SIZE = 32
-MSG1_SIZE = 1 + SPAKE_SIZE + NONCE_SIZE
-MSG2_HEAD_SIZE = 1 + SPAKE_SIZE + NONCE_SIZE
+MSG1_SIZE = 1 + POINT_SIZE + NONCE_SIZE
+MSG2_HEAD_SIZE = 1 + POINT_SIZE + NONCE_SIZE
 MSG2_SIZE = MSG2_HEAD_SIZE + SETTINGS_SIZE + TAG_SIZE + MAC_SIZE
 MSG3_SIZE = MSG4_SIZE = 1 + MAC_SIZE
 SETTINGS_NONCE = bytes(12)
 """The settings key is used once, so a zero nonce is safe."""
+SETTINGS_SUITE = CHACHA20POLY1305
+"""The AEAD sealing the settings, the same for every host: the session's own suite is
+inside them, so nothing on the wire before the key confirmation depends on the host."""
 
 MALFORMED = "malformed secure handshake message"
 TIMED_OUT = "secure handshake timed out"
@@ -63,11 +67,12 @@ def frame(body: bytes) -> bytes:
     return len(body).to_bytes(2, "big") + body
 
 
-def identities(host: str) -> tuple[bytes, bytes]:
-    """SPAKE2 identities: both bind the host name, so a key for one host is useless for
-    another even with the same password."""
+def channel_id(host: str, transcript_prefix: bytes) -> bytes:
+    """CPace's CI: the client's then the server's identity for this host, then the
+    negotiation blocks.  A run for one host (or one role, or one negotiation) is useless
+    for another, even with the same password."""
     name = host.encode("latin-1")
-    return b"vt client " + name, b"vt server " + name
+    return lv_cat(b"vt client " + name, b"vt server " + name, transcript_prefix)
 
 
 def mac(key: bytes, transcript_hash: bytes) -> bytes:
@@ -108,14 +113,13 @@ class _Handshake:
 
     def __init__(self, host: str, transcript_prefix: bytes) -> None:
         if len(transcript_prefix) < 50:
-            raise ValueError("transcript_prefix must end with the OK VT2 block")
-        suite = parse_offer(transcript_prefix[-50:])
-        if suite is None:
-            raise ValueError("transcript_prefix must end with the OK VT2 block")
+            raise ValueError("transcript_prefix must end with the OK VT3 offer block")
+        if not parse_offer(transcript_prefix[-50:]):
+            raise ValueError("transcript_prefix must end with the OK VT3 offer block")
         self.host = host
-        self.suite = suite
         self.state = State.FAILED
         self._transcript = hashlib.sha256(transcript_prefix)
+        self._ci = channel_id(host, transcript_prefix)
         self._buf = b""
         self._out = b""
         self._trailing = b""
@@ -213,10 +217,9 @@ class ClientSecureHandshake(_Handshake):
         super().__init__(host, transcript_prefix)
         if not password:
             raise ValueError("secure mode needs a password")
-        id_a, id_b = identities(host)
-        self._spake = SPAKE2_A(password, idA=id_a, idB=id_b, entropy_f=rng)
-        msg_a = self._spake.start()
-        self._send(bytes((MSG_PAKE_C,)) + msg_a + rng(NONCE_SIZE))
+        nonce = rng(NONCE_SIZE)
+        self._pake: CPace | None = CPace(password, self._ci, nonce, initiator=True, rng=rng)
+        self._send(bytes((MSG_PAKE_C,)) + self._pake.share + nonce)
         self.state = State.WAIT_PAKE_S
         self._keys: SessionKeys | None = None
         self._settings: SecureSettings | None = None
@@ -230,13 +233,11 @@ class ClientSecureHandshake(_Handshake):
 
     def _on_pake_s(self, raw: bytes, body: bytes) -> None:
         self._expect(body, MSG_PAKE_S, MSG2_SIZE)
-        if body[1] != ord("B"):
+        assert self._pake is not None
+        key = self._pake.finish(body[1 : 1 + POINT_SIZE])
+        self._pake = None
+        if key is None:
             self._fail(MALFORMED)
-        try:
-            key = self._spake.finish(body[1 : 1 + SPAKE_SIZE])
-        except Exception:  # noqa: BLE001 - spake2 raises several types on bad points
-            self._fail(MALFORMED)
-        del self._spake
         t = self._transcript.copy()
         t.update(raw[: 2 + MSG2_HEAD_SIZE])
         th_hello = t.digest()
@@ -246,15 +247,13 @@ class ClientSecureHandshake(_Handshake):
         if not hmac.compare_digest(mac(hk.confirm_s, t.digest()), body[-MAC_SIZE:]):
             self._fail(AUTH_FAILED)
         try:
-            plain = make_aead(self.suite, hk.settings).decrypt(SETTINGS_NONCE, sealed, th_hello)
-            settings = SecureSettings.decode(plain)
+            aead = make_aead(SETTINGS_SUITE, hk.settings)
+            settings = SecureSettings.decode(aead.decrypt(SETTINGS_NONCE, sealed, th_hello))
         except (InvalidTag, SecureHandshakeError):
             self._fail("malformed secure settings")
-        if settings.suite != self.suite:
-            self._fail("server settings do not match its offer")
         self._transcript.update(raw)
         th_c = self._transcript.digest()
-        self._keys = SessionKeys.derive(self.suite, key, th_c)
+        self._keys = SessionKeys.derive(settings.suite, key, th_c)
         self._settings = settings
         self._send(bytes((MSG_CONFIRM_C,)) + mac(hk.confirm_c, th_c))
         self._finished = mac(hk.finished_s, self._transcript.digest())
@@ -272,7 +271,7 @@ class ClientSecureHandshake(_Handshake):
 class ServerSecureHandshake(_Handshake):
     """Server side.  ``password=None`` (unknown host): the PAKE runs with a random
     password, so the client fails exactly as with a wrong one.  ``settings`` may then be
-    None too.  The SPAKE2 computation (the expensive step) happens only after msg1 passed
+    None too.  The CPace computation (the expensive step) happens only after msg1 passed
     the cheap length and type checks.
     """
 
@@ -290,11 +289,11 @@ class ServerSecureHandshake(_Handshake):
         super().__init__(host, transcript_prefix)
         if password is None:
             password = rng(32)
-            settings = SecureSettings(flags="<T>", suite=self.suite)
+            settings = SecureSettings(flags="<T>", suite=choose_suite(AUTO_WORD))
         elif not password:
             raise ValueError("secure mode needs a password")
-        if settings is None or settings.suite != self.suite:
-            raise ValueError("settings must name the suite of the OK VT2 offer")
+        if settings is None:
+            raise ValueError("a known host needs its settings")
         self._password: bytes | None = password
         self._settings = settings
         self._rng = rng
@@ -311,30 +310,26 @@ class ServerSecureHandshake(_Handshake):
 
     def _on_pake_c(self, raw: bytes, body: bytes) -> None:
         self._expect(body, MSG_PAKE_C, MSG1_SIZE)
-        if body[1] != ord("A"):
-            self._fail(MALFORMED)
         self._transcript.update(raw)
-        id_a, id_b = identities(self.host)
         assert self._password is not None
-        spake = SPAKE2_B(self._password, idA=id_a, idB=id_b, entropy_f=self._rng)
+        nonce_c = body[1 + POINT_SIZE :]
+        pake = CPace(self._password, self._ci, nonce_c, initiator=False, rng=self._rng)
         self._password = None
-        msg_b = spake.start()
-        try:
-            key = spake.finish(body[1 : 1 + SPAKE_SIZE])
-        except Exception:  # noqa: BLE001 - spake2 raises several types on bad points
+        key = pake.finish(body[1 : 1 + POINT_SIZE])
+        if key is None:
             self._fail(MALFORMED)
-        head = bytes((MSG_PAKE_S,)) + msg_b + self._rng(NONCE_SIZE)
+        head = bytes((MSG_PAKE_S,)) + pake.share + self._rng(NONCE_SIZE)
         t = self._transcript.copy()
         t.update(MSG2_SIZE.to_bytes(2, "big") + head)
         th_hello = t.digest()
         hk = HandshakeKeys.derive(key, th_hello)
-        sealed = make_aead(self.suite, hk.settings).encrypt(
+        sealed = make_aead(SETTINGS_SUITE, hk.settings).encrypt(
             SETTINGS_NONCE, self._settings.encode(), th_hello
         )
         t.update(sealed)
         self._send(head + sealed + mac(hk.confirm_s, t.digest()))
         th_c = self._transcript.digest()
-        self._keys = SessionKeys.derive(self.suite, key, th_c)
+        self._keys = SessionKeys.derive(self._settings.suite, key, th_c)
         self._confirm_c = mac(hk.confirm_c, th_c)
         self._finished_key = hk.finished_s
         self.state = State.WAIT_CONFIRM_C

@@ -1,4 +1,4 @@
-"""Secure mode's key schedule: every key is HKDF-SHA256 of the SPAKE2 key, salted with a
+"""Secure mode's key schedule: every key is HKDF-SHA256 of CPace's ISK, salted with a
 transcript hash, under its own label (see docs/secure-mode.md, "Key schedule").
 
 Keys live in ``bytes`` (immutable): "erasing" one means dropping every reference; Python
@@ -19,7 +19,7 @@ HANDSHAKE_LABELS = ("settings", "confirm s", "confirm c", "finished s")
 SESSION_LABELS = ("c2s", "s2c", "session id")
 """Keys salted with ``th_c`` (the transcript up to the end of msg2)."""
 SESSION_ID_SIZE = 16
-REKEY_INFO = b"vt rekey"
+REKEY_LABELS = (b"vt3 rekey c2s", b"vt3 rekey s2c")
 
 Role = Literal["client", "server"]
 
@@ -29,15 +29,19 @@ def hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int = 32) -> bytes
     return HKDF(algorithm=SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
-def derive(spake_key: bytes, transcript_hash: bytes, label: str) -> bytes:
-    """One schedule key: ``HKDF(ikm=spake_key, salt=transcript_hash, info="vt2 "+label)``."""
+def derive(pake_key: bytes, transcript_hash: bytes, label: str) -> bytes:
+    """One schedule key: ``HKDF(ikm=pake_key, salt=transcript_hash, info="vt2 "+label)``."""
     length = SESSION_ID_SIZE if label == "session id" else 32
-    return hkdf(spake_key, transcript_hash, LABEL_PREFIX + label.encode("ascii"), length)
+    return hkdf(pake_key, transcript_hash, LABEL_PREFIX + label.encode("ascii"), length)
 
 
-def next_epoch_key(key: bytes) -> bytes:
-    """The key of the following epoch: ``HKDF(ikm=key, salt=None, info="vt rekey")``."""
-    return hkdf(key, None, REKEY_INFO)
+def rekeyed(shared: bytes, session_id: bytes, epoch: int) -> tuple[bytes, bytes]:
+    """Epoch ``epoch``'s ``(c2s, s2c)`` from an in-session X25519 exchange:
+    ``HKDF(ikm=shared, salt=session_id | epoch (4, big-endian), info="vt3 rekey c2s" /
+    "vt3 rekey s2c")``.  Only fresh Diffie-Hellman output goes in, so a leaked epoch key
+    says nothing of the next one; the salt binds the keys to this session and epoch."""
+    salt = session_id + epoch.to_bytes(4, "big")
+    return tuple(hkdf(shared, salt, label) for label in REKEY_LABELS)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,8 @@ class HandshakeKeys:
     finished_s: bytes = field(repr=False)
 
     @classmethod
-    def derive(cls, spake_key: bytes, th_hello: bytes) -> HandshakeKeys:
-        s, cs, cc, fs = (derive(spake_key, th_hello, label) for label in HANDSHAKE_LABELS)
+    def derive(cls, pake_key: bytes, th_hello: bytes) -> HandshakeKeys:
+        s, cs, cc, fs = (derive(pake_key, th_hello, label) for label in HANDSHAKE_LABELS)
         return cls(settings=s, confirm_s=cs, confirm_c=cc, finished_s=fs)
 
 
@@ -69,8 +73,8 @@ class SessionKeys:
     session_id: bytes
 
     @classmethod
-    def derive(cls, suite: str, spake_key: bytes, th_c: bytes) -> SessionKeys:
-        c2s, s2c, sid = (derive(spake_key, th_c, label) for label in SESSION_LABELS)
+    def derive(cls, suite: str, pake_key: bytes, th_c: bytes) -> SessionKeys:
+        c2s, s2c, sid = (derive(pake_key, th_c, label) for label in SESSION_LABELS)
         return cls(suite=suite, c2s=c2s, s2c=s2c, session_id=sid)
 
     def send_key(self, role: Role) -> bytes:

@@ -1,6 +1,6 @@
-"""Bounding the cost of secure handshakes (each costs the server a SPAKE2 computation).
+"""Bounding the cost of secure handshakes (each costs the server a CPace computation).
 
-The runtime asks :meth:`HandshakeLimiter.admit` before it answers ``OK VT2``, i.e.
+The runtime asks :meth:`HandshakeLimiter.admit` before it answers ``OK VT3``, i.e.
 before any expensive work; a refused client gets ``ERR``.  Pure: time is passed in.
 """
 

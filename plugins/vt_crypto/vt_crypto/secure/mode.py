@@ -8,12 +8,17 @@ data or control, travels sealed; the inner link only carries opaque sealed frame
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Mapping
 
+import structlog
+
 from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
 from vt_crypto.secure.limiter import HandshakeLimiter, source_key
-from vt_crypto.secure.negotiate import HOST_TOKEN, check_server_reply, offer_block, server_mode
+from vt_crypto.secure.negotiate import HOST_TOKEN, Offer, check_server_reply, server_mode
+from vt_crypto.secure.rekey import REKEY_TYPES, SessionCrypto
 from vt_crypto.secure.seal import (
     FRAME_CLOSE,
     FRAME_DATA,
@@ -30,19 +35,38 @@ _TO_TYPE = {ECHO_REQ: FRAME_ECHO_REQ, ECHO_REP: FRAME_ECHO_REP, CONN_CLOSE: FRAM
 _TO_FLAG = {FRAME_DATA: 0, FRAME_ECHO_REQ: ECHO_REQ, FRAME_ECHO_REP: ECHO_REP,
             FRAME_CLOSE: CONN_CLOSE}
 UDP_WINDOW = 2048
+log = structlog.get_logger("vt.secure")
+TEST_TIMERS_ENV = "VT_TEST_SECURE_REKEY"
+"""Test-only: ``REKEY,REJECT`` seconds (e.g. ``2,3``) instead of 120 and 180."""
+
+
+def rekey_timers() -> dict[str, float]:
+    """The rekey timers: WireGuard's 120 s / 180 s, or the test knob's (never shorter
+    than a second, and REJECT above REKEY)."""
+    raw = os.environ.get(TEST_TIMERS_ENV, "")
+    try:
+        rekey, reject = (float(x) for x in raw.split(","))
+    except ValueError:
+        return {}
+    if not 1.0 <= rekey < reject:
+        return {}
+    return {"rekey_seconds": rekey, "reject_seconds": reject, "retry_seconds": min(5.0, rekey)}
 
 
 class SealedLink:
     """Wraps a transport link: seals what the tunnel sends, opens what it receives.
 
     Over TCP a rejected frame ends the session (a stream cannot lose or reorder frames,
-    so a bad one is an attack or a bug); over UDP it is dropped and counted.
+    so a bad one is an attack or a bug); over UDP it is dropped and counted.  Rekey
+    frames (:mod:`~vt_crypto.secure.rekey`) are handled here and written from a timer
+    or right after a read, never inside the tunnel's batch (counter order).
     """
 
-    def __init__(self, inner, sealer, opener, stream: bool, max_payload: int) -> None:
+    def __init__(self, inner, crypto: SessionCrypto, stream: bool, max_payload: int) -> None:
         self.inner = inner
-        self.sealer = sealer
-        self.opener = opener
+        self.crypto = crypto
+        self._sealer = crypto.sealer
+        self._seal = crypto.sealer.seal  # the data path: one call, no wrapper
         self.stream = stream
         self.rejected = 0
         self._head = inner.framing.header if stream else None
@@ -53,6 +77,53 @@ class SealedLink:
             # nat_hack: the peer's address comes from its first datagram; only one that
             # authenticates may name it, or a forged datagram could steal the session.
             inner.admit_first = self._admit_first
+        self._timer: asyncio.TimerHandle | None = None
+        self._flush_pending = False
+        self._rekeys_logged = 0
+        self._closed = False
+        self._arm()
+
+    @property
+    def rekeys(self) -> int:
+        return self.crypto.rekeys
+
+    def _arm(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a pure test): the caller drives on_timer
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, self.crypto.next_deadline() - time.monotonic())
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._closed:
+            self._flush()
+            self._arm()
+
+    def _flush(self) -> None:
+        """Write the rekey frames due (sealed now, so in counter order)."""
+        self._flush_pending = False
+        if self._closed:
+            return
+        crypto = self.crypto
+        frames = crypto.data_to_send(time.monotonic())
+        if frames and self.inner.ready():
+            parts: list[bytes] = []
+            for sealed in frames:
+                parts += (self._head(len(sealed)), sealed) if self.stream else (sealed, b"")
+            self.inner.write_frames(parts)
+            self._arm()
+        if crypto.rekeys != self._rekeys_logged:
+            self._rekeys_logged = crypto.rekeys
+            log.info("secure mode rekeyed", epoch=crypto.sealer.epoch, rekeys=crypto.rekeys)
+
+    def _flush_soon(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     # Link protocol: what the tunnel calls
     @property
@@ -90,23 +161,29 @@ class SealedLink:
         self.inner.flush()
 
     def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.inner.close()
 
     def write_frames(self, parts: list[bytes]) -> None:
         self.inner.write_frames(parts)
 
     def _data(self, payload: bytes) -> tuple[bytes, bytes]:
-        sealed = self.sealer.seal(FRAME_DATA, payload)
+        sealed = self._seal(FRAME_DATA, payload, time.monotonic())
+        if self._sealer.due and not self._flush_pending and not self.crypto.exchanging:
+            self._flush_soon()  # 1 GiB sent: a new key, once this batch is out
         return (self._head(len(sealed)) if self.stream else b""), sealed
 
     def _control(self, flag: int) -> bytes:
-        sealed = self.sealer.seal(_TO_TYPE[flag], b"")
+        sealed = self._seal(_TO_TYPE[flag], b"", time.monotonic())
         return (self._head(len(sealed)) + sealed) if self.stream else sealed
 
     def _admit_first(self, frame: bytes) -> bool:
         """Opened here, once: :meth:`read_frames` hands on the result (a second open
         would count it as a replay)."""
-        opened = self.opener.open(frame, time.monotonic())
+        opened = self.crypto.open(frame, time.monotonic())
         flag = None if opened is None else _TO_FLAG.get(opened[0])
         if flag is None:
             return False
@@ -116,7 +193,7 @@ class SealedLink:
     def read_frames(self, limit: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
         now = time.monotonic()
-        opener = self.opener
+        crypto = self.crypto
         frames = self.inner.read_frames(limit)
         if self._first is not None:
             # The datagram that named the nat_hack peer leads this batch, opened already.
@@ -124,13 +201,16 @@ class SealedLink:
             self._first = None
             frames = frames[1:]
         for _flags, frame in frames:
-            opened = opener.open(frame, now)
+            opened = crypto.open(frame, now)
             if opened is None:
                 self.rejected += 1
                 if self.stream:
                     raise EOFError("secure mode: a frame failed authentication")
                 continue
             ftype, payload = opened
+            if ftype in REKEY_TYPES:
+                self._flush_soon()
+                continue
             flag = _TO_FLAG.get(ftype)
             if flag is None:
                 self.rejected += 1
@@ -140,7 +220,7 @@ class SealedLink:
 
 
 class AeadSecureMode:
-    """vt's secure mode (SPAKE2 + AEAD), registered for ``encrypt aead`` and friends."""
+    """vt's secure mode (CPace + AEAD), registered for ``encrypt aead`` and friends."""
 
     name = "aead"
     words = frozenset(SECURE_WORDS)
@@ -152,31 +232,29 @@ class AeadSecureMode:
     def server_offer(self, host: str, extra: tuple[str, ...], host_known: bool,
                      encrypt_word: str | None) -> bytes | None:
         suite = server_mode(host, extra, host_known, encrypt_word)
-        return None if suite is None else offer_block(suite)
+        return None if suite is None else Offer(suite)
 
     def server_handshake(self, offer: bytes, host: str, password: bytes | None, flags: str,
                          options: Mapping[str, object], transcript: bytes):
         settings = None
         if password is not None:
-            from vt_crypto.secure.negotiate import parse_offer
-
-            settings = SecureSettings(flags=flags, suite=parse_offer(offer),
+            settings = SecureSettings(flags=flags, suite=offer.suite,  # type: ignore[attr-defined]
                                       max_frame=DEFAULT_MAX_FRAME, options=dict(options))
         return ServerSecureHandshake(host, password, settings, transcript)
 
     def client_accepts(self, block: bytes, host: str, require: bool) -> bool:
-        return check_server_reply(block, host, require) is not None
+        return check_server_reply(block, host, require)
 
     def client_handshake(self, offer: bytes, host: str, password: bytes, transcript: bytes):
         return ClientSecureHandshake(host, password, transcript)
 
     def wrap_link(self, established, link, role: str) -> SealedLink:
         stream = bool(getattr(link, "stream", False))
-        sealer = established.keys.sealer(role)
-        opener = established.keys.opener(role, window=None if stream else UDP_WINDOW)
+        crypto = SessionCrypto(established.keys, role, time.monotonic(),
+                               window=None if stream else UDP_WINDOW, **rekey_timers())
         # Room for a 64 KiB GSO packet and its virtio header (offload), sealed.
         max_payload = min(link.framing.max_payload - OVERHEAD, 65535 + 64)
-        return SealedLink(link, sealer, opener, stream, max_payload)
+        return SealedLink(link, crypto, stream, max_payload)
 
     def admit(self, source: str, now: float) -> bool:
         return self.limiter.admit(source_key(source), now)

@@ -1,11 +1,15 @@
 """Secure mode's frame layer: AEAD-sealed frames with counter nonces, replay windows and
-rekeying by epochs.  Pure and per session; this is the data path, so it keeps one AEAD
+key epochs.  Pure and per session; this is the data path, so it keeps one AEAD
 object per key and allocates nothing per frame beyond the bytes it returns.
 
 Wire frame: ``epoch (1) | counter (8, big-endian) | AEAD(type (1) | payload)`` with
 nonce ``00000000 | counter`` and the 9-byte header as associated data.  Each direction has
 its own key, and each epoch its own key, so a (key, nonce) pair never repeats: the
 counter restarts at 0 in every epoch and a sender rekeys long before it could wrap.
+
+Epoch keys are not derived here: each comes from a fresh X25519 exchange inside the
+session (:mod:`vt_crypto.secure.rekey`), installed with :meth:`Sealer.install` and
+:meth:`Opener.install_next`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 
-from vt_crypto.secure.keys import next_epoch_key
 from vt_crypto.secure.suites import TAG_SIZE, make_aead
 
 FRAME_DATA = 0
@@ -30,14 +33,15 @@ OVERHEAD = HEADER_SIZE + 1 + TAG_SIZE
 
 REKEY_AFTER_BYTES = 1 << 30
 REKEY_AFTER_SECONDS = 120.0
+REJECT_AFTER_SECONDS = 180.0
+"""A receiver refuses frames under a key installed longer ago than this (WireGuard's
+Reject-After-Time): a key that leaked is of no use for long."""
 REJECT_AFTER_FRAMES = 1 << 48
 """A counter at or beyond this is never valid; a sender rekeys before reaching it."""
 DEFAULT_WINDOW = 2048
 """UDP replay window (frames).  Reordering deeper than this is dropped as too old."""
 EPOCH_GRACE_SECONDS = 10.0
 """How long the receiver keeps the previous epoch's key for frames still in flight."""
-EPOCH_LOOKAHEAD = 2
-"""Epochs ahead of the current one a receiver accepts (a whole epoch may be lost on UDP)."""
 
 _HDR = struct.Struct(">BQ")
 _CTR = struct.Struct(">Q")
@@ -48,9 +52,10 @@ _TYPE_BYTE = [bytes((i,)) for i in range(256)]
 class Sealer:
     """Seals this end's outgoing frames.
 
-    Moves to the next epoch (key ``HKDF(old key, "vt rekey")``, counter back to 0) once
-    ``rekey_bytes`` plaintext bytes or ``rekey_frames`` frames were sealed, or
-    ``rekey_seconds`` passed, whichever comes first; the old key is dropped.
+    :meth:`needs_rekey` turns true once ``rekey_bytes`` plaintext bytes or
+    ``rekey_frames`` frames were sealed under the current key, or ``rekey_seconds``
+    passed, whichever comes first; the session then runs a key exchange and
+    :meth:`install` moves to the next epoch (new key, counter back to 0, old key dropped).
     """
 
     __slots__ = (
@@ -59,10 +64,10 @@ class Sealer:
         "_clock",
         "_counter",
         "_epoch_start",
-        "_key",
         "_rekey_bytes",
         "_rekey_frames",
         "_rekey_seconds",
+        "due",
         "epoch",
         "suite",
     )
@@ -80,7 +85,6 @@ class Sealer:
         if not 1 <= rekey_frames <= REJECT_AFTER_FRAMES:
             raise ValueError(f"rekey_frames must be 1..{REJECT_AFTER_FRAMES}")
         self.suite = suite
-        self._key = key
         self._aead = make_aead(suite, key)
         self._clock = clock
         self._rekey_bytes = rekey_bytes
@@ -90,6 +94,9 @@ class Sealer:
         self._counter = 0
         self._bytes = 0
         self._epoch_start = clock()
+        self.due = False
+        """Set once the byte or frame threshold is crossed: a cheap flag for the data path
+        (the key's age is the session timer's business)."""
 
     def __repr__(self) -> str:
         return f"<Sealer suite={self.suite} epoch={self.epoch} counter={self._counter}>"
@@ -103,29 +110,39 @@ class Sealer:
         """The wire frame for one plaintext frame of type ``ftype`` (0..255)."""
         if now is None:
             now = self._clock()
-        if (
-            self._bytes >= self._rekey_bytes
-            or self._counter >= self._rekey_frames
-            or now - self._epoch_start >= self._rekey_seconds
-        ):
-            self._rekey(now)
         ctr = self._counter
+        if ctr >= REJECT_AFTER_FRAMES:
+            raise OverflowError("secure mode: frame counter exhausted without a new key")
         self._counter = ctr + 1
         self._bytes += len(payload) + 1
+        if self._bytes >= self._rekey_bytes or ctr + 1 >= self._rekey_frames:
+            self.due = True
         header = _HDR.pack(self.epoch & 0xFF, ctr)
         return header + self._aead.encrypt(_ZERO4 + header[1:], _TYPE_BYTE[ftype] + payload, header)
 
-    def rekey(self, now: float | None = None) -> None:
-        """Move to the next epoch now (e.g. on request); normally automatic."""
-        self._rekey(self._clock() if now is None else now)
+    def needs_rekey(self, now: float) -> bool:
+        """Time for a new key (bytes, frames or age over their thresholds)."""
+        return (
+            self._bytes >= self._rekey_bytes
+            or self._counter >= self._rekey_frames
+            or now - self._epoch_start >= self._rekey_seconds
+        )
 
-    def _rekey(self, now: float) -> None:
-        self._key = next_epoch_key(self._key)
-        self._aead = make_aead(self.suite, self._key)
-        self.epoch += 1
+    def rekey_due(self) -> float:
+        """When the current key reaches ``rekey_seconds`` (clock time)."""
+        return self._epoch_start + self._rekey_seconds
+
+    def install(self, key: bytes, epoch: int, now: float | None = None) -> None:
+        """Move to epoch ``epoch`` (a later one) under ``key``; the old key is dropped."""
+        if epoch <= self.epoch:
+            raise ValueError("epochs only move forward")
+        now = self._clock() if now is None else now
+        self._aead = make_aead(self.suite, key)
+        self.epoch = epoch
         self._counter = 0
         self._bytes = 0
         self._epoch_start = now
+        self.due = False
 
 
 class ReplayWindow:
@@ -179,33 +196,37 @@ class StrictCounter:
 
 
 class _Epoch:
-    __slots__ = ("aead", "expires", "key", "number", "window")
+    __slots__ = ("aead", "expires", "installed", "number", "window")
 
-    def __init__(self, number: int, key: bytes, suite: str, window: int | None) -> None:
+    def __init__(self, number: int, key: bytes, suite: str, window: int | None,
+                 installed: float) -> None:
         self.number = number
-        self.key = key
         self.aead = make_aead(suite, key)
         self.window: ReplayWindow | StrictCounter = (
             StrictCounter() if window is None else ReplayWindow(window)
         )
+        self.installed = installed
         self.expires = 0.0
 
 
 class Opener:
     """Opens the peer's frames; rejects (returns None) and counts anything not authentic,
-    replayed, too old or of an unknown epoch.  Never raises on peer input.
+    replayed, too old, of an unknown epoch or under a key older than ``reject_seconds``.
+    Never raises on peer input.
 
-    ``window=None`` is TCP mode: strictly consecutive counters, only the next epoch
-    (starting at counter 0), no grace for the old key.  Otherwise (UDP) each epoch has
-    a replay window of ``window`` frames, epochs up to ``EPOCH_LOOKAHEAD`` ahead are
-    accepted, and the previous epoch stays valid for ``grace`` seconds.
+    The next epoch's key comes from :meth:`install_next`; the first authentic frame under
+    it makes it current.  ``window=None`` is TCP mode: strictly consecutive counters, the
+    next epoch starts at counter 0, no grace for the old key.  Otherwise (UDP) each epoch
+    has a replay window of ``window`` frames and the previous epoch stays valid for
+    ``grace`` seconds (frames in flight).
     """
 
     __slots__ = (
-        "_ahead",
         "_cur",
         "_grace",
+        "_next",
         "_prev",
+        "_reject",
         "_suite",
         "_window",
         "accepted",
@@ -220,14 +241,16 @@ class Opener:
         *,
         window: int | None = DEFAULT_WINDOW,
         grace: float = EPOCH_GRACE_SECONDS,
+        reject_seconds: float = REJECT_AFTER_SECONDS,
+        now: float = 0.0,
     ) -> None:
         self._suite = suite
         self._window = window
         self._grace = 0.0 if window is None else grace
-        self._cur = _Epoch(0, key, suite, window)
+        self._reject = reject_seconds
+        self._cur = _Epoch(0, key, suite, window, now)
         self._prev: _Epoch | None = None
-        self._ahead: list[_Epoch] = []
-        self._fill_ahead()
+        self._next: _Epoch | None = None
         self.accepted = 0
         self.rejected = 0
         """Every frame returned as None (includes ``replayed``)."""
@@ -244,10 +267,21 @@ class Opener:
     def epoch(self) -> int:
         return self._cur.number
 
+    @property
+    def next_epoch(self) -> int | None:
+        """The epoch installed and not yet seen, if any."""
+        return None if self._next is None else self._next.number
+
+    def install_next(self, key: bytes, epoch: int, now: float) -> None:
+        """The peer's key for a later epoch (replaces one installed and not yet seen)."""
+        if epoch <= self._cur.number:
+            raise ValueError("epochs only move forward")
+        self._next = _Epoch(epoch, key, self._suite, self._window, now)
+
     def open(self, frame: bytes, now: float = 0.0) -> tuple[int, bytes] | None:
         """``(type, payload)`` of an authentic fresh frame, else None (counted).
 
-        ``now`` (monotonic seconds) only matters for the previous epoch's grace period.
+        ``now`` (monotonic seconds) is for the key ages and the previous epoch's grace.
         """
         if len(frame) < OVERHEAD:
             self.rejected += 1
@@ -270,40 +304,31 @@ class Opener:
             self.rejected += 1
             return None
         window.update(ctr)
-        if ep is not self._cur and ep is not self._prev:
+        if ep is self._next:
             self._advance(ep, now)
         self.accepted += 1
         return plain[0], plain[1:]
 
     def _find(self, epoch_byte: int, now: float) -> _Epoch | None:
-        cur = self._cur
-        if epoch_byte == cur.number & 0xFF:
-            return cur
-        for ep in self._ahead:
-            if epoch_byte == ep.number & 0xFF:
-                return ep
-        prev = self._prev
-        if prev is not None and epoch_byte == prev.number & 0xFF:
-            if now < prev.expires:
-                return prev
-            self._prev = None  # grace over: drop the old key
-        return None
+        ep = self._cur
+        if epoch_byte != ep.number & 0xFF:
+            ep = self._next
+            if ep is None or epoch_byte != ep.number & 0xFF:
+                ep = self._prev
+                if ep is None or epoch_byte != ep.number & 0xFF:
+                    return None
+                if now >= ep.expires:
+                    self._prev = None  # grace over: drop the old key
+                    return None
+        if now - ep.installed >= self._reject:
+            return None  # the key is too old to trust
+        return ep
 
     def _advance(self, ep: _Epoch, now: float) -> None:
-        i = self._ahead.index(ep)
-        before = self._cur if i == 0 else self._ahead[i - 1]
         if self._grace > 0:
-            before.expires = now + self._grace
-            self._prev = before
+            self._cur.expires = now + self._grace
+            self._prev = self._cur
         else:
             self._prev = None
         self._cur = ep
-        del self._ahead[: i + 1]
-        self._fill_ahead()
-
-    def _fill_ahead(self) -> None:
-        depth = 1 if self._window is None else EPOCH_LOOKAHEAD
-        last = self._ahead[-1] if self._ahead else self._cur
-        while len(self._ahead) < depth:
-            last = _Epoch(last.number + 1, next_epoch_key(last.key), self._suite, self._window)
-            self._ahead.append(last)
+        self._next = None
