@@ -132,6 +132,7 @@ def _start(ctx: click.Context, foreground: bool, syslog: str | None, quiet: bool
 def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, ipv4, ipv6,
           mlock, quiet) -> None:
     """Run the server (vtund -s)."""
+    from vtcore import notify
     from vtcore.runtime import loop
     from vtcore.runtime.server import Server, ServerOptions, serve_inetd
 
@@ -146,9 +147,9 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
         return
     server = Server(config_path, config, plugins, overrides)
     try:
-        server.listener = server.make_listener()
-    except OSError as exc:
-        _fail(f"cannot listen: {exc.strerror or exc}")
+        server.listener = notify.listen_socket() or server.make_listener()
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot listen: {getattr(exc, 'strerror', None) or exc}")
     if not foreground:
         _daemonize()
     loop.run(server.serve())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from vtcore.api import HandshakeRefused
+from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
@@ -94,9 +95,16 @@ class Client:
         status_server = StatusServer("run", f"{self.host.name}-{self.server}", self.status)
         await status_server.start()
         try:
-            return await self._run()
+            async with Notifier().serving(self.status_line):
+                return await self._run()
         finally:
             await status_server.close()
+
+    def status_line(self) -> str:
+        """The one-line STATUS= the service manager shows."""
+        state = "connected to" if self.session is not None else "connecting to"
+        return f"{self.host.name}: {state} {self.server}:{self.port}"
+
 
     def status(self) -> dict:
         """The document ``vt status`` shows."""

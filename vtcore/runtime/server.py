@@ -18,6 +18,7 @@ import structlog
 
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
+from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
@@ -108,7 +109,8 @@ class Server:
         await status.start()
         accept = loop.create_task(self._accept_loop())
         try:
-            await self._stopping.wait()
+            async with Notifier().serving(lambda: self.status_line(address)):
+                await self._stopping.wait()
         finally:
             accept.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +124,10 @@ class Server:
         return {"role": "server", "config": self.config_path,
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
                 "sessions": [session_status(s) for s in self.sessions()]}
+
+    def status_line(self, address: str) -> str:
+        """The one-line STATUS= the service manager shows."""
+        return f"listening on {address}, {len(self.sessions())} session(s)"
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
