@@ -21,15 +21,20 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def _setup_logging(ctx: click.Context, foreground: bool, facility: str | None = None,
-                   quiet: bool = False) -> None:
+def _setup_logging(ctx: click.Context, detach: bool, facility: str | None = None,
+                   quiet: bool = False, inetd: bool = False) -> None:
+    """Logging first, while the terminal is still there to hear that it cannot be set up."""
     from vtcore import log
 
-    fmt = ctx.find_root().params.get("log_format") or "auto"
-    if not foreground and fmt == "auto":
-        fmt = "syslog"
-    level = ctx.find_root().params.get("log_level") or ("warning" if quiet else "info")
-    log.configure(fmt, level, facility)
+    root = ctx.find_root().params
+    level = root.get("log_level") or ("warning" if quiet else "info")
+    try:
+        dest = log.choose_destination(root.get("log_format") or "auto", detach=detach,
+                                      inetd=inetd, log_file=root.get("log_file"),
+                                      facility=facility or "daemon")
+    except log.LogSetupError as exc:
+        _fail(str(exc))
+    log.configure(dest, level)
 
 
 def _load(path: str, plugins):
@@ -73,7 +78,9 @@ def _mlockall() -> None:
               default=None, help="Log output: human (console), json, or syslog.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="Lowest level logged (default info).")
-def cli(log_format: str | None, log_level: str | None) -> None:
+@click.option("--log-file", metavar="FILE", default=None,
+              help="Append log lines to FILE (instead of the journal, syslog or stderr).")
+def cli(log_format: str | None, log_level: str | None, log_file: str | None) -> None:
     """vt: a vtund-compatible tunnel daemon built from plugins."""
 
 
@@ -109,11 +116,11 @@ def _family(ipv4: bool, ipv6: bool) -> bool | None:
 
 
 def _start(ctx: click.Context, foreground: bool, syslog: str | None, quiet: bool,
-           mlock: bool) -> None:
+           mlock: bool, inetd: bool = False) -> None:
     """What a daemon does before its loop: logging, the allocator, memory locking."""
     from vtcore.runtime.memory import tune_allocator
 
-    _setup_logging(ctx, foreground, syslog, quiet)
+    _setup_logging(ctx, not foreground and not inetd, syslog, quiet, inetd)
     tune_allocator()
     if mlock:
         _mlockall()
@@ -141,7 +148,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     inetd = inetd or (config.options.type == "inetd" and not standalone)
     overrides = ServerOptions(port=port, bind=bind, timeout=timeout, ipv6=_family(ipv4, ipv6))
     # In inetd mode stdout/stderr may be the client's socket: syslog unless told otherwise.
-    _start(ctx, foreground and not inetd, config.options.syslog, quiet, mlock)
+    _start(ctx, foreground, config.options.syslog, quiet, mlock, inetd)
     if inetd:
         loop.run(serve_inetd(config_path, config, plugins, overrides))
         return
