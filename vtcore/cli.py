@@ -64,6 +64,17 @@ def _daemonize() -> None:
     os.close(fd)
 
 
+def _check_metrics(config) -> None:
+    """A metrics address that cannot listen fails the start, on the terminal."""
+    from vtcore.metrics import check_address
+
+    try:
+        check_address(config.options.metrics)
+    except OSError as exc:
+        addr, port = config.options.metrics
+        _fail(f"cannot listen for metrics on {addr}:{port}: {exc.strerror or exc}")
+
+
 def _mlockall() -> None:
     import ctypes
 
@@ -157,6 +168,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
         server.listener = notify.listen_socket() or server.make_listener()
     except (OSError, ValueError) as exc:
         _fail(f"cannot listen: {getattr(exc, 'strerror', None) or exc}")
+    _check_metrics(config)
     if not foreground:
         _daemonize()
     loop.run(server.serve())
@@ -183,6 +195,7 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     if host not in config.hosts:
         _fail(f"{config_path}: no host {host!r} defined")
     _start(ctx, foreground, config.options.syslog, quiet, mlock)
+    _check_metrics(config)
     if not foreground:
         _daemonize()
     opts = ClientOptions(port=port, timeout=timeout, persist=persist, ipv6=_family(ipv4, ipv6))

@@ -12,10 +12,12 @@ import contextlib
 import signal
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import structlog
 
+from vtcore import metrics
 from vtcore.api import HandshakeRefused
 from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
@@ -62,6 +64,9 @@ class Client:
         self._wake = asyncio.Event()
         self._restart = False
         self.sessions_run = 0
+        self.reconnects = 0
+        self.handshakes: Counter[str] = Counter()
+        self.closed: dict[str, dict[str, int]] = {}
         self.log = log.bind(host=self.host.name, server=server)
 
     @property
@@ -95,7 +100,8 @@ class Client:
         status_server = StatusServer("run", f"{self.host.name}-{self.server}", self.status)
         await status_server.start()
         try:
-            async with Notifier().serving(self.status_line):
+            async with (Notifier().serving(self.status_line),
+                        metrics.serving(self.config.options.metrics, self.status)):
                 return await self._run()
         finally:
             await status_server.close()
@@ -109,7 +115,8 @@ class Client:
     def status(self) -> dict:
         """The document ``vt status`` shows."""
         return {"role": "client", "host": self.host.name, "server": self.server,
-                "sessions_run": self.sessions_run,
+                "sessions_run": self.sessions_run, "reconnects": self.reconnects,
+                "handshakes": dict(self.handshakes), "closed": self.closed,
                 "sessions": [session_status(self.session)] if self.session else []}
 
     async def _run(self) -> int:
@@ -119,7 +126,12 @@ class Client:
         while not self.stopping:
             started = time.monotonic()
             try:
-                sock, flags, secure = await self.connect()
+                try:
+                    sock, flags, secure = await self.connect()
+                except ConnectError:
+                    self.handshakes["failed"] += 1
+                    raise
+                self.handshakes["accepted"] += 1
                 settings = client_settings(self.host, flags, secure)
                 self.session = Session(
                     host=self.host, options=self.config.options, settings=settings,
@@ -136,10 +148,13 @@ class Client:
                 self.log.error("session failed", error=str(exc))
                 status = 1
             finally:
+                if self.session is not None:
+                    metrics.fold_session(self.closed, session_status(self.session))
                 self.session = None
             restart, self._restart = self._restart, False
             if self.stopping or not (self.persist or restart):
                 break
+            self.reconnects += 1
             if restart:
                 backoff = BACKOFF_FIRST
                 self.log.info("reconnecting", delay=0)

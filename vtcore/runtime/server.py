@@ -12,10 +12,12 @@ import contextlib
 import os
 import signal
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 
 import structlog
 
+from vtcore import metrics
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
 from vtcore.notify import Notifier
@@ -68,6 +70,9 @@ class Server:
         self._stopping = asyncio.Event()
         self._claimed: set[str] = set()
         self.listener: socket.socket | None = None
+        self.handshakes: Counter[str] = Counter()
+        self.closed: dict[str, dict[str, int]] = {}
+        """Per host: the counters of its ended sessions (metrics' per-host totals)."""
 
     # ------------------------------------------------------------------ settings
 
@@ -109,7 +114,8 @@ class Server:
         await status.start()
         accept = loop.create_task(self._accept_loop())
         try:
-            async with Notifier().serving(lambda: self.status_line(address)):
+            async with (Notifier().serving(lambda: self.status_line(address)),
+                        metrics.serving(self.config.options.metrics, self.status)):
                 await self._stopping.wait()
         finally:
             accept.cancel()
@@ -123,7 +129,8 @@ class Server:
         """The document ``vt status`` shows."""
         return {"role": "server", "config": self.config_path,
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
-                "sessions": [session_status(s) for s in self.sessions()]}
+                "sessions": [session_status(s) for s in self.sessions()],
+                "handshakes": dict(self.handshakes), "closed": self.closed}
 
     def status_line(self, address: str) -> str:
         """The one-line STATUS= the service manager shows."""
@@ -200,6 +207,7 @@ class Server:
         try:
             async with self._handshakes:
                 accepted = await self._authenticate(conn, plog)
+            self.handshakes["denied" if accepted is None else "accepted"] += 1
             if accepted is None:
                 return
             await self._run_session(conn, *accepted, peer)
@@ -378,6 +386,7 @@ class Server:
                 self.live.pop(host.name, None)
             if lock is not None:
                 locks.release(lock)
+            metrics.fold_session(self.closed, session_status(session))
             slog.info("session closed", reason=reason, **session.counters.as_dict())
 
 

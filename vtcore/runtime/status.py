@@ -41,6 +41,7 @@ def session_status(session) -> dict[str, object]:
         "offload": bool(opts.get("offload")),
         "secure": opts.get("secure") is not None,
         "counters": session.counters.as_dict(),
+        "rekeys": int(getattr(getattr(session.tunnel, "link", None), "rekeys", 0) or 0),
     }
 
 

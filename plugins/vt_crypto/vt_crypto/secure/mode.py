@@ -64,6 +64,11 @@ class SealedLink:
         return self.inner.bad_frames + self.rejected
 
     @property
+    def rekeys(self) -> int:
+        """Epochs this end's sealer moved on (for ``vt status`` and metrics)."""
+        return self.sealer.epoch
+
+    @property
     def dropped_out(self) -> int:
         return self.inner.dropped_out
 
