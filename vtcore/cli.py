@@ -96,7 +96,21 @@ def cli(log_format: str | None, log_level: str | None, log_file: str | None) -> 
 
 
 config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_default=True,
-                             metavar="FILE", help="Configuration file (vtund.conf syntax).")
+                             type=click.Path(), metavar="FILE",
+                             help="Configuration file (vtund.conf syntax).")
+
+
+def _complete_hosts(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of HOST: the host sections of the -f file (or the default one)."""
+    from click.shell_completion import CompletionItem
+
+    from vtcore.config import ConfigErrors, load_config
+
+    try:
+        hosts = load_config(ctx.params.get("config_path") or DEFAULT_CONFIG).hosts
+    except ConfigErrors:
+        return []
+    return [CompletionItem(name) for name in sorted(hosts) if name.startswith(incomplete)]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -175,7 +189,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
 
 
 @cli.command()
-@click.argument("host")
+@click.argument("host", shell_complete=_complete_hosts)
 @click.argument("server")
 @config_option
 @click.option("-P", "port", type=int, help="Server port (default: options.port, 5000).")
