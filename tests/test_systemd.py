@@ -118,6 +118,34 @@ def test_serve_speaks_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -
         notify.close()
 
 
+def test_run_speaks_sd_notify_while_it_reconnects(tmp_path: Path) -> None:
+    """A persistent client is READY at once (systemd must not wait for a server that may
+    be down) and says in STATUS what it is doing."""
+    cfg = tmp_path / "vtund.conf"
+    cfg.write_text(conf(HOST, vt_options={"lockdir": tmp_path, "statdir": tmp_path}))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    with socket.socket() as probe:  # a port nothing listens on: refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"),
+           "VT_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen([sys.executable, "-m", "vtcore", "run", HOST, "127.0.0.1", "-n",
+                             "-p", "-f", cfg, "-P", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready = _recv_until(notify, "READY=1", 15)[-1].split("\n")
+        assert f"STATUS={HOST}: connecting to 127.0.0.1:{port}" in ready
+        proc.send_signal(signal.SIGTERM)
+        _recv_until(notify, "STOPPING=1", 10)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+
+
 class SocketActivatedServer(VtServer):
     """``systemd-socket-activate -l 0.0.0.0:PORT vt serve -n -f CFG``: vt gets the socket."""
 
