@@ -65,7 +65,7 @@ class Client:
         self._restart = False
         self.sessions_run = 0
         self.reconnects = 0
-        self.handshakes: Counter[str] = Counter()
+        self.handshake_results: Counter[str] = Counter()
         self.closed: dict[str, dict[str, int]] = {}
         self.log = log.bind(host=self.host.name, server=server)
 
@@ -111,12 +111,11 @@ class Client:
         state = "connected to" if self.session is not None else "connecting to"
         return f"{self.host.name}: {state} {self.server}:{self.port}"
 
-
     def status(self) -> dict:
         """The document ``vt status`` shows."""
         return {"role": "client", "host": self.host.name, "server": self.server,
                 "sessions_run": self.sessions_run, "reconnects": self.reconnects,
-                "handshakes": dict(self.handshakes), "closed": self.closed,
+                "handshakes": dict(self.handshake_results), "closed": self.closed,
                 "sessions": [session_status(self.session)] if self.session else []}
 
     async def _run(self) -> int:
@@ -129,9 +128,9 @@ class Client:
                 try:
                     sock, flags, secure = await self.connect()
                 except ConnectError:
-                    self.handshakes["failed"] += 1
+                    self.handshake_results["failed"] += 1
                     raise
-                self.handshakes["accepted"] += 1
+                self.handshake_results["accepted"] += 1
                 settings = client_settings(self.host, flags, secure)
                 self.session = Session(
                     host=self.host, options=self.config.options, settings=settings,

@@ -70,7 +70,7 @@ class Server:
         self._stopping = asyncio.Event()
         self._claimed: set[str] = set()
         self.listener: socket.socket | None = None
-        self.handshakes: Counter[str] = Counter()
+        self.handshake_results: Counter[str] = Counter()
         self.closed: dict[str, dict[str, int]] = {}
         """Per host: the counters of its ended sessions (metrics' per-host totals)."""
 
@@ -130,7 +130,7 @@ class Server:
         return {"role": "server", "config": self.config_path,
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
                 "sessions": [session_status(s) for s in self.sessions()],
-                "handshakes": dict(self.handshakes), "closed": self.closed}
+                "handshakes": dict(self.handshake_results), "closed": self.closed}
 
     def status_line(self, address: str) -> str:
         """The one-line STATUS= the service manager shows."""
@@ -207,7 +207,7 @@ class Server:
         try:
             async with self._handshakes:
                 accepted = await self._authenticate(conn, plog)
-            self.handshakes["denied" if accepted is None else "accepted"] += 1
+            self.handshake_results["denied" if accepted is None else "accepted"] += 1
             if accepted is None:
                 return
             await self._run_session(conn, *accepted, peer)
