@@ -162,3 +162,43 @@ def test_inetd_without_syslog_logs_to_a_stderr_that_is_not_the_connection(tmp_pa
         _, err = proc.communicate(timeout=15)
     assert "syslog is unreachable" in err and "logging to stderr" in err, err
     assert "handshake aborted by peer" in err, err
+
+
+DETACH = """
+import sys
+from vtcore import notify
+from vtcore.cli import _daemonize
+_daemonize()
+if sys.argv[1] == "ready":
+    notify._tell_parent(b"ready")
+elif sys.argv[1] == "fail":
+    notify.startup_failed("OSError: no tun device")
+"""
+
+
+@pytest.mark.parametrize("daemon, status, said", [
+    ("ready", 0, ""),
+    ("fail", 1, "vt: OSError: no tun device\n"),
+    ("exit", 1, "vt: the daemon exited while starting; see its logs\n"),
+])
+def test_the_terminal_waits_for_the_detached_daemon(daemon, status, said) -> None:
+    """The process on the terminal exits only once the daemon is up, with its status and
+    reason if it could not start after the fork."""
+    res = subprocess.run([sys.executable, "-c", DETACH, daemon], capture_output=True,
+                         text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert (res.returncode, res.stderr) == (status, said)
+
+
+def test_a_detached_server_is_up_when_the_terminal_returns(tmp_path, good) -> None:
+    syslog = tmp_path / "syslog"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(syslog))
+    try:
+        res = _vt("serve", "-f", good, "-L", "127.0.0.1", "-P", _free_port(),
+                  env=_env(tmp_path, VT_SYSLOG_SOCKET=str(syslog)))
+        assert res.returncode == 0, res.stderr
+        # READY comes after the status socket is up: no wait needed here.
+        assert len(list((tmp_path / "run").glob("serve-*.sock"))) == 1
+    finally:
+        _stop_daemon(tmp_path / "run")
+        sink.close()

@@ -52,9 +52,17 @@ def _load(path: str, plugins):
 
 
 def _daemonize() -> None:
-    """Detach like vtund without ``-n``: fork, new session, stdio to /dev/null."""
+    """Detach like vtund without ``-n``: fork, new session, stdio to /dev/null.  The
+    process on the terminal stays until the daemon is up, so that a failure after the
+    fork still reaches the terminal with a non-zero exit status."""
+    from vtcore import notify
+
+    read_end, write_end = os.pipe()
     if os.fork():
-        os._exit(0)
+        os.close(write_end)
+        os._exit(notify.wait_ready(read_end))
+    os.close(read_end)
+    notify.report_to(write_end)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -62,6 +70,19 @@ def _daemonize() -> None:
     for n in (0, 1, 2):
         os.dup2(fd, n)
     os.close(fd)
+
+
+def _run_daemon(main) -> Any:
+    """The daemon's event loop; a crash before it is up is reported to the terminal that
+    waits for it (see :func:`_daemonize`)."""
+    from vtcore import notify
+    from vtcore.runtime import loop
+
+    try:
+        return loop.run(main)
+    except Exception as exc:
+        notify.startup_failed(f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def _check_metrics(config) -> None:
@@ -185,7 +206,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     _check_metrics(config)
     if not foreground:
         _daemonize()
-    loop.run(server.serve())
+    _run_daemon(server.serve())
 
 
 @cli.command()
@@ -201,7 +222,6 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
 def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4, ipv6, mlock,
         quiet) -> None:
     """Run the client for profile HOST against SERVER (vtund HOST SERVER)."""
-    from vtcore.runtime import loop
     from vtcore.runtime.client import Client, ClientOptions
 
     plugins = _plugins(ctx)
@@ -217,7 +237,7 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     async def main() -> int:
         return await Client(config, host, server, plugins, opts).run()
 
-    sys.exit(loop.run(main()))
+    sys.exit(_run_daemon(main()))
 
 
 @cli.group()

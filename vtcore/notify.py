@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import sdnotify
@@ -58,6 +60,49 @@ def watchdog_interval() -> float | None:
     return usec / 2e6 if usec > 0 else None
 
 
+READY_WAIT = 30.0
+"""How long the terminal waits for a detached daemon to report that it is up."""
+
+_ready_fd: int | None = None
+"""The pipe to the process on the terminal, in a daemon that detached (:func:`report_to`)."""
+
+
+def report_to(fd: int) -> None:
+    """This (detaching) process tells ``fd`` when it is up, or why it could not start."""
+    global _ready_fd
+    _ready_fd = fd
+
+
+def _tell_parent(message: bytes) -> None:
+    global _ready_fd
+    if _ready_fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(_ready_fd, message[:4000])
+        with contextlib.suppress(OSError):
+            os.close(_ready_fd)
+        _ready_fd = None
+
+
+def startup_failed(reason: str) -> None:
+    """Tell the waiting terminal why the detached daemon could not start."""
+    _tell_parent(f"error: {reason}".encode(errors="replace"))
+
+
+def wait_ready(read_end: int, timeout: float = READY_WAIT) -> int:
+    """In the process on the terminal: the exit status once the daemon is up (0), or
+    failed (1, with its reason on stderr)."""
+    ready, _, _ = select.select([read_end], [], [], timeout)
+    if not ready:
+        sys.stderr.write(f"vt: no word from the daemon after {timeout:.0f} s; see its logs\n")
+        return 0
+    message = os.read(read_end, 4096).decode(errors="replace")
+    if message == "ready":
+        return 0
+    reason = message.removeprefix("error: ") or "the daemon exited while starting; see its logs"
+    sys.stderr.write(f"vt: {reason}\n")
+    return 1
+
+
 class Notifier:
     """Sends sd_notify messages when ``NOTIFY_SOCKET`` is set; otherwise drops them."""
 
@@ -74,6 +119,7 @@ class Notifier:
     async def serving(self, status: Callable[[], str]) -> AsyncIterator[None]:
         """READY on entry, WATCHDOG and STATUS while inside, STOPPING on the way out."""
         self.send("READY=1", f"STATUS={status()}")
+        _tell_parent(b"ready")
         interval = watchdog_interval()
         task = None
         if self._sd is not None and interval:
