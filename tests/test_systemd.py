@@ -7,6 +7,7 @@ socket the test owns plays the service manager's ``NOTIFY_SOCKET``, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -86,21 +87,37 @@ def _recv_until(sock: socket.socket, want: str, timeout: float) -> list[str]:
     raise AssertionError(f"no {want} within {timeout}s; got {got}")
 
 
-def test_serve_speaks_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:  # loopback; nothing listens there once closed
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def notified(tmp_path: Path, *args: object, **env: str):
+    """``vt ARGS`` with NOTIFY_SOCKET on a datagram socket this test owns (the service
+    manager's part); yields (process, socket).  The process is ended on the way out."""
     cfg = tmp_path / "vtund.conf"
     cfg.write_text(conf(HOST, vt_options={"lockdir": tmp_path, "statdir": tmp_path}))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000",
-           "VT_RUN_DIR": str(tmp_path / "run")}
-    proc = subprocess.Popen([sys.executable, "-m", "vtcore", "serve", "-n", "-f", cfg,
-                             "-L", "127.0.0.1", "-P", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"),
+           "VT_RUN_DIR": str(tmp_path / "run"), **env}
+    proc = subprocess.Popen([sys.executable, "-m", "vtcore", *map(str, args), "-n", "-f", cfg],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        yield proc, notify
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+
+
+def test_serve_speaks_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -> None:
+    port = _free_port()
+    with notified(tmp_path, "serve", "-L", "127.0.0.1", "-P", port,
+                  WATCHDOG_USEC="200000") as (proc, notify):
         first = _recv_until(notify, "READY=1", 15)[-1].split("\n")
         assert f"STATUS=listening on 127.0.0.1:{port}, 0 session(s)" in first
         # WATCHDOG_USEC=0.2 s: a ping every 0.1 s, from the event loop.
@@ -111,39 +128,18 @@ def test_serve_speaks_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -
         proc.send_signal(signal.SIGTERM)
         _recv_until(notify, "STOPPING=1", 10)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        notify.close()
 
 
 def test_run_speaks_sd_notify_while_it_reconnects(tmp_path: Path) -> None:
     """A persistent client is READY at once (systemd must not wait for a server that may
     be down) and says in STATUS what it is doing."""
-    cfg = tmp_path / "vtund.conf"
-    cfg.write_text(conf(HOST, vt_options={"lockdir": tmp_path, "statdir": tmp_path}))
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    with socket.socket() as probe:  # a port nothing listens on: refused at once
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"),
-           "VT_RUN_DIR": str(tmp_path / "run")}
-    proc = subprocess.Popen([sys.executable, "-m", "vtcore", "run", HOST, "127.0.0.1", "-n",
-                             "-p", "-f", cfg, "-P", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    port = _free_port()  # nothing listens: refused at once, and again
+    with notified(tmp_path, "run", HOST, "127.0.0.1", "-p", "-P", port) as (proc, notify):
         ready = _recv_until(notify, "READY=1", 15)[-1].split("\n")
         assert f"STATUS={HOST}: connecting to 127.0.0.1:{port}" in ready
         proc.send_signal(signal.SIGTERM)
         _recv_until(notify, "STOPPING=1", 10)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        notify.close()
 
 
 class SocketActivatedServer(VtServer):
