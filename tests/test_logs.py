@@ -202,3 +202,16 @@ def test_a_detached_server_is_up_when_the_terminal_returns(tmp_path, good) -> No
     finally:
         _stop_daemon(tmp_path / "run")
         sink.close()
+
+
+def test_inetd_without_syslog_exits_without_writing_into_the_connection(tmp_path, good):
+    """As from a real inetd (fds 0-2 the connection) with no syslog: exit 1, and not a
+    byte of an error message in the client's stream."""
+    ours, theirs = socket.socketpair()
+    with ours:
+        proc = subprocess.Popen([*VT, "serve", "-i", "-f", good], env=_env(tmp_path),
+                                stdin=theirs, stdout=theirs, stderr=theirs)
+        theirs.close()
+        ours.settimeout(15)
+        assert ours.recv(4096) == b""
+        assert proc.wait(15) == 1

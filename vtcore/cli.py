@@ -33,6 +33,8 @@ def _setup_logging(ctx: click.Context, detach: bool, facility: str | None = None
                                       inetd=inetd, log_file=root.get("log_file"),
                                       facility=facility or "daemon")
     except log.LogSetupError as exc:
+        if inetd and log.stderr_is_socket():
+            sys.exit(1)  # stderr is the client's connection: the exit status is all it gets
         _fail(str(exc))
     log.configure(dest, level)
 
