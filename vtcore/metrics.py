@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import structlog
@@ -67,50 +66,19 @@ def fold_session(closed: dict[str, dict[str, int]], status: Mapping) -> None:
          {**status["counters"], "rekeys": status.get("rekeys", 0)})
 
 
-class LastFrame:
-    """Seconds since a frame last came in, per session, as seen by the scrapes: a session
-    whose ``frames_in`` grew since the last scrape is counted from that scrape."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple, tuple[int, float]] = {}
-
-    def ages(self, sessions: list[dict], now: float) -> list[float]:
-        seen: dict[tuple, tuple[int, float]] = {}
-        out = []
-        for s in sessions:
-            key = (s["host"], s["peer"], s["since"])
-            frames = s["counters"].get("frames_in", 0)
-            old = self._seen.get(key)
-            if old is not None and old[0] == frames:
-                stamp = old[1]
-            elif old is None and not frames:
-                stamp = s["since"]
-            else:
-                stamp = now
-            seen[key] = (frames, stamp)
-            out.append(max(0.0, now - stamp))
-        self._seen = seen
-        return out
-
-
 class StatusCollector:
     """A prometheus_client collector over a daemon's ``status()`` document."""
 
     def __init__(self, snapshot: Callable[[], dict], loop: asyncio.AbstractEventLoop) -> None:
         self.snapshot = snapshot
         self.loop = loop
-        self.last_frame = LastFrame()
 
-    def _take(self) -> tuple[dict, list[float]]:
-        doc = self.snapshot()
-        return doc, self.last_frame.ages(doc.get("sessions", []), time.time())
-
-    def _on_loop(self) -> tuple[dict, list[float]]:
+    def _on_loop(self) -> dict:
         future: concurrent.futures.Future = concurrent.futures.Future()
 
         def take() -> None:
             try:
-                future.set_result(self._take())
+                future.set_result(self.snapshot())
             except Exception as exc:  # reported to the scraper as a failed scrape
                 future.set_exception(exc)
 
@@ -118,9 +86,9 @@ class StatusCollector:
         return future.result(SNAPSHOT_TIMEOUT)
 
     def collect(self) -> Iterator[Metric]:
-        doc, ages = self._on_loop()
+        doc = self._on_loop()
         sessions = doc.get("sessions", [])
-        yield from _session_metrics(sessions, ages)
+        yield from _session_metrics(sessions)
         yield from _host_metrics(sessions, doc.get("closed", {}))
         handshakes = CounterMetricFamily("vt_handshakes", "Handshakes by result.",
                                          labels=["result"])
@@ -142,17 +110,16 @@ def _families(prefix: str, labels: list[str]) -> dict[str, CounterMetricFamily]:
     return out
 
 
-def _session_metrics(sessions: list[dict], ages: list[float]) -> Iterator[Metric]:
+def _session_metrics(sessions: list[dict]) -> Iterator[Metric]:
     fams = _families("session", ["host", "peer"])
     age = GaugeMetricFamily("vt_session_last_frame_age_seconds",
-                            "Seconds since a frame last came in (at scrape resolution).",
-                            labels=["host", "peer"])
-    for s, seconds in zip(sessions, ages, strict=True):
+                            "Seconds since a frame last came in.", labels=["host", "peer"])
+    for s in sessions:
         ids = [s["host"], s["peer"]]
         for metric, _label, value, count in _traffic(s["counters"]):
             fams[metric].add_metric([*ids, value], count)
         fams["rekeys"].add_metric(ids, s.get("rekeys", 0))
-        age.add_metric(ids, seconds)
+        age.add_metric(ids, s.get("last_frame_age", 0.0))
     yield from fams.values()
     yield age
 

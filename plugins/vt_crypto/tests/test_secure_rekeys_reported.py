@@ -1,5 +1,5 @@
 """Rekeys reach ``vt status`` and the metrics: a sealing link reports its sealer's epochs,
-and the status document of a session carries them."""
+and the status document of a session carries them (with the tunnel's last-frame age)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def test_sealed_link_rekeys_are_in_the_session_status() -> None:
         host=SimpleNamespace(name="office"), peer="10.0.0.2:4000", udp_peer=None,
         started=0.0, device=None, counters=SimpleNamespace(as_dict=dict),
         settings=SimpleNamespace(options={}, transport="tcp", tunnel_type="tun"),
-        tunnel=SimpleNamespace(link=link, pull_counters=lambda: None),
+        tunnel=SimpleNamespace(link=link, pull_counters=lambda: None,
+                               link_idle=lambda now: 0.25),
     )
-    assert session_status(session)["rekeys"] == 3
+    status = session_status(session)
+    assert (status["rekeys"], status["last_frame_age"]) == (3, 0.25)
