@@ -92,7 +92,7 @@ class StatusCollector:
         yield from _host_metrics(sessions, doc.get("closed", {}))
         handshakes = CounterMetricFamily("vt_handshakes", "Handshakes by result.",
                                          labels=["result"])
-        for result, count in sorted(doc.get("handshakes", {}).items()):
+        for result, count in sorted(doc.get("handshake_results", {}).items()):
             handshakes.add_metric([result], count)
         yield handshakes
         if doc.get("role") == "client":

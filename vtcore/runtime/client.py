@@ -115,7 +115,7 @@ class Client:
         """The document ``vt status`` shows."""
         return {"role": "client", "host": self.host.name, "server": self.server,
                 "sessions_run": self.sessions_run, "reconnects": self.reconnects,
-                "handshakes": dict(self.handshake_results), "closed": self.closed,
+                "handshake_results": dict(self.handshake_results), "closed": self.closed,
                 "sessions": [session_status(self.session)] if self.session else []}
 
     async def _run(self) -> int:

@@ -130,7 +130,7 @@ class Server:
         return {"role": "server", "config": self.config_path,
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
                 "sessions": [session_status(s) for s in self.sessions()],
-                "handshakes": dict(self.handshake_results), "closed": self.closed}
+                "handshake_results": dict(self.handshake_results), "closed": self.closed}
 
     def status_line(self, address: str) -> str:
         """The one-line STATUS= the service manager shows."""
