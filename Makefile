@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 ARGS ?=
 
-.PHONY: test lint demo interop install dev setup flakes
+.PHONY: test lint demo interop install dev setup flakes man
 
 # Debian packages (root) and the development venv; both idempotent.
 setup:
@@ -27,6 +27,10 @@ flakes: setup
 
 lint:
 	.venv/bin/ruff check .
+
+# The man pages (man/), after a command, an option or a config keyword changed.
+man:
+	$(PY) -m vtcore.manpages man
 
 demo: setup
 	$(PY) -m vtcore.demo

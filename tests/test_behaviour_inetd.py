@@ -6,6 +6,8 @@ with the socket as fd 0 (stdout/stderr go to the log file, not the socket).
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,12 +84,22 @@ def test_inetd_command_output_never_reaches_the_connection() -> None:
         cfg = Path(d) / "serv.conf"
         noisy = "program /bin/sh \"-c 'echo junk-on-stdout; echo junk-on-stderr >&2'\" wait"
         cfg.write_text(conf(HOST, type="tun", proto="tcp", device="tsrv", up=[noisy]))
+        # stderr is the connection: vt logs to syslog, here a socket the test owns (without
+        # one vt refuses to start rather than lose its logs).
+        syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        syslog.bind(str(Path(d) / "syslog"))
+        syslog.settimeout(10)
         srv = p.a.popen(sys.executable, "-c", ACCEPTOR, 5000, cfg, "all",
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        env={**os.environ, "VT_SYSLOG_SOCKET": str(Path(d) / "syslog")})
         wait_listening(p.a, 5000, proc=srv)
-        with VtClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr) as c:
+        with syslog, VtClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr) as c:
             wait_ping(p.b, ta, timeout=15)
             r = ping(p.b, ta, count=5, interval=0.1)
             assert r.received == 5
             assert c.alive() and "session closed" not in c.log()
+            lines = [syslog.recv(4096)]  # start-up warnings may come first (bounded)
+            while b"event='session opened'" not in lines[-1] and len(lines) < 10:
+                lines.append(syslog.recv(4096))
+            assert b"event='session opened'" in lines[-1], lines
         wait_for(lambda: srv.poll() is not None, 20, "inetd server exit")

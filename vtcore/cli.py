@@ -21,15 +21,22 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def _setup_logging(ctx: click.Context, foreground: bool, facility: str | None = None,
-                   quiet: bool = False) -> None:
+def _setup_logging(ctx: click.Context, detach: bool, facility: str | None = None,
+                   quiet: bool = False, inetd: bool = False) -> None:
+    """Logging first, while the terminal is still there to hear that it cannot be set up."""
     from vtcore import log
 
-    fmt = ctx.find_root().params.get("log_format") or "auto"
-    if not foreground and fmt == "auto":
-        fmt = "syslog"
-    level = ctx.find_root().params.get("log_level") or ("warning" if quiet else "info")
-    log.configure(fmt, level, facility)
+    root = ctx.find_root().params
+    level = root.get("log_level") or ("warning" if quiet else "info")
+    try:
+        dest = log.choose_destination(root.get("log_format") or "auto", detach=detach,
+                                      inetd=inetd, log_file=root.get("log_file"),
+                                      facility=facility or "daemon")
+    except log.LogSetupError as exc:
+        if inetd and log.stderr_is_socket():
+            sys.exit(1)  # stderr is the client's connection: the exit status is all it gets
+        _fail(str(exc))
+    log.configure(dest, level)
 
 
 def _load(path: str, plugins):
@@ -75,9 +82,17 @@ def _prepare_dirs(*paths: str) -> None:
 
 
 def _daemonize() -> None:
-    """Detach like vtund without ``-n``: fork, new session, stdio to /dev/null."""
+    """Detach like vtund without ``-n``: fork, new session, stdio to /dev/null.  The
+    process on the terminal stays until the daemon is up, so that a failure after the
+    fork still reaches the terminal with a non-zero exit status."""
+    from vtcore import notify
+
+    read_end, write_end = os.pipe()
     if os.fork():
-        os._exit(0)
+        os.close(write_end)
+        os._exit(notify.wait_ready(read_end))
+    os.close(read_end)
+    notify.report_to(write_end)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -85,6 +100,30 @@ def _daemonize() -> None:
     for n in (0, 1, 2):
         os.dup2(fd, n)
     os.close(fd)
+
+
+def _run_daemon(main) -> Any:
+    """The daemon's event loop; a crash before it is up is reported to the terminal that
+    waits for it (see :func:`_daemonize`)."""
+    from vtcore import notify
+    from vtcore.runtime import loop
+
+    try:
+        return loop.run(main)
+    except Exception as exc:
+        notify.startup_failed(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _check_metrics(config) -> None:
+    """A metrics address that cannot listen fails the start, on the terminal."""
+    from vtcore.metrics import check_address
+
+    try:
+        check_address(config.options.metrics)
+    except OSError as exc:
+        addr, port = config.options.metrics
+        _fail(f"cannot listen for metrics on {addr}:{port}: {exc.strerror or exc}")
 
 
 def _mlockall() -> None:
@@ -101,12 +140,28 @@ def _mlockall() -> None:
               default=None, help="Log output: human (console), json, or syslog.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="Lowest level logged (default info).")
-def cli(log_format: str | None, log_level: str | None) -> None:
+@click.option("--log-file", metavar="FILE", default=None,
+              help="Append log lines to FILE (instead of the journal, syslog or stderr).")
+def cli(log_format: str | None, log_level: str | None, log_file: str | None) -> None:
     """vt: a vtund-compatible tunnel daemon built from plugins."""
 
 
 config_option = click.option("-f", "config_path", default=DEFAULT_CONFIG, show_default=True,
-                             metavar="FILE", help="Configuration file (vtund.conf syntax).")
+                             type=click.Path(), metavar="FILE",
+                             help="Configuration file (vtund.conf syntax).")
+
+
+def _complete_hosts(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of HOST: the host sections of the -f file (or the default one)."""
+    from click.shell_completion import CompletionItem
+
+    from vtcore.config import ConfigErrors, load_config
+
+    try:
+        hosts = load_config(ctx.params.get("config_path") or DEFAULT_CONFIG).hosts
+    except ConfigErrors:
+        return []
+    return [CompletionItem(name) for name in sorted(hosts) if name.startswith(incomplete)]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,11 +192,11 @@ def _family(ipv4: bool, ipv6: bool) -> bool | None:
 
 
 def _start(ctx: click.Context, foreground: bool, syslog: str | None, quiet: bool,
-           mlock: bool) -> None:
+           mlock: bool, inetd: bool = False) -> None:
     """What a daemon does before its loop: logging, the allocator, memory locking."""
     from vtcore.runtime.memory import tune_allocator
 
-    _setup_logging(ctx, foreground, syslog, quiet)
+    _setup_logging(ctx, not foreground and not inetd, syslog, quiet, inetd)
     tune_allocator()
     if mlock:
         _mlockall()
@@ -160,6 +215,7 @@ def _start(ctx: click.Context, foreground: bool, syslog: str | None, quiet: bool
 def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, ipv4, ipv6,
           mlock, quiet) -> None:
     """Run the server (vtund -s)."""
+    from vtcore import notify
     from vtcore.runtime import loop
     from vtcore.runtime.server import Server, ServerOptions, serve_inetd
 
@@ -169,23 +225,24 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     _prepare_dirs(config.options.lockdir, config.options.statdir)
     overrides = ServerOptions(port=port, bind=bind, timeout=timeout, ipv6=_family(ipv4, ipv6))
     # In inetd mode stdout/stderr may be the client's socket: syslog unless told otherwise.
-    _start(ctx, foreground and not inetd, config.options.syslog, quiet, mlock)
+    _start(ctx, foreground, config.options.syslog, quiet, mlock, inetd)
     _log_security_warnings(config, plugins)
     if inetd:
         loop.run(serve_inetd(config_path, config, plugins, overrides))
         return
     server = Server(config_path, config, plugins, overrides)
     try:
-        server.listener = server.make_listener()
-    except OSError as exc:
-        _fail(f"cannot listen: {exc.strerror or exc}")
+        server.listener = notify.listen_socket() or server.make_listener()
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot listen: {getattr(exc, 'strerror', None) or exc}")
+    _check_metrics(config)
     if not foreground:
         _daemonize()
-    loop.run(server.serve())
+    _run_daemon(server.serve())
 
 
 @cli.command()
-@click.argument("host")
+@click.argument("host", shell_complete=_complete_hosts)
 @click.argument("server")
 @config_option
 @click.option("-P", "port", type=int, help="Server port (default: options.port, 5000).")
@@ -197,7 +254,6 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
 def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4, ipv6, mlock,
         quiet) -> None:
     """Run the client for profile HOST against SERVER (vtund HOST SERVER)."""
-    from vtcore.runtime import loop
     from vtcore.runtime.client import Client, ClientOptions
 
     plugins = _plugins(ctx)
@@ -207,6 +263,7 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     _prepare_dirs(config.options.statdir)
     _start(ctx, foreground, config.options.syslog, quiet, mlock)
     _log_security_warnings(config, plugins)
+    _check_metrics(config)
     if not foreground:
         _daemonize()
     opts = ClientOptions(port=port, timeout=timeout, persist=persist, ipv6=_family(ipv4, ipv6))
@@ -214,7 +271,7 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     async def main() -> int:
         return await Client(config, host, server, plugins, opts).run()
 
-    sys.exit(loop.run(main()))
+    sys.exit(_run_daemon(main()))
 
 
 @cli.group()

@@ -19,7 +19,7 @@ MIN_ABBREV = 4
 OPTIONS = frozenset(
     {
         "port", "bindaddr", "iface", "type", "timeout", "ppp", "ifconfig", "route",
-        "firewall", "ip", "syslog", "ipv4", "ipv6", "lockdir", "statdir",
+        "firewall", "ip", "syslog", "ipv4", "ipv6", "lockdir", "statdir", "metrics",
     }
 )  # fmt: skip
 HOST = frozenset(

@@ -61,6 +61,8 @@ class Options:
     """vt-only keyword ``lockdir``."""
     statdir: str = "/var/log/vtund"
     """vt-only keyword ``statdir``."""
+    metrics: tuple[str, int] | None = None
+    """vt-only keyword ``metrics ADDR:PORT``: where the Prometheus endpoint listens."""
     persist: str | None = None
     """Set by the first ``persist`` seen in a session or default section (as vtund's
     global persist flag); ``None`` if no section sets it."""

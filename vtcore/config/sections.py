@@ -91,6 +91,15 @@ def _number(tok: Token, name: str, lo: int = 0, hi: int = 999_999_999) -> int:
     return value
 
 
+def _address_port(tok: Token, name: str) -> tuple[str, int]:
+    """``ADDR:PORT`` (``[ADDR]:PORT`` for IPv6)."""
+    addr, sep, port = tok.text.rpartition(":")
+    addr = addr[1:-1] if addr.startswith("[") and addr.endswith("]") else addr
+    if not sep or not addr or not _NUM.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise _Bad(tok, f"'{name}' takes ADDR:PORT (e.g. 127.0.0.1:9100), got {tok.describe()}")
+    return addr, int(port)
+
+
 def _bool(tok: Token, name: str) -> bool:
     text = tok.text
     if text in YES:
@@ -288,6 +297,8 @@ class _Builder:
             setattr(o, name, _path(_one(stmt, name, strings=True), name))
         elif name == "syslog":
             o.syslog = self.syslog(_one(stmt, name))
+        elif name == "metrics":
+            o.metrics = _address_port(_one(stmt, name, strings=True), name)
         else:
             first = o.positions.get(name)
             if first is not None:

@@ -12,11 +12,14 @@ import contextlib
 import signal
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import structlog
 
+from vtcore import metrics
 from vtcore.api import HandshakeRefused
+from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
@@ -68,6 +71,9 @@ class Client:
         self._wake = asyncio.Event()
         self._restart = False
         self.sessions_run = 0
+        self.reconnects = 0
+        self.handshake_results: Counter[str] = Counter()
+        self.closed: dict[str, dict[str, int]] = {}
         self.log = log.bind(host=self.host.name, server=server)
 
     @property
@@ -101,14 +107,22 @@ class Client:
         status_server = StatusServer("run", f"{self.host.name}-{self.server}", self.status)
         await status_server.start()
         try:
-            return await self._run()
+            async with (Notifier().serving(self.status_line),
+                        metrics.serving(self.config.options.metrics, self.status)):
+                return await self._run()
         finally:
             await status_server.close()
+
+    def status_line(self) -> str:
+        """The one-line STATUS= the service manager shows."""
+        state = "connected to" if self.session is not None else "connecting to"
+        return f"{self.host.name}: {state} {self.server}:{self.port}"
 
     def status(self) -> dict:
         """The document ``vt status`` shows."""
         return {"role": "client", "host": self.host.name, "server": self.server,
-                "sessions_run": self.sessions_run,
+                "sessions_run": self.sessions_run, "reconnects": self.reconnects,
+                "handshake_results": dict(self.handshake_results), "closed": self.closed,
                 "sessions": [session_status(self.session)] if self.session else []}
 
     async def _run(self) -> int:
@@ -120,7 +134,12 @@ class Client:
             started = time.monotonic()
             peer_lost = False
             try:
-                sock, flags, secure = await self.connect()
+                try:
+                    sock, flags, secure = await self.connect()
+                except ConnectError:
+                    self.handshake_results["failed"] += 1
+                    raise
+                self.handshake_results["accepted"] += 1
                 settings = client_settings(self.host, flags, secure)
                 self.session = Session(
                     host=self.host, options=self.config.options, settings=settings,
@@ -141,10 +160,13 @@ class Client:
                 self.log.error("session failed", error=str(exc))
                 status = 1
             finally:
+                if self.session is not None:
+                    metrics.fold_session(self.closed, session_status(self.session))
                 self.session = None
             restart, self._restart = self._restart, False
             if self.stopping or not (self.persist or restart):
                 break
+            self.reconnects += 1
             if restart or peer_lost:
                 # SIGHUP, or the server stopped answering (most likely it is being
                 # restarted): try at once; a refused connect then backs off as usual.

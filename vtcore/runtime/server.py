@@ -12,13 +12,16 @@ import contextlib
 import os
 import signal
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 
 import structlog
 
+from vtcore import metrics
 from vtcore.admission import HandshakeSlots, HostBackoff, source_key
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
+from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
@@ -84,6 +87,9 @@ class Server:
         self._stopping = asyncio.Event()
         self._claimed: set[str] = set()
         self.listener: socket.socket | None = None
+        self.handshake_results: Counter[str] = Counter()
+        self.closed: dict[str, dict[str, int]] = {}
+        """Per host: the counters of its ended sessions (metrics' per-host totals)."""
 
     # ------------------------------------------------------------------ settings
 
@@ -125,7 +131,9 @@ class Server:
         await status.start()
         accept = loop.create_task(self._accept_loop())
         try:
-            await self._stopping.wait()
+            async with (Notifier().serving(lambda: self.status_line(address)),
+                        metrics.serving(self.config.options.metrics, self.status)):
+                await self._stopping.wait()
         finally:
             accept.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -141,7 +149,12 @@ class Server:
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
                 "sessions": [session_status(s) for s in self.sessions()],
                 "handshakes": {"pending": len(self.slots), "evicted": self.slots.evicted},
-                "backoff": self.backoff.snapshot(now)}
+                "backoff": self.backoff.snapshot(now),
+                "handshake_results": dict(self.handshake_results), "closed": self.closed}
+
+    def status_line(self, address: str) -> str:
+        """The one-line STATUS= the service manager shows."""
+        return f"listening on {address}, {len(self.sessions())} session(s)"
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -246,10 +259,12 @@ class Server:
                     self._guards[asyncio.current_task()] = guard
                     accepted = await self._authenticate(conn, plog, deadline)
             except TimeoutError:
+                self.handshake_results["denied"] += 1
                 plog.warning("denied: handshake timed out", host="?")
                 return
             finally:
                 self._authenticated()
+            self.handshake_results["denied" if accepted is None else "accepted"] += 1
             if accepted is None:
                 return
             await self._run_session(conn, *accepted, peer)
@@ -532,6 +547,7 @@ class Server:
                 self.live.pop(host.name, None)
             if lock is not None:
                 locks.release(lock)
+            metrics.fold_session(self.closed, session_status(session))
             slog.info("session closed", reason=reason, **session.counters.as_dict())
 
 

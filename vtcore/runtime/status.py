@@ -41,7 +41,15 @@ def session_status(session) -> dict[str, object]:
         "offload": bool(opts.get("offload")),
         "secure": opts.get("secure") is not None,
         "counters": session.counters.as_dict(),
+        "rekeys": int(getattr(getattr(session.tunnel, "link", None), "rekeys", 0) or 0),
+        "last_frame_age": _last_frame_age(session),
     }
+
+
+def _last_frame_age(session) -> float:
+    """Seconds since a frame last came in (since the session started, before the first)."""
+    idle = session.tunnel.link_idle(time.monotonic()) if session.tunnel is not None else None
+    return round(time.time() - session.started if idle is None else idle, 3)
 
 
 class StatusServer:

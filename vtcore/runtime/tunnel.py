@@ -283,6 +283,11 @@ class Tunnel:
         if self.link.backlog():
             self._want_writer()
 
+    def link_idle(self, now: float) -> float | None:
+        """Seconds since the link last woke the tunnel with frames to read (``now`` from
+        ``time.monotonic()``); None before the first.  Read, never counted, for status."""
+        return now - self._link_last if self._link_last else None
+
     # ------------------------------------------------------------------ network -> device
 
     def _on_link(self) -> None:

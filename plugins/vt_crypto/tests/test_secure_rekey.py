@@ -253,3 +253,30 @@ def test_sealed_links_rekey_after_their_byte_budget() -> None:
             b.close()
 
     asyncio.run(main())
+
+
+def test_rekeys_reach_the_session_status() -> None:
+    """A sealing link reports its exchanges, and a session's status document (so ``vt
+    status`` and the metrics) carries them, with the tunnel's last-frame age."""
+    from types import SimpleNamespace
+
+    from vt_crypto.secure.mode import SealedLink
+
+    from vtcore.runtime.status import session_status
+    from vtcore.transports.base import VTUN_FRAMING
+
+    w = Wire()
+    w.at(120)
+    w.at(245)
+    inner = SimpleNamespace(framing=VTUN_FRAMING, ready=lambda: True)
+    link = SealedLink(inner, w.c, stream=True, max_payload=1500)
+    assert link.rekeys == 2
+    session = SimpleNamespace(
+        host=SimpleNamespace(name="office"), peer="10.0.0.2:4000", udp_peer=None,
+        started=0.0, device=None, counters=SimpleNamespace(as_dict=dict),
+        settings=SimpleNamespace(options={}, transport="tcp", tunnel_type="tun"),
+        tunnel=SimpleNamespace(link=link, pull_counters=lambda: None,
+                               link_idle=lambda now: 0.25),
+    )
+    status = session_status(session)
+    assert (status["rekeys"], status["last_frame_age"]) == (2, 0.25)

@@ -85,6 +85,7 @@ class SealedLink:
 
     @property
     def rekeys(self) -> int:
+        """Fresh key exchanges this session made (for ``vt status`` and metrics)."""
         return self.crypto.rekeys
 
     def _arm(self) -> None:
