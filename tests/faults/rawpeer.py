@@ -27,6 +27,8 @@ import sys
 import time
 from types import SimpleNamespace
 
+import structlog
+
 from vtcore import testing
 from vtcore.plugins import load_plugins
 from vtcore.protocol.events import Accepted
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=0.0,
                     help="hold the session open until a stdin line, at most this long")
     a = ap.parse_args(argv)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     peer = RawPeer(a)
     report: dict[str, object] = {}
     try:
