@@ -27,7 +27,7 @@ for _p in (ROOT / "tests", ROOT / "bench"):
     if str(_p) not in sys.path:
         sys.path.append(str(_p))
 
-from behaviour import HOST, PASSWD, conf, frozen, tmpdir, wait_for  # noqa: E402
+from behaviour import HOST, PASSWD, conf, tmpdir, wait_for  # noqa: E402
 from netns import HarnessError, netem_available, transfer_file, two_hosts  # noqa: E402
 from peers import CLIENTS, SERVERS  # noqa: E402
 from procstat import pss_kb, tree  # noqa: E402
@@ -162,7 +162,7 @@ def frame_fuzz(n: int, combos: list[dict] = SHORT_COMBOS, seed: int = 1) -> dict
                 common = ("--server", p.a_addr, "--host", f"f{i}", "--password", PASSWD,
                           "--src", tb, "--dst", ta)
                 rep = _tool(p.b, "rawpeer.py", *common, "--fuzz", n, "--unknown", 50,
-                            "--bad", 50, "--seed", seed + i, timeout=120)
+                            "--bad", 50, "--seed", seed + i, "--timeout", 4, timeout=120)
                 wait_for(lambda c=closed: _count(s, r"session closed") > c, 15, "session end")
                 line = re.findall(r"session closed.*", s.log())[-1]
                 figures = {k: int(v) for k, v in
@@ -263,8 +263,11 @@ def stop_cont(proto: str = "tcp", seconds: float = 3, impl: str = "vt") -> dict:
             pinger = _Pinger(p.b, ta, seconds + 40)
             time.sleep(0.5)
             opened = _count(s, r"session opened|Session .* opened")
-            with frozen(s.proc.pid):
+            os.killpg(s.proc.pid, signal.SIGSTOP)  # the group: vtund's session children too
+            try:
                 time.sleep(seconds)
+            finally:
+                os.killpg(s.proc.pid, signal.SIGCONT)
             t_cont = time.time()
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

@@ -1,0 +1,177 @@
+"""The long fault run (``make faults``): every scenario of ``faults.py`` at full size, vt
+and, where it applies, vtund as the anchor; writes ``bench/results/faults-<stamp>.md`` and
+``.json``.  Needs root (network namespaces).  Bounded: a scenario that would start after
+``--budget`` seconds is recorded as skipped.
+
+    python tests/faults/run.py [--quick] [--only NAME ...] [--budget 840]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import faults
+
+RESULTS = faults.ROOT / "bench" / "results"
+
+
+def plan(quick: bool) -> list[tuple[str, Callable[[], dict]]]:
+    """(name, scenario) in the order they run; ``quick`` is about the CI sizes."""
+    f = faults
+    hs, hs_vtund = (2000, 1000) if quick else (20000, 4000)
+    frames, combos = (300, f.SHORT_COMBOS) if quick else (2000, f.COMBOS)
+    stop_s = 3 if quick else 20
+    size = 128 << 10 if quick else 4 << 20
+    sighups = 12 if quick else 200
+    rounds = 3 if quick else 10
+    per_round = 10 if quick else 30
+    out: list[tuple[str, Callable[[], dict]]] = [
+        ("handshake fuzz vt", lambda: f.handshake_fuzz(hs, 20, wait=0.3)),
+        ("handshake fuzz vtund", lambda: f.handshake_fuzz(hs_vtund, 20, impl="vtund",
+                                                           wait=0.3)),
+        ("frame fuzz vt", lambda: f.frame_fuzz(frames, combos)),
+    ]
+    for impl in ("vt", "vtund"):
+        for proto in ("tcp", "udp"):
+            for end in ("server", "client"):
+                bound = 130 if proto == "udp" else 40
+                out.append((f"kill -9 {end} {proto} {impl}",
+                            lambda i=impl, p=proto, e=end, b=bound: f.kill9(p, e, i, b)))
+    for impl in ("vt", "vtund"):
+        for proto in ("tcp", "udp"):
+            out.append((f"SIGSTOP {stop_s}s {proto} {impl}",
+                        lambda i=impl, p=proto: f.stop_cont(p, stop_s, i)))
+            out.append((f"5% loss+reorder {proto} {impl}",
+                        lambda i=impl, p=proto: f.lossy_transfer(p, size, i)))
+    out.append(("broken-config SIGHUPs vt", lambda: f.config_sighup(sighups)))
+    for impl in ("vt", "vtund"):
+        out.append((f"churn {rounds * per_round} sessions {impl}",
+                    lambda i=impl: f.churn(rounds, per_round, i)))
+    return out
+
+
+def run(quick: bool, only: list[str], budget: float) -> dict:
+    started = time.monotonic()
+    results = []
+    for name, scenario in plan(quick):
+        if only and not any(o in name for o in only):
+            continue
+        if time.monotonic() - started > budget:
+            results.append({"name": name, "status": "skipped (time budget)"})
+            continue
+        t0 = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            figures = scenario()
+            status = "pass"
+        except AssertionError as exc:
+            figures, status = {"error": str(exc)[-1500:]}, "FAIL"
+        except Exception as exc:  # a harness error: recorded, the run goes on
+            figures = {"error": f"{type(exc).__name__}: {exc}"[-1500:],
+                       "trace": traceback.format_exc()[-1500:]}
+            status = "ERROR"
+        results.append({"name": name, "status": status,
+                        "seconds": round(time.monotonic() - t0, 1), "figures": figures})
+        print(f"   {status} in {results[-1]['seconds']} s: {json.dumps(figures)[:400]}",
+              flush=True)
+    commit = subprocess.run(["git", "-C", str(faults.ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "quick": quick,
+            "commit": commit, "kernel": platform.release(),
+            "wall_s": round(time.monotonic() - started, 1), "results": results}
+
+
+def _row(r: dict) -> str:
+    f = r.get("figures", {})
+    name = r["name"]
+    if "error" in f:
+        what = f["error"].splitlines()[0][:200]
+    elif name.startswith("handshake"):
+        what = (f"{f['n']} mutated at concurrency {f['concurrency']} in {f['wall_s']} s "
+                f"({f['per_s']}/s): {f['outcomes']}; good logins {f['good_ok']} ok, "
+                f"{f['good_failed']} failed, p50 {f['good_p50_ms']} ms, max {f['good_max_ms']} "
+                f"ms; server fds {f['server_before']['fds']} -> {f['server_after']['fds']}, "
+                f"RSS {f['server_before']['rss_kb']} -> {f['server_after']['rss_kb']} KiB")
+    elif name.startswith("frame"):
+        ok = sum(s["survived"] for s in f["sessions"])
+        what = (f"{len(f['sessions'])} sessions x {f['frames_per_session']} damaged frames "
+                f"(+50 undefined flags, +50 bad): {ok} sessions carried on, every profile "
+                "served again")
+    elif name.startswith(("kill", "SIGSTOP")):
+        what = f"recovery {f['recovery_s']} s" + (
+            f", new sessions {f['new_sessions']}" if "new_sessions" in f else
+            f" (bound {f['bound_s']} s)")
+    elif name.startswith("5%"):
+        what = (f"{f['bytes']} B each way, identical: b->a {f['b->a']['seconds']} s, "
+                f"a->b {f['a->b']['seconds']} s ({f['underlay']})")
+    elif name.startswith("broken"):
+        what = (f"{f['sighups']} SIGHUPs: {f['refused']} refused, {f['accepted_valid']} "
+                f"valid; {f['pings_answered']} pings answered, longest gap "
+                f"{f['longest_gap_s']} s, no session lost")
+    elif name.startswith("churn"):
+        w, a = f["after_first_round"], f["after_all"]
+        what = (f"{f['passing']}/{f['sessions']} passed traffic; after round 1 -> end: RSS "
+                f"{w['rss_kb']} -> {a['rss_kb']} KiB, PSS {w['pss_kb']} -> {a['pss_kb']} "
+                f"KiB, fds {w['fds']} -> {a['fds']}, lock files {f['lock_files_after']}")
+    else:
+        what = json.dumps(f)[:200]
+    return f"| {name} | {r['status']} | {r.get('seconds', '')} | {what} |"
+
+
+def markdown(doc: dict) -> str:
+    lines = [
+        f"# Fault run {doc['when']}{' (quick)' if doc['quick'] else ''}",
+        "",
+        f"Commit {doc['commit']}, kernel {doc['kernel']}, {doc['wall_s']} s in all. "
+        "Made by `make faults` (tests/faults/run.py; the scenarios are tests/faults/faults.py, "
+        "their CI-sized versions tests/faults/test_faults.py).",
+        "",
+        "| scenario | result | seconds | figures |",
+        "|---|---|---|---|",
+        *(_row(r) for r in doc["results"]),
+        "",
+        "Frame fuzz per session (survived: the raw peer's echo still came back after the "
+        "damage; a chained cipher or a zlib stream may end the session instead, and the "
+        "profile is then served again):",
+        "",
+        "| proto | compress | encrypt | survived | bad_frames | unknown_frames | "
+        "dropped_decode |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        if not r["name"].startswith("frame"):
+            continue
+        for s in r.get("figures", {}).get("sessions", []):
+            lines.append(f"| {s['proto']} | {s['compress']} | {s['encrypt']} | "
+                         f"{s['survived']} | {s.get('bad_frames')} | "
+                         f"{s.get('unknown_frames')} | {s.get('dropped_decode')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CI sizes (a smoke run)")
+    ap.add_argument("--only", nargs="*", default=[], help="scenarios whose name has one")
+    ap.add_argument("--budget", type=float, default=840, help="seconds before skipping")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args(argv)
+    doc = run(a.quick, a.only, a.budget)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"faults-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (a.out / f"faults-{stamp}.md").write_text(markdown(doc))
+    print(f"written {a.out}/faults-{stamp}.md", flush=True)
+    return 0 if all(r["status"] in ("pass",) for r in doc["results"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
