@@ -11,6 +11,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,46 @@ def test_a_starting_daemon_removes_the_sockets_of_killed_ones(tmp_path, monkeypa
     finally:
         live.close()
     assert names == ["notes.txt", "serve-other-1.sock", f"serve-x-{os.getpid()}.sock"]
+
+
+def test_live_link_counters_survive_a_counter_reset() -> None:
+    """``vt status`` pulls the link's counts as they grow (not once at the end), and a
+    SIGUSR1 reset holds: only frames after it are counted again."""
+    import socket
+    from types import SimpleNamespace
+
+    from vtcore.protocol.frames import BAD_FRAME, ECHO_REP, ECHO_REQ
+    from vtcore.runtime.tunnel import Tunnel
+    from vtcore.transports.tcp import TcpLink
+
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        peer = socket.create_connection(srv.getsockname(), timeout=3)
+        ours, _ = srv.accept()
+    link = TcpLink(ours)
+    tunnel = Tunnel(link, SimpleNamespace(fileno=lambda: -1, joined=0), [])
+
+    def send(data: bytes) -> None:
+        peer.sendall(data)
+        deadline = time.monotonic() + 3
+        got = len(data)
+        while got and time.monotonic() < deadline:
+            link.read_frames(64)
+            got = len(data) - 2 * (link.bad_frames + link.unknown_frames - seen[0])
+        seen[0] = link.bad_frames + link.unknown_frames
+
+    seen = [0]
+    try:
+        send((ECHO_REQ | ECHO_REP).to_bytes(2, "big") * 3 + BAD_FRAME.to_bytes(2, "big") * 2)
+        tunnel.pull_counters()
+        c = tunnel.counters
+        assert (c.unknown_frames, c.bad_frames) == (3, 2)
+        c.reset()
+        tunnel.pull_counters()
+        assert (c.unknown_frames, c.bad_frames) == (0, 0)
+        send(BAD_FRAME.to_bytes(2, "big"))
+        tunnel.pull_counters()
+        tunnel.pull_counters()
+        assert (c.unknown_frames, c.bad_frames) == (0, 1)
+    finally:
+        link.close()
+        peer.close()
