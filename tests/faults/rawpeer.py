@@ -25,6 +25,7 @@ import select
 import socket
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import structlog
@@ -48,6 +49,9 @@ from vtcore.protocol.frames import (
 from vtcore.protocol.handshake import ClientHandshake
 from vtcore.protocol.udp import pack_port, unpack_port
 from vtcore.runtime.session import build_chain, client_settings
+
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
+from vtclients import is_echo_reply  # noqa: E402  (bench/: the scale test's client)
 
 UNKNOWN_FLAGS = ECHO_REQ | ECHO_REP
 """A flag combination vtun does not define: vtund (and vt) skip it over tcp."""
@@ -83,7 +87,11 @@ class RawPeer:
         profile = SimpleNamespace(name=a.host, extras={},
                                   password_bytes=lambda: a.password.encode())
         settings = client_settings(profile, ev.flags)
-        chain = build_chain(load_plugins().registry, settings)
+        registry = load_plugins().registry
+        chain = build_chain(registry, settings)
+        self.forger = [m.encode for m in build_chain(registry, settings)]
+        """A second chain for the damaged frames: the real one's state must stay the
+        session's (a chained cipher's encoder moves with every frame it makes)."""
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
         self.pending = self.decoder.feed(hs.trailing_data())
@@ -120,11 +128,7 @@ class RawPeer:
             self.sock.sendall(data)
 
     def encode(self, packet: bytes) -> bytes | None:
-        for enc in self.encoders:
-            packet = enc(packet)
-            if packet is None:
-                return None
-        return bytes(packet)
+        return _through(self.encoders, packet)
 
     def receive(self, wait: float) -> list[tuple[int, bytes]]:
         if self.pending:
@@ -146,21 +150,21 @@ class RawPeer:
         return self.decoder.feed(data)
 
     def decode(self, payload: bytes) -> bytes | None:
-        for dec in self.decoders:
-            payload = dec(payload)
-            if payload is None:
-                return None
-        return bytes(payload)
+        return _through(self.decoders, payload)
 
     def echo(self, ident: int, wait: float) -> bool:
         """An ICMP echo through the tunnel; True when the reply comes back in time."""
         a = self.a
-        pkt = self.encode(testing.icmp_echo(a.src, a.dst, ident))
+        request = testing.icmp_echo(a.src, a.dst, ident)
         deadline = time.monotonic() + wait
         next_send = 0.0
         while time.monotonic() < deadline and not self.closed_by_server:
             if time.monotonic() >= next_send:
-                self.send_raw(frame(pkt))
+                # Encoded anew each time: a chained cipher's frame is not to be replayed,
+                # and the next one carries the fresh IV a resync asked for.
+                pkt = self.encode(request)
+                if pkt:
+                    self.send_raw(frame(pkt))
                 next_send = time.monotonic() + 0.5
             for flags, payload in self.receive(0.1):
                 if flags == ECHO_REQ:
@@ -169,14 +173,22 @@ class RawPeer:
                     self.closed_by_server = True
                 elif flags == 0:
                     p = self.decode(payload)
-                    if p is not None and _is_echo_reply(p, a.dst, ident):
+                    if p is not None and is_echo_reply(p, a.dst, ident):
                         return True
         return False
 
     def hostile(self) -> dict[str, int]:
-        """Send the faults asked for; returns how many of each went out."""
-        a = self.a
+        """Send the faults asked for; returns how many of each went out (fewer when the
+        server ends the session on one, as a broken zlib stream does)."""
         sent = {"unknown": 0, "bad": 0, "lying": 0, "damaged": 0}
+        try:
+            self._hostile(sent)
+        except OSError:
+            self.closed_by_server = True
+        return sent
+
+    def _hostile(self, sent: dict[str, int]) -> None:
+        a = self.a
         for _ in range(a.unknown):
             self.send_raw(UNKNOWN_FLAGS.to_bytes(2, "big"))
             sent["unknown"] += 1
@@ -189,7 +201,7 @@ class RawPeer:
                 self.send_raw(BAD_FRAME.to_bytes(2, "big"))
             sent["bad"] += 1
         if a.fuzz:
-            good = [self.encode(p) for p in testing.sample_packets(32, seed=a.seed)]
+            good = [_through(self.forger, p) for p in testing.sample_packets(32, seed=a.seed)]
             rng = random.Random(a.seed)
             for f in testing.hostile_frames([g for g in good if g], a.fuzz, seed=a.seed):
                 if self.udp is not None and rng.random() < 0.3:
@@ -200,7 +212,6 @@ class RawPeer:
                     sent["damaged"] += 1
                 if self.udp is not None and sent["damaged"] % 64 == 0:
                     time.sleep(0.002)  # no faster than the receiver's buffer drains
-        return sent
 
     def close(self) -> None:
         try:
@@ -212,12 +223,13 @@ class RawPeer:
                 s.close()
 
 
-def _is_echo_reply(pkt: bytes, src: str, ident: int) -> bool:
-    if len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != 1:
-        return False
-    icmp = pkt[(pkt[0] & 0x0F) * 4 :]
-    return (pkt[12:16] == socket.inet_aton(src) and len(icmp) >= 8 and icmp[0] == 0
-            and int.from_bytes(icmp[4:6], "big") == ident & 0xFFFF)
+def _through(steps, data: bytes) -> bytes | None:
+    """``data`` through a chain's encoders (or decoders); None if one drops it."""
+    for step in steps:
+        data = step(data)
+        if data is None:
+            return None
+    return bytes(data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,8 +140,8 @@ def markdown(doc: dict) -> str:
         *(_row(r) for r in doc["results"]),
         "",
         "Frame fuzz per session (survived: the raw peer's echo still came back after the "
-        "damage; a chained cipher or a zlib stream may end the session instead, and the "
-        "profile is then served again):",
+        "damage; a zlib stream ends the session instead, and the profile is then served "
+        "again):",
         "",
         "| proto | compress | encrypt | survived | bad_frames | unknown_frames | "
         "dropped_decode |",
