@@ -10,6 +10,7 @@ where it applies.  Every wait is bounded; sizes come from the caller (short or l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -148,41 +149,58 @@ def _combo_host(i: int, combo: dict) -> str:
     return "\n".join(lines + ["}", ""])
 
 
-def frame_fuzz(n: int, combos: list[dict] = SHORT_COMBOS, seed: int = 1) -> dict:
+def frame_fuzz(n: int, combos: list[dict] = SHORT_COMBOS, seed: int = 1,
+               impl: str = "vt") -> dict:
     """``n`` damaged frames (:func:`vtcore.testing.hostile_frames`), undefined flags and
     lying datagrams into a live session of each module combination.  The server must
     live; the session carries traffic on (a zlib stream may end it instead, cleanly);
-    a new session of that profile is served."""
+    a new session of that profile is served.  With vtund (the anchor) only the server's
+    life is asserted; the rest is recorded."""
     results = []
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices()
         hosts = "".join(_combo_host(i, c) for i, c in enumerate(combos))
-        with SERVERS["vt"](p.a, "options {\n  timeout 10;\n}\n" + hosts) as s:
+        with SERVERS[impl](p.a, "options {\n  timeout 10;\n}\n" + hosts) as s:
             for i, combo in enumerate(combos):
-                closed = _count(s, r"session closed")
                 common = ("--server", p.a_addr, "--host", f"f{i}", "--password", PASSWD,
                           "--src", tb, "--dst", ta)
-                rep = _tool(p.b, "rawpeer.py", *common, "--fuzz", n, "--unknown", 50,
-                            "--bad", 50, "--seed", seed + i, "--timeout", 4, timeout=120)
-                wait_for(lambda c=closed: _count(s, r"session closed") > c, 15, "session end")
-                line = re.findall(r"session closed.*", s.log())[-1]
-                figures = {k: int(v) for k, v in
-                           re.findall(r"\b(bad_frames|unknown_frames|dropped_decode|"
-                                      r"frames_in)=(\d+)", line)}
+                with _one_session(s, impl):
+                    rep = _tool(p.b, "rawpeer.py", *common, "--fuzz", n, "--unknown", 50,
+                                "--bad", 50, "--seed", seed + i, "--timeout", 4, timeout=120)
+                figures = {}
+                if impl == "vt":
+                    line = re.findall(r"session closed.*", s.log())[-1]
+                    figures = {k: int(v) for k, v in
+                               re.findall(r"\b(bad_frames|unknown_frames|dropped_decode|"
+                                          r"frames_in)=(\d+)", line)}
                 again = None
                 if not rep.get("echo_after"):
-                    closed = _count(s, r"session closed")
-                    again = _tool(p.b, "rawpeer.py", *common, timeout=60).get("echo_before")
-                    wait_for(lambda c=closed: _count(s, r"session closed") > c, 15, "end")
+                    with _one_session(s, impl):
+                        again = _tool(p.b, "rawpeer.py", *common, timeout=60).get("echo_before")
+                results.append({**combo, "sent": rep.get("sent"), "error": rep.get("error"),
+                                "survived": bool(rep.get("echo_after")),
+                                "served_after": bool(rep.get("echo_after") or again), **figures})
+                if impl != "vt":
+                    continue
                 assert rep.get("echo_before"), (combo, rep)
                 assert rep.get("echo_after") or again, (combo, rep, "not served again")
                 if not str(combo.get("compress")).startswith("zlib"):
                     # Only a zlib stream cannot skip a damaged frame (vtund's neither).
                     assert rep["echo_after"], (combo, rep, "the session did not carry on")
-                results.append({**combo, "sent": rep["sent"], "survived": rep["echo_after"],
-                                "served_after": bool(rep["echo_after"] or again), **figures})
             assert_clean(s)
-    return {"frames_per_session": n, "sessions": results}
+    return {"impl": impl, "frames_per_session": n, "sessions": results}
+
+
+@contextlib.contextmanager
+def _one_session(server, impl: str):
+    """The block runs one session; on leaving, wait (bounded) until the server ended it,
+    so the next one finds the device free: vt logs it, vtund's session child exits."""
+    closed = _count(server, r"session closed")
+    yield
+    if impl == "vt":
+        wait_for(lambda: _count(server, r"session closed") > closed, 15, "session end")
+    else:
+        wait_for(lambda: proc_figures(server.proc.pid)["procs"] == 1, 15, "session end")
 
 
 # ------------------------------------------------------------------ kill -9, SIGSTOP
@@ -295,32 +313,55 @@ def stop_cont(proto: str = "tcp", seconds: float = 3, impl: str = "vt") -> dict:
 
 def lossy_transfer(proto: str = "tcp", nbytes: int = 256 << 10, impl: str = "vt",
                    percent: int = 5) -> dict:
-    """A file through the tunnel, both ways, over an underlay with ``percent``% loss and
-    reordering (netem; nftables loss alone when the kernel has no netem): the files
-    arrive byte-identical."""
+    """A file through the tunnel, both ways, over an underlay that loses ``percent``% of
+    the packets and reorders a quarter of them, both ways (netem; where the kernel has
+    none, ``reorder.py`` on NFQUEUE): the files arrive byte-identical."""
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices()
         scfg, ccfg = _pair_conf(proto)
-        with SERVERS[impl](p.a, scfg) as s, CLIENTS[impl](p.b, ccfg, HOST, p.a_addr) as c:
-            _reply_within(p.b, ta, 20)
-            if netem_available():
-                method = f"netem loss {percent}% delay 5ms reorder 25% 50%"
-                for ns in (p.a, p.b):
-                    ns.run("tc", "qdisc", "add", "dev", "veth0", "root", "netem", "loss",
-                           f"{percent}%", "delay", "5ms", "reorder", "25%", "50%")
-            else:
-                from netns import loss
-
-                method = f"nft loss {percent}% (no netem: no reordering)"
-                loss(p.a, "veth0", percent)
-            out = {"proto": proto, "impl": impl, "bytes": nbytes, "underlay": method}
+        with SERVERS[impl](p.a, scfg) as s, CLIENTS[impl](p.b, ccfg, HOST, p.a_addr) as c, \
+                _lossy_underlay(p, percent) as underlay:
+            out = {"proto": proto, "impl": impl, "bytes": nbytes, "underlay": underlay}
+            _reply_within(p.b, ta, 30)
             for way, (src, dst, addr) in {"b->a": (p.b, p.a, ta), "a->b": (p.a, p.b, tb)}.items():
                 t0 = time.monotonic()
                 same = transfer_file(src, dst, addr, nbytes, timeout=120)
                 out[way] = {"identical": same, "seconds": round(time.monotonic() - t0, 2)}
                 assert same, f"{way}: the file arrived damaged or short"
             assert_clean(s, c)
-            return out
+        return out
+
+
+@contextlib.contextmanager
+def _lossy_underlay(p, percent: int):
+    """Loss and reordering on both namespaces' veth0 for the block; yields what was set
+    up (and, with NFQUEUE, the packets each side dropped and reordered, after it)."""
+    if netem_available():
+        for ns in (p.a, p.b):
+            ns.run("tc", "qdisc", "add", "dev", "veth0", "root", "netem", "loss",
+                   f"{percent}%", "delay", "5ms", "reorder", "25%", "50%")
+        yield {"method": f"netem loss {percent}% delay 5ms reorder 25% 50%"}
+        return
+    procs = [ns.popen(sys.executable, HERE / "reorder.py", "--dev", "veth0", "--loss",
+                      percent / 100, "--reorder", 0.25, "--seed", i, stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i, ns in enumerate((p.a, p.b))]
+    info = {"method": f"NFQUEUE (tests/faults/reorder.py): loss {percent}%, 25% of "
+                      "packets held until the next one"}
+    try:
+        for proc in procs:
+            _json_line(proc, 20, "reorder.py")
+        yield info
+    finally:
+        info["counts"] = []
+        for proc in procs:
+            try:
+                proc.stdin.close()
+                info["counts"].append(_json_line(proc, 10, "reorder.py counts"))
+                proc.wait(timeout=10)
+            except (HarnessError, OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait(timeout=5)
 
 
 # ------------------------------------------------------------------ broken-config SIGHUPs
