@@ -91,7 +91,7 @@ def test_status_counts_bad_and_unknown_frames_while_the_session_runs(
                 want_bad = 12 - want_unknown
                 assert counters["bad_frames"] == want_bad, counters
                 assert counters["unknown_frames"] == want_unknown, counters
-                assert f"bad {want_bad}  unknown {want_unknown}" in vt_status(s.proc.pid)
+                assert f"bad {want_bad}  unknown {want_unknown}  dropped" in vt_status(s.proc.pid)
             finally:
                 proc.communicate("\n", timeout=10)
             line = s.wait_log(r"session closed.*").group(0)

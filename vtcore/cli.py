@@ -234,8 +234,8 @@ def status(pids: tuple[int, ...], as_json: bool) -> None:
             click.echo(f"  {s['host']} {peer} {s['proto']}/{s['type']} {s['device']} "
                        f"[{mode}] up {s['uptime']:.0f}s  in {c['byte_in']} B "
                        f"out {c['byte_out']} B  frames {c['frames_in']}/{c['frames_out']}  "
-                       f"dropped {c['dropped_decode'] + c['dropped_device']}  "
-                       f"bad {c.get('bad_frames', 0)}  unknown {c.get('unknown_frames', 0)}")
+                       f"bad {c.get('bad_frames', 0)}  unknown {c.get('unknown_frames', 0)}  "
+                       f"dropped {c['dropped_decode'] + c['dropped_device']}")
 
 
 @cli.group()
