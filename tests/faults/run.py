@@ -125,10 +125,11 @@ def _row(r: dict) -> str:
         what = (f"{len(f['sessions'])} sessions x {f['frames_per_session']} damaged frames "
                 f"(+50 undefined flags, +50 bad): {ok} sessions carried on, {again} profiles "
                 "served after")
-    elif name.startswith(("kill", "SIGSTOP")):
-        what = f"recovery {f['recovery_s']} s" + (
-            f", new sessions {f['new_sessions']}" if "new_sessions" in f else
-            f" (bound {f['bound_s']} s)")
+    elif name.startswith("kill"):
+        what = (f"recovery {f['recovery_s']} s" if f["recovery_s"] is not None else
+                f"**no recovery within {f['bound_s']} s**")
+    elif name.startswith("SIGSTOP"):
+        what = f"recovery {f['recovery_s']} s, new sessions {f['new_sessions']}"
     elif name.startswith("5%"):
         counts = f["underlay"].get("counts") or []
         shown = "; ".join(f"{c['dropped']} dropped, {c['reordered']} reordered of "
@@ -190,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=780,
                     help="seconds after which no scenario starts")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render", type=Path, help="only write the .md of this .json again")
     a = ap.parse_args(argv)
+    if a.render:
+        a.render.with_suffix(".md").write_text(markdown(json.loads(a.render.read_text())))
+        return 0
     doc = run(a.quick, a.only, a.budget)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     a.out.mkdir(parents=True, exist_ok=True)
