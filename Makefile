@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 ARGS ?=
 
-.PHONY: test lint demo interop install dev setup flakes man
+.PHONY: test lint demo interop install dev setup flakes man faults
 
 # Debian packages (root) and the development venv; both idempotent.
 setup:
@@ -24,6 +24,13 @@ test: setup
 N ?= 3
 flakes: setup
 	@VT_REQUIRE_NETNS=1 $(PY) scripts/flakes.py -n $(N) -- $(ARGS)
+
+# The fault suite at full size (tests/faults/run.py; needs root): handshake fuzz, frame
+# fuzz, kill -9, SIGSTOP, loss, broken-config SIGHUPs, churn; vt and vtund. Under 15 min;
+# writes bench/results/faults-<stamp>.md and .json. `make test` runs its CI sizes
+# (tests/faults/test_faults.py). Smoke run: make faults ARGS=--quick
+faults: setup
+	@$(PY) tests/faults/run.py $(ARGS)
 
 lint:
 	.venv/bin/ruff check .

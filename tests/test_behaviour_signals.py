@@ -78,6 +78,25 @@ def test_sighup_keeps_sessions_and_applies_new_config_sigusr1_resets() -> None:
 
 
 @pytest.mark.netns
+@pytest.mark.parametrize("broken", ["", "options { port 5000; }\n", "bt1 { passwd x;"])
+def test_sighup_with_a_truncated_or_hostless_config_keeps_every_host(broken) -> None:
+    """Issue 16.3: a config truncated to nothing (or to its options, or mid-section) on
+    SIGHUP is refused in one line; the old hosts are still served."""
+    with two_hosts() as p:
+        with VtServer(p.a, conf(HOST, type="tun", proto="tcp", device="tsrv")) as s:
+            s.cfg.write_text(broken)
+            os.kill(s.proc.pid, signal.SIGHUP)
+            line = s.wait_log(r".*config reload.*", timeout=5).group(0)
+            assert "config reload failed, keeping the old one" in line, line
+            assert "config reloaded" not in s.log()
+            if not broken.startswith("bt1"):
+                assert "no hosts defined" in line, line
+            served = probe(p.b, p.a_addr, 5000, "auth", host=HOST, pw=PASSWD, limit=3)
+            assert served["data"].startswith(b"OK FLAGS: <"), served
+            assert s.alive() and "Traceback" not in s.log()
+
+
+@pytest.mark.netns
 def test_sigterm_ends_every_session_and_runs_down_once() -> None:
     d = tmpdir()
     marks = d / "server-updown"

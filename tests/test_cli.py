@@ -269,6 +269,20 @@ def test_config_check_reports_every_error_with_position(bad):
     assert "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("text", ["", "options { port 5000; }\n", "default { type tun; }\n"])
+def test_config_without_hosts_is_refused_by_check_and_serve(tmp_path, text):
+    """Issue 16.3: vtund says "No hosts defined"; ``vt config check`` must not say "ok (0
+    hosts)" and ``vt serve`` must not start serving nobody."""
+    empty = tmp_path / "empty.conf"
+    empty.write_text(text)
+    res = invoke("config", "check", "-f", empty)
+    assert (res.exit_code, res.output) == (1, f"{empty}:1:1: no hosts defined (the config has "
+                                              "no host section)\n")
+    res = invoke("serve", "-n", "-f", empty)
+    assert res.exit_code == 2 and f"{empty}:1:1: no hosts defined" in res.output, res.output
+    assert "Traceback" not in res.output
+
+
 def test_config_check_missing_file(tmp_path):
     missing = tmp_path / "nope.conf"
     res = invoke("config", "check", "-f", missing)

@@ -323,6 +323,7 @@ def status(pids: tuple[int, ...], as_json: bool) -> None:
             click.echo(f"  {s['host']} {peer} {s['proto']}/{s['type']} {s['device']} "
                        f"[{mode}] up {s['uptime']:.0f}s  in {c['byte_in']} B "
                        f"out {c['byte_out']} B  frames {c['frames_in']}/{c['frames_out']}  "
+                       f"bad {c.get('bad_frames', 0)}  unknown {c.get('unknown_frames', 0)}  "
                        f"dropped {c['dropped_decode'] + c['dropped_device']}")
         for b in doc.get("backoff", []):
             click.echo(f"  back-off: host {b['host']}: {b['failures']} failed, next try in "

@@ -34,10 +34,15 @@ def needs(what: str, extra: str) -> str:
 
 
 def check_config(config: Config, registry: Registry) -> list[ConfigError]:
-    """Errors for features no installed plugin provides; resolves ``encrypt`` words to
-    vtund codes in place.  The ``default`` section is checked too; an error inherited by
-    many sessions is reported once, at the line that set it."""
+    """Errors for a config without hosts and for features no installed plugin provides;
+    resolves ``encrypt`` words to vtund codes in place.  The ``default`` section is checked
+    too; an error inherited by many sessions is reported once, at the line that set it."""
     errors: list[ConfigError] = []
+    if not config.hosts:
+        # vtund refuses such a file ("No hosts defined"); a server would serve nobody, and a
+        # file truncated to nothing must not be reloaded as "every host removed".
+        errors.append(ConfigError(config.path, 1, 1, "no hosts defined (the config has no "
+                                                     "host section)"))
     seen: set[ConfigError] = set()
     for host in (config.default, *config.hosts.values()):
         for err in _check_host(config.path, host, registry):

@@ -28,6 +28,9 @@ def run_dir() -> Path:
 def session_status(session) -> dict[str, object]:
     """One session, for the status document."""
     opts = session.settings.options
+    tunnel = getattr(session, "tunnel", None)
+    if tunnel is not None:
+        tunnel.pull_counters()  # live figures, not the last session's end
     return {
         "host": session.host.name,
         "peer": session.peer,
@@ -64,6 +67,7 @@ class StatusServer:
     async def start(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            remove_stale(self.path.parent)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
@@ -90,6 +94,32 @@ class StatusServer:
             self.path.unlink()
 
 
+def _connect(path: Path, timeout: float) -> socket.socket | None:
+    """A connection to the daemon behind ``path``; None if there is none.  A socket
+    nobody listens on (its daemon was killed with -9) is removed."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        return sock
+    except ConnectionRefusedError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    except OSError:
+        pass
+    sock.close()
+    return None
+
+
+def remove_stale(directory: Path, timeout: float = 0.5) -> None:
+    """Remove the sockets of dead daemons, as every daemon starts (not only when
+    ``vt status`` runs).  Only ``*.sock`` files nothing listens on go."""
+    for path in directory.glob("*.sock"):
+        sock = _connect(path, timeout)
+        if sock is not None:
+            sock.close()
+
+
 def query_all(timeout: float = 2.0) -> list[dict]:
     """Ask every live vt on this machine; stale sockets of dead processes are removed."""
     out: list[dict] = []
@@ -97,10 +127,10 @@ def query_all(timeout: float = 2.0) -> list[dict]:
     if not directory.is_dir():
         return out
     for path in sorted(directory.glob("*.sock")):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
+        sock = _connect(path, timeout)
+        if sock is None:
+            continue
         try:
-            sock.connect(str(path))
             buf = b""
             while len(buf) < READ_LIMIT:
                 chunk = sock.recv(65536)
@@ -108,9 +138,6 @@ def query_all(timeout: float = 2.0) -> list[dict]:
                     break
                 buf += chunk
             out.append(json.loads(buf))
-        except ConnectionRefusedError:
-            with contextlib.suppress(OSError):
-                path.unlink()
         except (OSError, ValueError):
             continue
         finally:

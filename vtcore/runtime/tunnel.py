@@ -75,11 +75,13 @@ class Counters:
     """Dead-peer probes started (an ICMP error, data sent into silence, a new
     connection for the host); each ends with the peer's answer or the session."""
     bad_frames: int = 0
-    """Frames the link rejected (malformed; in secure mode also forged or replayed).
-    Taken from the link when the session ends."""
+    """Frames the link rejected (malformed; in secure mode also forged or replayed)."""
+    unknown_frames: int = 0
+    """Frames with a flag combination vtun does not define (tcp), ignored as vtund does."""
+    dropped_link: int = 0
+    """Frames the kernel refused to send (udp ENOBUFS and the like, a full tcp backlog)."""
     joined: int = 0
-    """Packets the device wrote inside joined super-packets (tun/tap gro mode).  Taken
-    from the device when the session ends."""
+    """Packets the device wrote inside joined super-packets (tun/tap gro mode)."""
 
     def reset(self) -> None:
         for f in fields(self):
@@ -87,6 +89,16 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PULLED = (
+    ("bad_frames", "link", "bad_frames"),
+    ("unknown_frames", "link", "unknown_frames"),
+    ("dropped_link", "link", "dropped_out"),
+    ("joined", "device", "joined"),
+)
+"""Counters the link and the device keep themselves (the per-packet path never copies
+them): :meth:`Tunnel.pull_counters` adds what they counted to the session's."""
 
 
 class Tunnel:
@@ -140,6 +152,10 @@ class Tunnel:
         self._resume: asyncio.TimerHandle | None = None
         self._dev_last = 0.0
         self._link_last = 0.0
+        self._pulled = {name: self._source_count(owner, attr) if owner == "device" else 0
+                        for name, owner, attr in PULLED}
+        """What :meth:`pull_counters` has already taken: the link is this session's, from
+        its first datagram; a device kept across sessions arrives counted."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -168,12 +184,25 @@ class Tunnel:
                 pass
         self._done.set_result(reason)
 
+    def _source_count(self, owner: str, attr: str) -> int:
+        return int(getattr(getattr(self, owner), attr, 0) or 0)
+
+    def pull_counters(self) -> None:
+        """Add to the session's counters what the link and the device counted since the
+        last call: ``vt status`` calls it for live figures, the session's end for its log
+        line.  Deltas, so a counter reset (SIGUSR1) holds."""
+        c = self.counters
+        pulled = self._pulled
+        for name, owner, attr in PULLED:
+            now = self._source_count(owner, attr)
+            setattr(c, name, getattr(c, name) + now - pulled[name])
+            pulled[name] = now
+
     def _detach(self) -> None:
         loop = self._loop
         if loop is None:
             return
-        self.counters.bad_frames = int(getattr(self.link, "bad_frames", 0))
-        self.counters.joined = int(getattr(self.device, "joined", 0))
+        self.pull_counters()
         for fd in (self.link.fileno(), self.device.fileno()):
             if fd >= 0:
                 remove_reader(loop, fd)

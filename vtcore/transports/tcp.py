@@ -50,6 +50,11 @@ class TcpLink:
     def bad_frames(self) -> int:
         return self.decoder.bad_frames
 
+    @property
+    def unknown_frames(self) -> int:
+        """Frames with undefined flags, skipped (vtun framing; native framing refuses them)."""
+        return getattr(self.decoder, "unknown_frames", 0)
+
     def fileno(self) -> int:
         return self.sock.fileno()
 
