@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["server", "client"]
 
@@ -289,12 +289,57 @@ class SecureMode(Protocol):
 
 
 class RegistryError(Exception):
-    """Two plugins registered the same name."""
+    """Two plugins registered the same name, or answer the same config word."""
 
 
-@dataclass
+ANY = "*"
+"""In :func:`answers`: the record answers every value of its keyword (``words={}``)."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of registration: its hook, its table in :class:`Registry` and what a record
+    answers in a config.  :data:`KINDS` is the one list of them the core reads."""
+
+    name: str
+    """As shown by ``vt plugins list`` and in errors: ``device``, ``frame module`` ..."""
+    hook: str
+    """The hookspec that registers it."""
+    table: str
+    """The :class:`Registry` attribute holding the records, keyed by :attr:`key`."""
+    key: Callable[[Any], str]
+    answers: Callable[[Any], frozenset[tuple[str, str]]]
+    """The ``(keyword, word)`` pairs the record answers (``word`` is :data:`ANY` for all)."""
+    provides: Callable[[Any], str]
+    """One line for ``vt plugins list``."""
+
+
+def _module_answers(item: FrameModuleType) -> frozenset[tuple[str, str]]:
+    return frozenset((item.keyword, w) for w in (item.words or (ANY,)))
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("device", "vt_register_devices", "devices", lambda d: d.tunnel_type,
+         lambda d: frozenset({("type", d.tunnel_type)}), lambda d: f"type {d.tunnel_type}"),
+    Kind("transport", "vt_register_transports", "transports", lambda t: t.name,
+         lambda t: frozenset({("proto", t.name)}), lambda t: f"proto {t.name}"),
+    Kind("frame module", "vt_register_frame_modules", "frame_modules", lambda m: m.name,
+         _module_answers, lambda m: m.describe or f"{m.keyword} {m.name}"),
+    Kind("secure mode", "vt_register_secure_modes", "secure_modes", lambda s: s.name,
+         lambda s: frozenset(("encrypt", w) for w in s.words),
+         lambda s: "encrypt " + "|".join(sorted(s.words)) + " (secure mode)"),
+)
+KIND_BY_NAME = {k.name: k for k in KINDS}
+
+
+class PluginFailed(Exception):
+    """A plugin's code raised (or returned garbage) at run time; the message names it."""
+
+
+@dataclass(repr=False)
 class Registry:
-    """Collects what plugins register.  Keyed by name; duplicates are reported."""
+    """Collects what plugins register.  Keyed by name; a duplicate name or a config word
+    another plugin already answers is refused with :class:`RegistryError`."""
 
     devices: dict[str, DeviceBackendType] = field(default_factory=dict)
     transports: dict[str, TransportType] = field(default_factory=dict)
@@ -304,26 +349,55 @@ class Registry:
     """(kind, name) -> plugin name, for ``vt plugins list``."""
     current_plugin: str = ""
 
-    def _add(self, table: dict, kind: str, name: str, item: object) -> None:
+    def __repr__(self) -> str:  # what pluggy's tracing shows as the hook's argument
+        return "Registry(" + ", ".join(f"{k.table.replace('_', ' ')}: {len(self.table(k))}"
+                                       for k in KINDS) + ")"
+
+    def table(self, kind: Kind) -> dict[str, Any]:
+        return getattr(self, kind.table)
+
+    def records(self) -> list[tuple[Kind, str, Any]]:
+        """Every registered record as ``(kind, key, record)``, kinds in :data:`KINDS` order."""
+        return [(k, key, item) for k in KINDS for key, item in self.table(k).items()]
+
+    def _add(self, kind: Kind, item: object) -> None:
+        name = kind.key(item)
+        table = self.table(kind)
         if name in table:
             raise RegistryError(
-                f"{kind} {name!r} registered by {self.owner[(kind, name)]} "
+                f"{kind.name} {name!r} registered by {self.owner[(kind.name, name)]} "
                 f"and again by {self.current_plugin}"
             )
+        wanted = kind.answers(item)
+        for other_kind, other_name, other in self.records():
+            clash = _clash(wanted, other_kind.answers(other))
+            if clash:
+                raise RegistryError(
+                    f"{kind.name} {name!r} of {self.current_plugin} answers '{clash}', "
+                    f"already answered by {other_kind.name} {other_name!r} of "
+                    f"{self.owner[(other_kind.name, other_name)]}"
+                )
         table[name] = item
-        self.owner[(kind, name)] = self.current_plugin
+        self.owner[(kind.name, name)] = self.current_plugin
+
+    def forget(self, plugin: str) -> None:
+        """Take back everything ``plugin`` registered (its registration failed)."""
+        for (kind, name), owner in list(self.owner.items()):
+            if owner == plugin:
+                del self.table(KIND_BY_NAME[kind])[name]
+                del self.owner[(kind, name)]
 
     def add_device(self, item: DeviceBackendType) -> None:
-        self._add(self.devices, "device", item.tunnel_type, item)
+        self._add(KIND_BY_NAME["device"], item)
 
     def add_transport(self, item: TransportType) -> None:
-        self._add(self.transports, "transport", item.name, item)
+        self._add(KIND_BY_NAME["transport"], item)
 
     def add_frame_module(self, item: FrameModuleType) -> None:
-        self._add(self.frame_modules, "frame module", item.name, item)
+        self._add(KIND_BY_NAME["frame module"], item)
 
     def add_secure_mode(self, item: SecureMode) -> None:
-        self._add(self.secure_modes, "secure mode", item.name, item)
+        self._add(KIND_BY_NAME["secure mode"], item)
 
     def secure_mode_for(self, word: object) -> SecureMode | None:
         """The secure mode an ``encrypt`` word selects, if any."""
@@ -343,10 +417,30 @@ class Registry:
 
     def chain(self, settings: LinkSettings) -> list[FrameModule]:
         """Instantiate the modules a session uses, ordered by declared stage."""
-        mods: list[tuple[int, str, FrameModule]] = []
+        return [module for _, module in self.named_chain(settings)]
+
+    def named_chain(self, settings: LinkSettings) -> list[tuple[str, FrameModule]]:
+        """:meth:`chain` with each module's name (``plugin P (module M)``) for errors.
+
+        A ``create`` that raises is a :class:`PluginFailed` naming the plugin: that one
+        session fails, the daemon and the other sessions go on."""
+        mods: list[tuple[int, str, str, FrameModule]] = []
         for item in self.frame_modules.values():
-            mod = item.create(settings)
+            name = f"plugin {self.owner.get(('frame module', item.name)) or '?'} ({item.name})"
+            try:
+                mod = item.create(settings)
+            except Exception as exc:
+                raise PluginFailed(f"{name}: create failed: {type(exc).__name__}: {exc}") from exc
             if mod is not None:
-                mods.append((item.stage, item.name, mod))
+                mods.append((item.stage, item.name, name, mod))
         mods.sort(key=lambda t: (t[0], t[1]))
-        return [m for _, _, m in mods]
+        return [(name, m) for _, _, name, m in mods]
+
+
+def _clash(mine: frozenset[tuple[str, str]], theirs: frozenset[tuple[str, str]]) -> str:
+    """The first config word both answer (``keyword word``), or ''."""
+    for keyword, word in sorted(mine):
+        for k2, w2 in theirs:
+            if k2 == keyword and (word == w2 or ANY in (word, w2)):
+                return keyword if ANY in (word, w2) else f"{keyword} {word}"
+    return ""

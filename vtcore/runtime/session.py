@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from vtcore.api import Device, DeviceRequest, FrameModule, LinkSettings, Registry
+from vtcore.api import Device, DeviceRequest, FrameModule, LinkSettings, PluginFailed, Registry
 from vtcore.protocol.flags import Flags, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
@@ -108,9 +108,13 @@ def client_settings(host, flags: Flags, secure: tuple | None = None) -> LinkSett
     )
 
 
-def build_chain(registry: Registry, settings: LinkSettings) -> list[FrameModule]:
-    """The session's modules; a feature the peer asks for but nobody provides is an error."""
-    chain = registry.chain(settings)
+def build_chain(registry: Registry, settings: LinkSettings) -> list[tuple[str, FrameModule]]:
+    """The session's modules with the plugin each belongs to; a feature the peer asks for
+    but nobody provides, or a plugin whose ``create`` raises, is a :class:`SessionError`."""
+    try:
+        chain = registry.named_chain(settings)
+    except PluginFailed as exc:
+        raise SessionError(str(exc)) from exc
     wanted = {
         "compress": settings.compress is not None,
         "encrypt": settings.encrypt is not None,
@@ -209,7 +213,12 @@ class Session:
         if transport is None:
             sock.close()
             raise SessionError(f"no transport {self.settings.transport}")
-        chain = build_chain(self.registry, self.settings)
+        try:
+            named = build_chain(self.registry, self.settings)
+        except SessionError:
+            sock.close()
+            raise
+        chain = [module for _, module in named]
         timeout = float(getattr(self.host, "timeout", 30) or 30)
         try:
             link = await transport.open_link(sock, self.settings, timeout, nat_hack)
@@ -243,7 +252,8 @@ class Session:
                 return self._stop_reason
             self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(),
                                  counters=self.counters,
-                                 probe=PROBES.get(self.settings.tunnel_type))
+                                 probe=PROBES.get(self.settings.tunnel_type),
+                                 names=[name for name, _ in named])
             if self.stat:
                 interval = self.host.keepalive[0] if self.host.keepalive else 300
                 stat_task = asyncio.get_running_loop().create_task(

@@ -43,6 +43,8 @@ idle the batch's second read would only fail with EAGAIN, a syscall and an excep
 (~7 us, more with cold caches) spent before the packet moves on.  Under load wake-ups come
 closer and read whole batches; a packet left behind makes the descriptor readable again
 at once."""
+BYTES_LIKE = (bytes, bytearray, memoryview)
+"""What a module's ``encode``/``decode`` may return besides None."""
 HIGH_WATER = 512 * 1024
 """Queued bytes on the link above which the device is not read (TCP back-pressure)."""
 
@@ -95,6 +97,7 @@ class Tunnel:
         keepalive: KeepAlive | None = None,
         counters: Counters | None = None,
         probe: bytes | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         self.link = link
         framing = link.framing
@@ -107,6 +110,8 @@ class Tunnel:
         """Writes a batch, returns (packets, bytes) refused: the device's own (tun/tap),
         else one ``write_packet`` per packet."""
         self.modules = list(chain)
+        self.names = list(names) if names is not None else [type(m).__name__ for m in chain]
+        """Who each module belongs to, for the one line that ends a session it broke."""
         self._resyncing = [m for m in chain if hasattr(m, "resync_pending")]
         self._probe_packet = probe
         self._probe: asyncio.TimerHandle | None = None
@@ -191,21 +196,30 @@ class Tunnel:
         max_payload = self._max_payload
         frames = []
         sent = 0
-        for p in packets:
-            c.byte_out += len(p)
-            for enc in encoders:
-                p = enc(p)
-                if p is None:
-                    break
-            if not p:
-                c.dropped_encode += 1
-                continue
-            n = len(p)
-            if n > max_payload:
-                c.dropped_encode += 1
-                continue
-            sent += n
-            frames += data(p)
+        enc = None
+        try:
+            for p in packets:
+                c.byte_out += len(p)
+                for enc in encoders:
+                    p = enc(p)
+                    if p is None:
+                        break
+                if not p:
+                    c.dropped_encode += 1
+                    continue
+                if p.__class__ is not bytes and not isinstance(p, BYTES_LIKE):
+                    raise TypeError(f"returned {type(p).__name__}, not bytes")
+                n = len(p)
+                if n > max_payload:
+                    c.dropped_encode += 1
+                    continue
+                sent += n
+                frames += data(p)
+        except Exception as exc:  # a module broke its contract: this session ends, no other
+            if enc is None:
+                raise
+            self._module_failed(self.encoders, enc, "encode", exc)
+            return
         if not frames:
             return
         c.comp_out += sent
@@ -282,29 +296,38 @@ class Tunnel:
         c = self.counters
         decoders = self.decoders
         out: list[bytes] = []
-        for flags, p in frames:
-            if flags:
-                if out:  # what came before a close goes to the device first
-                    self._write_batch(out)
-                    out = []
-                self._on_control(flags)
-                if self._done.done():
-                    return
-                continue
-            c.frames_in += 1
-            c.comp_in += len(p)
-            for dec in decoders:
-                p = dec(p)
-                if p is None:
-                    break
-            if not p:
-                c.dropped_decode += 1
-                if self._stream_broken():
-                    if out:
+        dec = None
+        try:
+            for flags, p in frames:
+                if flags:
+                    if out:  # what came before a close goes to the device first
                         self._write_batch(out)
-                    return
-                continue
-            out.append(p)
+                        out = []
+                    self._on_control(flags)
+                    if self._done.done():
+                        return
+                    continue
+                c.frames_in += 1
+                c.comp_in += len(p)
+                for dec in decoders:
+                    p = dec(p)
+                    if p is None:
+                        break
+                if not p:
+                    c.dropped_decode += 1
+                    if self._stream_broken():
+                        if out:
+                            self._write_batch(out)
+                        return
+                    continue
+                if p.__class__ is not bytes and not isinstance(p, BYTES_LIKE):
+                    raise TypeError(f"returned {type(p).__name__}, not bytes")
+                out.append(p)
+        except Exception as exc:  # a module broke its contract: this session ends, no other
+            if dec is None:
+                raise
+            self._module_failed(self.decoders, dec, "decode", exc)
+            return
         if out:
             self._write_batch(out)
             if not self._dev_paused and not self._done.done():
@@ -358,6 +381,14 @@ class Tunnel:
             except OSError:
                 return
             self.counters.frames_out += 1
+
+    def _module_failed(self, fns: list, fn: object, what: str, exc: Exception) -> None:
+        """End this session with one line naming the module (its plugin) that raised or
+        returned garbage; the daemon and its other sessions go on."""
+        index = fns.index(fn)
+        if fns is self.decoders:
+            index = len(fns) - 1 - index
+        self.stop(f"{self.names[index]}: {what} failed: {type(exc).__name__}: {exc}")
 
     def _stream_broken(self) -> bool:
         """A module whose stream state is lost for good (zlib after a bad frame) cannot
