@@ -312,6 +312,8 @@ class Kind:
     """The ``(keyword, word)`` pairs the record answers (``word`` is :data:`ANY` for all)."""
     provides: Callable[[Any], str]
     """One line for ``vt plugins list``."""
+    letter: Callable[[Any], str | None] = lambda item: None
+    """The record's letter in vtund's ``OK FLAGS`` string, if it has one."""
 
 
 def _module_answers(item: FrameModuleType) -> frozenset[tuple[str, str]]:
@@ -320,9 +322,11 @@ def _module_answers(item: FrameModuleType) -> frozenset[tuple[str, str]]:
 
 KINDS: tuple[Kind, ...] = (
     Kind("device", "vt_register_devices", "devices", lambda d: d.tunnel_type,
-         lambda d: frozenset({("type", d.tunnel_type)}), lambda d: f"type {d.tunnel_type}"),
+         lambda d: frozenset({("type", d.tunnel_type)}), lambda d: f"type {d.tunnel_type}",
+         lambda d: d.flag),
     Kind("transport", "vt_register_transports", "transports", lambda t: t.name,
-         lambda t: frozenset({("proto", t.name)}), lambda t: f"proto {t.name}"),
+         lambda t: frozenset({("proto", t.name)}), lambda t: f"proto {t.name}",
+         lambda t: t.flag),
     Kind("frame module", "vt_register_frame_modules", "frame_modules", lambda m: m.name,
          _module_answers, lambda m: m.describe or f"{m.keyword} {m.name}"),
     Kind("secure mode", "vt_register_secure_modes", "secure_modes", lambda s: s.name,
@@ -330,6 +334,10 @@ KINDS: tuple[Kind, ...] = (
          lambda s: "encrypt " + "|".join(sorted(s.words)) + " (secure mode)"),
 )
 KIND_BY_NAME = {k.name: k for k in KINDS}
+
+RESERVED_LETTERS = frozenset("<>CLSKEF")
+"""``OK FLAGS`` letters with a fixed meaning (speed, compression, keep-alive, cipher,
+vt features): no device or transport may take them."""
 
 
 class PluginFailed(Exception):
@@ -377,8 +385,37 @@ class Registry:
                     f"already answered by {other_kind.name} {other_name!r} of "
                     f"{self.owner[(other_kind.name, other_name)]}"
                 )
+        self._check_letter(kind, name, item)
         table[name] = item
         self.owner[(kind.name, name)] = self.current_plugin
+
+    def _check_letter(self, kind: Kind, name: str, item: object) -> None:
+        letter = kind.letter(item)
+        if letter is None:
+            return
+        if len(letter) != 1 or not letter.isascii() or not letter.isalpha() \
+                or letter in RESERVED_LETTERS:
+            raise RegistryError(
+                f"{kind.name} {name!r} of {self.current_plugin}: flag {letter!r} must be one "
+                f"letter, not one of {''.join(sorted(RESERVED_LETTERS - set('<>')))}")
+        for other_kind, other_name, other in self.records():
+            if other_kind.letter(other) == letter:
+                raise RegistryError(
+                    f"{kind.name} {name!r} of {self.current_plugin}: flag {letter!r} already "
+                    f"taken by {other_kind.name} {other_name!r} of "
+                    f"{self.owner[(other_kind.name, other_name)]}")
+
+    def words(self, keyword: str) -> list[str]:
+        """The words installed plugins answer after ``keyword`` (``type``, ``compress`` ...),
+        for errors that list them."""
+        return sorted({word for kind, _, item in self.records()
+                       for kw, word in kind.answers(item) if kw == keyword and word != ANY})
+
+    def letters(self, kind: str) -> dict[str, str]:
+        """``OK FLAGS`` letter -> name for ``device`` (the ``type`` word) or ``transport``."""
+        k = KIND_BY_NAME[kind]
+        return {letter: key for key, item in self.table(k).items()
+                if (letter := k.letter(item)) is not None}
 
     def forget(self, plugin: str) -> None:
         """Take back everything ``plugin`` registered (its registration failed)."""

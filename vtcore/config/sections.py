@@ -110,6 +110,14 @@ def _choice(tok: Token, name: str, table: dict[str, str]) -> str:
     return value
 
 
+def _plugin_word(tok: Token, name: str) -> str:
+    """A word an installed plugin must answer (``type tun``, ``proto udp``): only its
+    spelling is checked here; ``check_config`` asks the registry."""
+    if not _CIPHER_WORD.fullmatch(tok.text):
+        raise _Bad(tok, f"'{name}' takes a name (letters, digits, '_', '-'); got {tok.describe()}")
+    return tok.text
+
+
 def _path(tok: Token, name: str) -> str:
     if not tok.text.startswith("/"):
         raise _Bad(tok, f"'{name}' needs an absolute path, got {tok.describe()}")
@@ -123,8 +131,6 @@ def _yes_no_table(yes: str, no: str) -> dict[str, str]:
 PERSIST = {**_yes_no_table("yes", "no"), "keep": "keep", "2": "keep"}
 MULTI = {**_yes_no_table("yes", "no"), "killold": "killold", "2": "killold"}
 NAT_HACK = {**dict.fromkeys(NO | {"0"}, "no"), "client": "client", "server": "server"}
-TUNNEL_TYPE = {t: t for t in ("tty", "pipe", "ether", "tun")}
-PROTO = {"tcp": "tcp", "udp": "udp"}
 SERVER_TYPE = {"stand": "stand", "inetd": "inetd"}
 
 
@@ -145,11 +151,12 @@ def compress_value(tok: Token) -> tuple[str, int] | None:
     if _NUM.fullmatch(text):
         return ("zlib", int(text))
     method, sep, level = text.partition(":")
-    if sep and method in ("zlib", "lzo") and _NUM.fullmatch(level):
-        return (method, int(level))
+    if _CIPHER_WORD.fullmatch(method) and (not sep or _NUM.fullmatch(level)):
+        # Any method word: check_config asks the registry whether a plugin answers it.
+        return (method, int(level) if sep else 1)
     raise _Bad(
         tok,
-        f"unknown compression {tok.describe()}: expected yes, no, a level, zlib, zlib:N or lzo:N",
+        f"unknown compression {tok.describe()}: expected yes, no, a level, METHOD or METHOD:N",
     )
 
 
@@ -361,9 +368,9 @@ class _Builder:
                 raise _Bad(tok, "empty device name")
             host.device = tok.text
         elif name == "type":
-            host.type = _choice(tok, name, TUNNEL_TYPE)
+            host.type = _plugin_word(tok, name)
         elif name == "proto":
-            host.proto = _choice(tok, name, PROTO)
+            host.proto = _plugin_word(tok, name)
         elif name == "compress":
             host.compress = compress_value(tok)
         elif name == "encrypt":

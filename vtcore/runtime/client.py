@@ -25,7 +25,7 @@ from vtcore.protocol.handshake import MESG_SIZE, ClientHandshake
 from vtcore.runtime.native import HOST_TOKEN
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
-from vtcore.runtime.session import Session, SessionError, client_settings
+from vtcore.runtime.session import Session, SessionError, client_settings, flag_letters
 from vtcore.runtime.status import StatusServer, session_status
 
 BACKOFF_FIRST = 1.0
@@ -216,8 +216,9 @@ class Client:
         require = self.plugins.registry.secure_mode_for(self.host.encrypt) is not None
         if mode is not None and require:
             token = (mode.host_token,)
+        letters = flag_letters(self.plugins.registry)
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
-                             host_extra=token)
+                             host_extra=token, letters=letters)
         try:
             greeting = await self._block(sock, hs, timeout)
             hs.receive_data(greeting)
@@ -228,7 +229,7 @@ class Client:
                 ch = mode.client_handshake(reply, self.host.name, self.host.password_bytes(),
                                            greeting + host_block + reply)
                 established = await drive_secure(sock, ch, timeout)
-                flags = parse_flags(established.settings.flags)
+                flags = parse_flags(established.settings.flags, letters=letters)
                 features = str(established.settings.options.get("features", ""))
                 self.log.info("secure mode established", **safe_log_fields(established))
                 return sock, replace(flags, extra=features), (mode, established)

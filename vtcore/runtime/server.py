@@ -26,7 +26,13 @@ from vtcore.runtime import locks
 from vtcore.runtime.native import HOST_TOKEN, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
-from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
+from vtcore.runtime.session import (
+    Session,
+    SessionError,
+    flag_letters,
+    server_flags,
+    server_settings,
+)
 from vtcore.runtime.status import StatusServer, session_status
 
 GREETING = "VTUN server ver 3.X vt"
@@ -67,6 +73,7 @@ class Server:
         self._stopping = asyncio.Event()
         self._claimed: set[str] = set()
         self.listener: socket.socket | None = None
+        self.letters = flag_letters(self.plugins.registry)
 
     # ------------------------------------------------------------------ settings
 
@@ -252,7 +259,7 @@ class Server:
                         return None
                     features = server_features(host, hs.host_extra)
                     try:
-                        await send_all(conn, hs.accept(server_flags(host, features)), timeout)
+                        await send_all(conn, hs.accept(server_flags(host, features, self.letters)), timeout)
                     except BaseException:
                         locks.release(lock)
                         self._claimed.discard(host.name)
@@ -300,7 +307,7 @@ class Server:
         try:
             host = self.config.hosts.get(event.host)
             features = server_features(host, (HOST_TOKEN,)) if host is not None else ""
-            flags = server_flags(host) if host is not None else "<T>"
+            flags = server_flags(host, "", self.letters) if host is not None else "<T>"
             password = host.password_bytes() if host is not None else None
             await send_all(conn, offer, self.timeout)
             sh = mode.server_handshake(offer, event.host, password, flags,

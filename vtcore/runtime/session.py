@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from vtcore.api import Device, DeviceRequest, FrameModule, LinkSettings, PluginFailed, Registry
-from vtcore.protocol.flags import Flags, format_flags
+from vtcore.protocol.flags import VTUND_LETTERS, Flags, Letters, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
 from vtcore.runtime.native import feature_options, legacy_cipher
@@ -67,7 +67,12 @@ def _options(host, features: str, secure: tuple | None) -> dict[str, object]:
     return opts
 
 
-def server_flags(host, features: str = "") -> str:
+def flag_letters(registry: Registry) -> Letters:
+    """The ``OK FLAGS`` letters of the installed transports and devices (their ``flag``)."""
+    return Letters(registry.letters("transport"), registry.letters("device"))
+
+
+def server_flags(host, features: str = "", letters: Letters = VTUND_LETTERS) -> str:
     """The ``OK FLAGS`` string for a profile (spec 1.5), ``F<features>`` for a vt client."""
     comp = _compress(host)
     speed = None
@@ -83,7 +88,8 @@ def server_flags(host, features: str = "") -> str:
             keepalive=host.keepalive is not None,
             encrypt=host.encrypt if legacy_cipher(host.encrypt) else None,
             extra=features,
-        )
+        ),
+        letters,
     )
 
 
