@@ -21,9 +21,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
-
-from vtcore import hookspecs
-from vtcore.api import KINDS, Registry
+from vt_api import KINDS, Registry, hookspecs
 
 ENTRY_POINT_GROUP = "vt.plugins"
 DISABLE_ENV = "VT_DISABLE_PLUGINS"

@@ -409,8 +409,8 @@ class _Builder:
             tok = _one(stmt, key, strings=True)
             if tok.kind is not Kind.STRING:
                 raise _Bad(tok, f"'{key}' needs its arguments in double quotes")
-            path = getattr(self.options, key)  # as set above this line, like vtund
-            return Command(key, path, tok.text, wait=key != "ppp", line=line)
+            tool = getattr(self.options, key)  # as set above this line, like vtund
+            return Command(key, tool, tok.text, wait=key != "ppp", line=line)
         if stmt.block is not None:
             raise _Bad(stmt.key, "'program' does not take a { } block")
         if not stmt.args:

@@ -11,9 +11,8 @@ header (negotiated in the handshake), not a bigger ``max_frame`` here.
 
 from __future__ import annotations
 
-CONN_CLOSE = 0x1000
-ECHO_REQ = 0x2000
-ECHO_REP = 0x4000
+from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ
+
 BAD_FRAME = 0x8000
 FLAGS_MASK = 0xF000
 FSIZE_MASK = 0x0FFF
@@ -89,7 +88,7 @@ class StreamDecoder:
         """Bytes held back waiting for the rest of a frame."""
         return len(self._pending)
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
         """Add received bytes; return the frames they complete, in order."""
         out: list[tuple[int, bytes]] = []
         if self.closed or not data:

@@ -13,11 +13,13 @@ import os
 import signal
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
+from vtcore.config.model import Config, Host
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
@@ -62,7 +64,7 @@ class _Live:
 @dataclass
 class Server:
     config_path: str
-    config: object
+    config: Config
     plugins: Plugins
     overrides: ServerOptions = field(default_factory=ServerOptions)
 
@@ -138,9 +140,11 @@ class Server:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        listener = self.listener
+        assert listener is not None, "make_listener() first"
         while True:
             try:
-                conn, addr = await loop.sock_accept(self.listener)
+                conn, addr = await loop.sock_accept(listener)
             except OSError as exc:
                 log.warning("accept failed", error=exc.strerror)
                 await asyncio.sleep(0.1)
@@ -212,8 +216,10 @@ class Server:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    async def _authenticate(self, conn: socket.socket, plog):
-        """Run the server side of the handshake; return ``(host, lock)`` or None."""
+    async def _authenticate(self, conn: socket.socket,
+                           plog: Any) -> tuple[Host, Any, str, Any] | None:
+        """Run the server side of the handshake; return ``(host, lock, features,
+        established)`` (the arguments of :meth:`_run_session`) or None."""
         hs = ServerHandshake(GREETING)
         timeout = self.timeout
         name = "?"
@@ -257,6 +263,7 @@ class Server:
                     if not ok:
                         await send_all(conn, hs.reject(), timeout)
                         return None
+                    assert host is not None  # ok: the password matched its profile
                     features = server_features(host, hs.host_extra)
                     try:
                         await send_all(conn, hs.accept(server_flags(host, features, self.letters)), timeout)
@@ -360,7 +367,9 @@ class Server:
         settings = server_settings(host, features, established)
         session = Session(host=host, options=self.config.options, settings=settings,
                           registry=self.plugins.registry, peer=peer, stat=host.stat)
-        live = _Live(session, asyncio.current_task(), lock)
+        task = asyncio.current_task()
+        assert task is not None  # run as the connection's task
+        live = _Live(session, task, lock)
         self.live.setdefault(host.name, []).append(live)
         self._claimed.discard(host.name)
         slog = log.bind(host=host.name, peer=peer)
@@ -426,8 +435,12 @@ async def serve_inetd(config_path: str, config, plugins: Plugins,
     _detach_stdio()
     server = Server(config_path, config, plugins, overrides)
     loop = asyncio.get_running_loop()
+    def stop_all() -> None:
+        for session in server.sessions():
+            session.stop("signal")
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, lambda: [s.stop("signal") for s in server.sessions()])
+        loop.add_signal_handler(sig, stop_all)
     try:
         addr = sock.getpeername()
     except OSError:

@@ -11,10 +11,22 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
+from vt_api import (
+    ClosableModule,
+    DatagramLink,
+    Device,
+    DeviceRequest,
+    FrameModule,
+    LinkSettings,
+    PluginFailed,
+    Registry,
+    SecureMode,
+    StdioDevice,
+)
 
-from vtcore.api import Device, DeviceRequest, FrameModule, LinkSettings, PluginFailed, Registry
 from vtcore.protocol.flags import VTUND_LETTERS, Flags, Letters, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
@@ -230,11 +242,11 @@ class Session:
             link = await transport.open_link(sock, self.settings, timeout, nat_hack)
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             raise SessionError(f"{self.settings.transport} link failed: {exc}") from exc
-        if not link.ready() and hasattr(link, "on_peer"):
+        if not link.ready() and isinstance(link, DatagramLink):
             link.on_peer = self._peer_learnt
         secure = self.settings.options.get("secure")
         if secure is not None:
-            mode, established = secure
+            mode, established = cast("tuple[SecureMode, object]", secure)
             link = mode.wrap_link(established, link, self.settings.role)
         try:
             device = self._open_device()
@@ -251,9 +263,8 @@ class Session:
                                what="up")
             # Our copy of the pty slave / pipe end must go, or the session would not see
             # its program (pppd, ...) exit.
-            release = getattr(device, "release_stdio", None)
-            if release is not None:
-                release()
+            if isinstance(device, StdioDevice):
+                device.release_stdio()
             if self._stop_reason is not None:
                 return self._stop_reason
             self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(),
@@ -282,10 +293,9 @@ class Session:
                     await stat_task
             link.close()
             for module in chain:
-                close = getattr(module, "close", None)
-                if callable(close):
+                if isinstance(module, ClosableModule):
                     try:
-                        close()
+                        module.close()
                     except Exception as exc:  # a plugin's cleanup must not stop ours
                         self.log.warning("module close failed", module=type(module).__name__,
                                          error=str(exc))

@@ -18,11 +18,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from vtcore.api import BatchDevice, Device, FrameModule, PacingModule
+from vt_api import (
+    BacklogDevice,
+    BatchDevice,
+    BreakableModule,
+    Device,
+    FrameModule,
+    Link,
+    PacingModule,
+    ResyncingModule,
+)
+
 from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ, FRAME_EOF
 from vtcore.protocol.keepalive import Action, KeepAlive
 from vtcore.runtime.loop import add_reader, remove_reader
-from vtcore.transports.base import Link
 
 PROBE_DELAY = 0.005
 """How long a pending cipher resync waits for real traffic before a probe goes out."""
@@ -112,7 +121,9 @@ class Tunnel:
         self.modules = list(chain)
         self.names = list(names) if names is not None else [type(m).__name__ for m in chain]
         """Who each module belongs to, for the one line that ends a session it broke."""
-        self._resyncing = [m for m in chain if hasattr(m, "resync_pending")]
+        self._resyncing = [m for m in chain if isinstance(m, ResyncingModule)]
+        self._breakable = [m for m in chain if isinstance(m, BreakableModule)]
+        self._backlog_device = device if isinstance(device, BacklogDevice) else None
         self._probe_packet = probe
         self._probe: asyncio.TimerHandle | None = None
         self.encoders = [m.encode for m in chain]
@@ -145,6 +156,14 @@ class Tunnel:
             return await self._done
         finally:
             self._detach()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        assert loop is not None, "the tunnel is not running"
+        return loop
+
+    def _ended(self) -> bool:
+        return self._done is None or self._done.done()
 
     def stop(self, reason: str, *, send_close: bool = True) -> None:
         """End the session (idempotent); tells the peer with CONN_CLOSE when asked."""
@@ -194,9 +213,10 @@ class Tunnel:
         encoders = self.encoders
         data = self._data
         max_payload = self._max_payload
-        frames = []
+        frames: list[bytes] = []
         sent = 0
         enc = None
+        p: bytes | None
         try:
             for p in packets:
                 c.byte_out += len(p)
@@ -241,23 +261,23 @@ class Tunnel:
             delay = max(p.sent(sent, now) for p in self.pacers)
             if delay > 0 and not self._dev_paused:
                 self._pause_device()
-                self._resume = self._loop.call_later(delay, self._resume_device)
+                self._resume = self._event_loop().call_later(delay, self._resume_device)
 
     def _pause_device(self) -> None:
         if not self._dev_paused:
             self._dev_paused = True
-            remove_reader(self._loop, self.device.fileno())
+            remove_reader(self._event_loop(), self.device.fileno())
 
     def _resume_device(self) -> None:
         self._resume = None
         if self._dev_paused and self.link.backlog() <= HIGH_WATER:
             self._dev_paused = False
-            add_reader(self._loop, self.device.fileno(), self._on_device)
+            add_reader(self._event_loop(), self.device.fileno(), self._on_device)
 
     def _want_writer(self) -> None:
         if not self._writer_on:
             self._writer_on = True
-            self._loop.add_writer(self.link.fileno(), self._on_writable)
+            self._event_loop().add_writer(self.link.fileno(), self._on_writable)
 
     def _on_writable(self) -> None:
         try:
@@ -268,7 +288,7 @@ class Tunnel:
         backlog = self.link.backlog()
         if not backlog:
             self._writer_on = False
-            self._loop.remove_writer(self.link.fileno())
+            self._event_loop().remove_writer(self.link.fileno())
         if backlog <= HIGH_WATER // 2 and self._dev_paused and self._resume is None:
             self._resume_device()
 
@@ -297,6 +317,7 @@ class Tunnel:
         decoders = self.decoders
         out: list[bytes] = []
         dec = None
+        p: bytes | None
         try:
             for flags, p in frames:
                 if flags:
@@ -304,7 +325,7 @@ class Tunnel:
                         self._write_batch(out)
                         out = []
                     self._on_control(flags)
-                    if self._done.done():
+                    if self._ended():
                         return
                     continue
                 c.frames_in += 1
@@ -330,17 +351,18 @@ class Tunnel:
             return
         if out:
             self._write_batch(out)
-            if not self._dev_paused and not self._done.done():
+            if not self._dev_paused and not self._ended():
                 # The kernel answers some packets while we write them (a ping's echo, the
                 # ACKs of a TCP flow): send those now, not one more loop round later.
                 self._on_device()
         if self._resyncing and self._probe is None and self._probe_packet:
             if any(m.resync_pending for m in self._resyncing):
-                self._probe = self._loop.call_later(PROBE_DELAY, self._send_probe)
-        if self.device.stream and getattr(self.device, "pending", 0) and not self._dev_writer_on:
+                self._probe = self._event_loop().call_later(PROBE_DELAY, self._send_probe)
+        backlog = self._backlog_device
+        if backlog is not None and backlog.pending and not self._dev_writer_on:
             # A tty/pipe reader fell behind: finish the write when it can take more.
             self._dev_writer_on = True
-            self._loop.add_writer(self.device.fileno(), self._on_device_writable)
+            self._event_loop().add_writer(self.device.fileno(), self._on_device_writable)
 
     def _write_batch(self, packets: list[bytes]) -> None:
         lost, lost_bytes = self._batch_write(packets)
@@ -358,10 +380,12 @@ class Tunnel:
         return lost, lost_bytes
 
     def _on_device_writable(self) -> None:
-        self.device.flush()
-        if not self.device.pending:
+        backlog = self._backlog_device
+        assert backlog is not None  # only watched for a backlog device
+        backlog.flush()
+        if not backlog.pending:
             self._dev_writer_on = False
-            self._loop.remove_writer(self.device.fileno())
+            self._event_loop().remove_writer(self.device.fileno())
 
     def _send_probe(self) -> None:
         """A chained cipher lost step (UDP loss) and waits for our next frame to carry
@@ -371,6 +395,8 @@ class Tunnel:
         if not any(m.resync_pending for m in self._resyncing):
             return
         p: bytes | None = self._probe_packet
+        if p is None:
+            return
         for enc in self.encoders:
             p = enc(p)
             if p is None:
@@ -394,8 +420,8 @@ class Tunnel:
         """A module whose stream state is lost for good (zlib after a bad frame) cannot
         decode anything again: end the session, as vtund does, so a persistent client
         reconnects with fresh streams instead of dropping every frame."""
-        for m in self.modules:
-            if getattr(m, "broken", False):
+        for m in self._breakable:
+            if m.broken:
                 self.stop(f"{type(m).__name__}: stream corrupt, session ends")
                 return True
         return False
@@ -420,11 +446,12 @@ class Tunnel:
         if self.keepalive is None:
             return
         deadline = self.keepalive.next_deadline()
-        self._timer = self._loop.call_at(
-            self._loop.time() + max(0.0, deadline - time.monotonic()), self._on_keepalive
+        self._timer = self._event_loop().call_at(
+            self._event_loop().time() + max(0.0, deadline - time.monotonic()), self._on_keepalive
         )
 
     def _on_keepalive(self) -> None:
+        assert self.keepalive is not None  # armed only with one
         action = self.keepalive.on_timer(time.monotonic())
         if action == Action.DEAD:
             self.stop("network timeout (keep-alive)")

@@ -31,6 +31,7 @@ class TcpLink:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock = sock
         self.endpoints: Endpoints = endpoints_of(sock)
+        self.decoder: NativeStreamDecoder | StreamDecoder
         if native:
             self.decoder = NativeStreamDecoder(MAX_NATIVE_FRAME)
             self.framing = Framing(native_header, native_control, MAX_NATIVE_FRAME)

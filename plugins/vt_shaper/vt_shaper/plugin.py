@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from vt_api import FrameModuleType, LinkSettings, Registry, Stage, hookimpl
+
 from vt_shaper.bucket import Shaper
-from vtcore.api import FrameModuleType, LinkSettings, Registry, Stage
-from vtcore.hookspecs import hookimpl
 
 
 def create(settings: LinkSettings) -> Shaper | None:

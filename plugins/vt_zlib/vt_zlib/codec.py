@@ -41,9 +41,8 @@ import zlib
 from types import ModuleType
 
 import structlog
+from vt_api.compression import MARK_PACKED, MARK_RAW, PACKED, RAW, AdaptiveSkip
 from zlib_ng import zlib_ng
-
-from vtcore.compression import MARK_PACKED, MARK_RAW, PACKED, RAW, AdaptiveSkip
 
 DEFAULT_MAX_FRAME = 2048 + 100
 """vtund's frame buffer: the largest payload a decoded frame may have."""
@@ -154,11 +153,12 @@ class ZlibModule:
                 return
         raise self._error(f"frame inflates beyond {DRAIN_LIMIT} bytes")
 
-    def _drop(self) -> None:
+    def _drop(self) -> bytes | None:
+        """Count a dropped frame; the None that ``decode`` returns for it."""
         self.dropped += 1
         return None
 
-    def _break(self, exc: Exception) -> None:
+    def _break(self, exc: Exception) -> bytes | None:
         self.errors += 1
         self.broken = True
         # Logged once per session: afterwards frames are dropped silently (counted).

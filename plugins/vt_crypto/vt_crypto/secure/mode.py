@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any, cast
 
+from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Framing, Link, Role
+
+from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
 from vt_crypto.secure.limiter import HandshakeLimiter, source_key
 from vt_crypto.secure.negotiate import HOST_TOKEN, check_server_reply, offer_block, server_mode
@@ -23,8 +27,6 @@ from vt_crypto.secure.seal import (
 )
 from vt_crypto.secure.settings import DEFAULT_MAX_FRAME, SecureSettings
 from vt_crypto.secure.suites import SECURE_WORDS
-from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ
-from vtcore.transports.base import Framing
 
 _TO_TYPE = {ECHO_REQ: FRAME_ECHO_REQ, ECHO_REP: FRAME_ECHO_REP, CONN_CLOSE: FRAME_CLOSE}
 _TO_FLAG = {FRAME_DATA: 0, FRAME_ECHO_REQ: ECHO_REQ, FRAME_ECHO_REP: ECHO_REP,
@@ -45,7 +47,7 @@ class SealedLink:
         self.opener = opener
         self.stream = stream
         self.rejected = 0
-        self._head = inner.framing.header if stream else None
+        self._head = inner.framing.header  # a stream's frames keep the transport's header
         self.framing = Framing(inner.framing.header, self._control, max_payload, self._data)
         self._first: tuple[int, bytes] | None = None
         """The (flag, payload) of the datagram that named a nat_hack peer, opened already."""
@@ -56,7 +58,7 @@ class SealedLink:
 
     # Link protocol: what the tunnel calls
     @property
-    def endpoints(self):
+    def endpoints(self) -> Endpoints:
         return self.inner.endpoints
 
     @property
@@ -150,8 +152,12 @@ class AeadSecureMode:
         if password is not None:
             from vt_crypto.secure.negotiate import parse_offer
 
-            settings = SecureSettings(flags=flags, suite=parse_offer(offer),
-                                      max_frame=DEFAULT_MAX_FRAME, options=dict(options))
+            suite = parse_offer(offer)
+            if suite is None:  # server_offer made it: never happens
+                raise SecureHandshakeError("not a secure-mode offer")
+            # SecureSettings checks the option types itself.
+            settings = SecureSettings(flags=flags, suite=suite, max_frame=DEFAULT_MAX_FRAME,
+                                      options=cast("dict[str, str | int | bool]", dict(options)))
         return ServerSecureHandshake(host, password, settings, transcript)
 
     def client_accepts(self, block: bytes, host: str, require: bool) -> bool:
@@ -160,7 +166,7 @@ class AeadSecureMode:
     def client_handshake(self, offer: bytes, host: str, password: bytes, transcript: bytes):
         return ClientSecureHandshake(host, password, transcript)
 
-    def wrap_link(self, established, link, role: str) -> SealedLink:
+    def wrap_link(self, established: Any, link: Link, role: Role) -> SealedLink:
         stream = bool(getattr(link, "stream", False))
         sealer = established.keys.sealer(role)
         opener = established.keys.opener(role, window=None if stream else UDP_WINDOW)
