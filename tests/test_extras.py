@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 def run(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "VT_DISABLE_PLUGINS", "VT_TRACE_HOOKS")}
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "VT_DISABLE_PLUGINS", "VT_TRACE_HOOKS",
+                        "VT_TRACE_PLUGINS")}
     res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=max(timeout, 1),
                          check=False)
     assert res.returncode == 0, f"{args}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"

@@ -26,6 +26,10 @@ from vt_api.hookspecs import hookimpl
 CONTRACT_VERSION = (1, 0)
 """(major, minor) of this contract; see the module doc for the promise."""
 
+HOST_TOKEN = "vt2"
+"""What a vt client appends to its ``HOST:`` line: the server then knows its peer is vt
+(native features, secure mode) and never sends it to vtund."""
+
 CONN_CLOSE = 0x1000
 ECHO_REQ = 0x2000
 ECHO_REP = 0x4000
@@ -639,7 +643,7 @@ def _clash(mine: frozenset[tuple[str, str]], theirs: frozenset[tuple[str, str]])
 
 
 __all__ = [
-    "ANY", "CONN_CLOSE", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice",
+    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice",
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
     "Framing", "HandshakeRefused", "Kind", "Link", "LinkSettings", "OpenLink", "PacingModule",

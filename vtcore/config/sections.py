@@ -32,9 +32,6 @@ SYSLOG = {
 }  # fmt: skip
 SYSLOG_BY_CODE = {v: k for k, v in SYSLOG.items()}
 
-# options keywords where vtund keeps the first value (the command line sets them first)
-FIRST_WINS = frozenset({"port", "iface", "type", "timeout"})
-
 CONTEXT_NAMES = {
     kw.OPTIONS: "the options section",
     kw.HOST: "a session section",

@@ -37,7 +37,6 @@ from vtcore.runtime.session import (
 )
 from vtcore.runtime.status import StatusServer, session_status
 
-GREETING = "VTUN server ver 3.X vt"
 MAX_PENDING_HANDSHAKES = 256
 """Connections still in the handshake; more wait in the kernel's backlog."""
 
@@ -220,7 +219,7 @@ class Server:
                            plog: Any) -> tuple[Host, Any, str, Any] | None:
         """Run the server side of the handshake; return ``(host, lock, features,
         established)`` (the arguments of :meth:`_run_session`) or None."""
-        hs = ServerHandshake(GREETING)
+        hs = ServerHandshake()
         timeout = self.timeout
         name = "?"
         greeting = hs.initiate()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 from typing import cast
 
 import structlog
@@ -150,13 +149,6 @@ def build_chain(registry: Registry, settings: LinkSettings) -> list[tuple[str, F
 
 
 # ------------------------------------------------------------------ the session
-
-
-@dataclass
-class SessionInfo:
-    host: str
-    peer: str
-    started: float
 
 
 class Session:

@@ -58,6 +58,12 @@ HIGH_WATER = 512 * 1024
 """Queued bytes on the link above which the device is not read (TCP back-pressure)."""
 
 
+def _require_bytes(p: object) -> None:
+    """What a module returned that is not bytes must be bytes-like (the TypeError names it)."""
+    if not isinstance(p, BYTES_LIKE):
+        raise TypeError(f"returned {type(p).__name__}, not bytes")
+
+
 @dataclass
 class Counters:
     """Per-session traffic counters (vtund's four, plus what vt drops and why)."""
@@ -227,8 +233,8 @@ class Tunnel:
                 if not p:
                     c.dropped_encode += 1
                     continue
-                if p.__class__ is not bytes and not isinstance(p, BYTES_LIKE):
-                    raise TypeError(f"returned {type(p).__name__}, not bytes")
+                if p.__class__ is not bytes:
+                    _require_bytes(p)
                 n = len(p)
                 if n > max_payload:
                     c.dropped_encode += 1
@@ -341,8 +347,8 @@ class Tunnel:
                             self._write_batch(out)
                         return
                     continue
-                if p.__class__ is not bytes and not isinstance(p, BYTES_LIKE):
-                    raise TypeError(f"returned {type(p).__name__}, not bytes")
+                if p.__class__ is not bytes:
+                    _require_bytes(p)
                 out.append(p)
         except Exception as exc:  # a module broke its contract: this session ends, no other
             if dec is None:

@@ -53,11 +53,6 @@ SYNC_MARKER = b"\x00\x00\xff\xff"
 DRAIN_LIMIT = 1 << 20
 """Most bytes inflated (and discarded) from one oversized frame before giving up on it."""
 
-UDP_WARNING = (
-    "zlib compression over UDP: one continuous stream per direction; a lost datagram "
-    "corrupts later frames (vtund behaves the same). Prefer lzo or tcp."
-)
-
 log = structlog.get_logger()
 
 
@@ -73,7 +68,6 @@ class ZlibModule:
         self,
         level: int = 1,
         max_frame: int = DEFAULT_MAX_FRAME,
-        transport: str = "tcp",
         *,
         native: bool = False,
         engine: ModuleType = zlib_ng,
@@ -94,7 +88,6 @@ class ZlibModule:
         """Inflate errors seen (0 or 1: the first one breaks the stream)."""
         self.broken = False
         """True once the inflate stream is out of step with the peer (for good)."""
-        self.warning: str | None = UDP_WARNING if transport == "udp" else None
 
     # ------------------------------------------------------------------ device -> network
 

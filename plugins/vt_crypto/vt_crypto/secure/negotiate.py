@@ -8,12 +8,12 @@ legacy path for a host configured for secure mode.
 
 from __future__ import annotations
 
+from vt_api import HOST_TOKEN
+
 from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.suites import AUTO_WORD, SECURE_WORDS, SUITES, choose_suite
 from vtcore.protocol.handshake import MESG_SIZE, pack_msg, unpack_msg
 
-HOST_TOKEN = "vt2"
-"""Token a vt client appends to ``HOST:``."""
 OFFER_PREFIX = "OK VT2 "
 
 
