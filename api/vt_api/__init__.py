@@ -180,8 +180,10 @@ class DeviceRequest:
 
 
 class Device(Protocol):
-    """An open local device.  Packet devices carry one packet per read; stream devices
-    (tty, pipe) carry arbitrary byte chunks.  All file descriptors are non-blocking.
+    """An open local device, read and written in batches (as wireguard-go's tun device):
+    one readiness wake-up moves a batch each way.  Packet devices carry one packet per
+    item; stream devices (tty, pipe) carry arbitrary byte chunks.  All file descriptors
+    are non-blocking.
     """
 
     name: str
@@ -197,9 +199,10 @@ class Device(Protocol):
         Raises ``EOFError`` when the device is gone for good (stream closed)."""
         ...
 
-    def write_packet(self, packet: bytes) -> bool:
-        """Write one packet; return False if the kernel refused it (EIO, ENOBUFS,
-        EAGAIN, EINVAL). The caller counts the drop; a refusal never ends a session."""
+    def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
+        """Write ``packets`` in order; return how many packets and bytes the kernel
+        refused (EIO, ENOBUFS, EAGAIN, EINVAL).  The caller counts the drops; a refusal
+        never ends a session.  A device may join them (tun/tap in ``gro`` mode)."""
         ...
 
     def stdio_fd(self) -> int | None:
@@ -228,13 +231,8 @@ class BacklogDevice(Protocol):
     def flush(self) -> None: ...
 
 
-@runtime_checkable
-class BatchDevice(Device, Protocol):
-    """A packet device that takes a whole batch at once (tun/tap: joins TCP segments)."""
-
-    def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
-        """Write ``packets`` in order; return the packets and bytes the kernel refused."""
-        ...
+BatchDevice = Device
+"""The name of :class:`Device` before every device was written in batches."""
 
 
 @dataclass(frozen=True)

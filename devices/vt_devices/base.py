@@ -102,6 +102,15 @@ class StreamDevice:
             return out
         raise EOFError(f"{self.name}: other side closed")
 
+    def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
+        """Write a batch in order (:class:`vt_api.Device`); the packets and bytes refused."""
+        lost = lost_bytes = 0
+        for p in packets:
+            if not self.write_packet(p):
+                lost += 1
+                lost_bytes += len(p)
+        return lost, lost_bytes
+
     def write_packet(self, packet: bytes) -> bool:
         """Queue ``packet`` for the stream; False (and ``dropped`` += 1) if refused."""
         if self._pending:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, fields
 
 from vt_api import (
     BacklogDevice,
-    BatchDevice,
     BreakableModule,
     Device,
     FrameModule,
@@ -120,10 +119,6 @@ class Tunnel:
         self._control = framing.control
         self._max_payload = framing.max_payload
         self.device = device
-        self._batch_write = (device.write_packets if isinstance(device, BatchDevice)
-                             else self._write_each)
-        """Writes a batch, returns (packets, bytes) refused: the device's own (tun/tap),
-        else one ``write_packet`` per packet."""
         self.modules = list(chain)
         self.names = list(names) if names is not None else [type(m).__name__ for m in chain]
         """Who each module belongs to, for the one line that ends a session it broke."""
@@ -371,19 +366,10 @@ class Tunnel:
             self._event_loop().add_writer(self.device.fileno(), self._on_device_writable)
 
     def _write_batch(self, packets: list[bytes]) -> None:
-        lost, lost_bytes = self._batch_write(packets)
+        lost, lost_bytes = self.device.write_packets(packets)
         c = self.counters
         c.byte_in += sum(map(len, packets)) - lost_bytes
         c.dropped_device += lost
-
-    def _write_each(self, packets: list[bytes]) -> tuple[int, int]:
-        write = self.device.write_packet
-        lost = lost_bytes = 0
-        for p in packets:
-            if not write(p):
-                lost += 1
-                lost_bytes += len(p)
-        return lost, lost_bytes
 
     def _on_device_writable(self) -> None:
         backlog = self._backlog_device
