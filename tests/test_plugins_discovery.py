@@ -131,7 +131,7 @@ def test_disable_env_turns_plugins_off(site, monkeypatch):
     assert plugins.infos["lzo"].status == "disabled"
     assert plugins.infos["shaper"].status == "disabled"
     assert plugins.registry.answering("compress", "lzo") is None
-    assert plugins.registry.answering("speed") is None
+    assert not plugins.registry.answers("speed")
     assert plugins.registry.answering("compress", "zlib") is not None
     assert_workspace_loaded(plugins.infos, except_=("lzo", "shaper"))
 
@@ -322,7 +322,10 @@ def test_workspace_modules_order_compress_encrypt_shape(site):
     for item in reversed(list(plugins.registry.frame_modules.values())):
         reverse.add_frame_module(item)
     assert [type(m).__module__ for m in reverse.chain(settings)] == types_in_order
-    assert [t.split(".")[0] for t in types_in_order] == ["vt_zlib", "vt_crypto", "vt_shaper"]
+    assert [t.split(".")[0] for t in types_in_order] == ["vt_zlib", "vt_crypto"]
+    # The shaper is a pacer of its own, not a link of the chain.
+    assert [type(p).__module__ for _, p in plugins.registry.pacers_for(settings)] == [
+        "vt_shaper.bucket"]
 
 
 # ------------------------------------------------------------------ listing and tracing

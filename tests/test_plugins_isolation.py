@@ -17,10 +17,10 @@ import time
 import pytest
 from vt_devices.pipe import PipeDevice
 
-from vtcore.api import FrameModuleType, LinkSettings, Registry, RegistryError
+from vtcore.api import FrameModuleType, LinkSettings, PacerType, Registry, RegistryError
 from vtcore.protocol.frames import StreamDecoder, frame
 from vtcore.runtime import loop as loop_mod
-from vtcore.runtime.session import SessionError, build_chain
+from vtcore.runtime.session import SessionError, build_chain, build_pacers
 from vtcore.runtime.tunnel import Tunnel
 from vtcore.transports.tcp import TcpLink
 
@@ -58,6 +58,21 @@ def test_a_create_that_raises_fails_that_session_naming_the_plugin():
     with pytest.raises(SessionError, match=r"^plugin vt-zstd \(zstd\): create failed: "
                                            r"RuntimeError: no zstd today$"):
         build_chain(reg, LinkSettings("h", "server"))
+
+
+def test_a_pacer_whose_create_raises_fails_that_session_naming_the_plugin():
+    def boom(settings: LinkSettings):
+        raise OSError("no clock")
+
+    reg = Registry()
+    reg.current_plugin = "vt-tbf"
+    reg.add_pacer(PacerType("tbf", "speed", boom))
+    with pytest.raises(SessionError, match=r"^plugin vt-tbf \(tbf\): create failed: "
+                                           r"OSError: no clock$"):
+        build_pacers(reg, LinkSettings("h", "server"))
+    reg.current_plugin = "vt-other"
+    with pytest.raises(RegistryError, match="answers 'speed', already answered by pacer"):
+        reg.add_frame_module(record("speedy", "speed", {}))
 
 
 class Garbage:

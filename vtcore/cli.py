@@ -248,11 +248,12 @@ def config() -> None:
 def config_check(ctx: click.Context, config_path: str) -> None:
     """Parse FILE and report every error as FILE:LINE:COL: message."""
     from vtcore.config import ConfigErrors, check_config, load_config
+    from vtcore.config.check import with_plugin_errors
 
     try:
         cfg = load_config(config_path)
     except ConfigErrors as exc:
-        for err in exc.errors:
+        for err in with_plugin_errors(exc, _plugins(ctx).registry):
             click.echo(str(err), err=True)
         sys.exit(1)
     errors = check_config(cfg, _plugins(ctx).registry)

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from vt_api.hookspecs import hookimpl
 
@@ -36,6 +36,7 @@ ECHO_REP = 0x4000
 """vtun's control flags: what ``Framing.control`` frames and ``Link.read_frames`` reports."""
 
 Role = Literal["server", "client"]
+_T = TypeVar("_T")
 
 
 class Stage(IntEnum):
@@ -103,13 +104,27 @@ class FrameModule(Protocol):
 
 @runtime_checkable
 class PacingModule(Protocol):
-    """Optional extra for modules that pace the sender (the shaper).
+    """A pacer (the shaper): limits what one session sends.
 
-    After each frame is sent the linker calls ``sent(nbytes, now)``; the result is the
-    number of seconds the device reader must pause (0.0 to go on at once).
+    After each batch of frames is sent the linker calls ``sent(nbytes, now)``; the result
+    is the number of seconds the device reader must pause (0.0 to go on at once).  ``now``
+    is passed in, so it is testable without sleeping.  A frame module may implement it
+    too (its ``sent`` is called the same way).
     """
 
     def sent(self, nbytes: int, now: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class PacerType:
+    """Registration record of a pacer (``vt_register_pacers``)."""
+
+    name: str
+    keyword: str
+    """The config keyword it answers, any value (``speed``)."""
+    create: Callable[[LinkSettings], PacingModule | None]
+    """A pacer for the session, or None when it does not limit this one; once per session."""
+    describe: str = ""
 
 
 @runtime_checkable
@@ -488,6 +503,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("secure mode", "vt_register_secure_modes", "secure_modes", lambda s: s.name,
          lambda s: frozenset(("encrypt", w) for w in s.words),
          lambda s: "encrypt " + "|".join(sorted(s.words)) + " (secure mode)"),
+    Kind("pacer", "vt_register_pacers", "pacers", lambda p: p.name,
+         lambda p: frozenset({(p.keyword, ANY)}), lambda p: p.describe or f"{p.keyword} (pacer)"),
 )
 KIND_BY_NAME = {k.name: k for k in KINDS}
 
@@ -509,6 +526,7 @@ class Registry:
     transports: dict[str, TransportType] = field(default_factory=dict)
     frame_modules: dict[str, FrameModuleType] = field(default_factory=dict)
     secure_modes: dict[str, SecureMode] = field(default_factory=dict)
+    pacers: dict[str, PacerType] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
     """(kind, name) -> plugin name, for ``vt plugins list``."""
     current_plugin: str = ""
@@ -593,6 +611,34 @@ class Registry:
     def add_secure_mode(self, item: SecureMode) -> None:
         self._add(KIND_BY_NAME["secure mode"], item)
 
+    def add_pacer(self, item: PacerType) -> None:
+        self._add(KIND_BY_NAME["pacer"], item)
+
+    def answers(self, keyword: str, word: str | None = None) -> bool:
+        """True if any installed plugin, of any kind, answers ``keyword [word]``."""
+        return any(kw == keyword and (word is None or w in (word, ANY))
+                   for kind, _, item in self.records() for kw, w in kind.answers(item))
+
+    def pacers_for(self, settings: LinkSettings) -> list[tuple[str, PacingModule]]:
+        """The session's pacers with their names, like :meth:`named_chain`."""
+        out: list[tuple[str, PacingModule]] = []
+        for item in self.pacers.values():
+            name, pacer = self._create("pacer", item.name, item.create, settings)
+            if pacer is not None:
+                out.append((name, pacer))
+        return out
+
+    def _create(self, kind: str, record: str, create: Callable[[LinkSettings], _T | None],
+                settings: LinkSettings) -> tuple[str, _T | None]:
+        """``create(settings)`` and the name errors give it (``plugin P (record)``); what
+        it raises becomes a :class:`PluginFailed` naming the plugin, so that one session
+        fails and the daemon and the other sessions go on."""
+        name = f"plugin {self.owner.get((kind, record)) or '?'} ({record})"
+        try:
+            return name, create(settings)
+        except Exception as exc:
+            raise PluginFailed(f"{name}: create failed: {type(exc).__name__}: {exc}") from exc
+
     def secure_mode_for(self, word: object) -> SecureMode | None:
         """The secure mode an ``encrypt`` word selects, if any."""
         for mode in self.secure_modes.values():
@@ -614,17 +660,11 @@ class Registry:
         return [module for _, module in self.named_chain(settings)]
 
     def named_chain(self, settings: LinkSettings) -> list[tuple[str, FrameModule]]:
-        """:meth:`chain` with each module's name (``plugin P (module M)``) for errors.
-
-        A ``create`` that raises is a :class:`PluginFailed` naming the plugin: that one
-        session fails, the daemon and the other sessions go on."""
+        """:meth:`chain` with each module's name (``plugin P (module M)``) for errors;
+        a ``create`` that raises is a :class:`PluginFailed`."""
         mods: list[tuple[int, str, str, FrameModule]] = []
         for item in self.frame_modules.values():
-            name = f"plugin {self.owner.get(('frame module', item.name)) or '?'} ({item.name})"
-            try:
-                mod = item.create(settings)
-            except Exception as exc:
-                raise PluginFailed(f"{name}: create failed: {type(exc).__name__}: {exc}") from exc
+            name, mod = self._create("frame module", item.name, item.create, settings)
             if mod is not None:
                 mods.append((item.stage, item.name, name, mod))
         mods.sort(key=lambda t: (t[0], t[1]))
@@ -644,7 +684,7 @@ __all__ = [
     "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice",
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
-    "Framing", "HandshakeRefused", "Kind", "Link", "LinkSettings", "OpenLink", "PacingModule",
+    "Framing", "HandshakeRefused", "Kind", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",
     "PluginFailed", "Registry", "RegistryError", "ResyncingModule", "Role", "SansIOHandshake",
     "SecureMode", "Stage", "StdioDevice", "TransportType", "hookimpl",
 ]

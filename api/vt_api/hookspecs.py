@@ -67,6 +67,16 @@ def vt_register_secure_modes(registry: Registry) -> None:
     """
 
 
+@hookspec
+def vt_register_pacers(registry: Registry) -> None:
+    """Add pacers with ``registry.add_pacer(PacerType(...))``: what limits the send rate
+    (the shaper, answering ``speed``).  A pacer sees no frame; after each batch goes out
+    the linker asks it how long to pause.
+
+    Called once at start-up.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Callable, Iterable
 
 from vtcore.api import Registry
-from vtcore.config.errors import ConfigError, shown
+from vtcore.config.errors import ConfigError, ConfigErrors, shown
 from vtcore.config.model import Config, Host
 
 VTUND_CIPHERS = {
@@ -39,6 +39,15 @@ def unknown_word(text: str, word: str, installed: Iterable[str]) -> str:
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return (f"'{shown(text)}': no installed plugin answers '{shown(word)}' "
             f"(installed: {', '.join(have) or 'none'}){hint}")
+
+
+def with_plugin_errors(exc: ConfigErrors, registry: Registry) -> list[ConfigError]:
+    """A config's parse errors and what the plugin check finds in what did parse, in file
+    order: ``type foo`` is reported in the same run as a syntax error elsewhere."""
+    errors = set(exc.errors)
+    if isinstance(exc.config, Config):
+        errors.update(check_config(exc.config, registry))
+    return sorted(errors, key=lambda e: (e.line, e.col))
 
 
 def check_config(config: Config, registry: Registry) -> list[ConfigError]:
@@ -84,7 +93,7 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
     if host.encrypt is not None:
         _check_encrypt(host, registry, err, written)
 
-    if host.speed != (0, 0) and registry.answering("speed") is None:
+    if host.speed != (0, 0) and not registry.answers("speed"):
         out_kbps, in_kbps = host.speed
         fallback = str(out_kbps) if out_kbps == in_kbps else f"{out_kbps}:{in_kbps}"
         err("speed", needs(written("speed", fallback), EXTRAS["speed"]))

@@ -20,6 +20,7 @@ from vt_api import (
     DeviceRequest,
     FrameModule,
     LinkSettings,
+    PacingModule,
     PluginFailed,
     Registry,
     SecureMode,
@@ -138,7 +139,7 @@ def build_chain(registry: Registry, settings: LinkSettings) -> list[tuple[str, F
         "speed": settings.speed_out > 0,
     }
     for keyword, on in wanted.items():
-        if on and registry.answering(keyword) is None:
+        if on and not registry.answers(keyword):
             extra = {"compress": settings.compress[0] if settings.compress else "",
                      "encrypt": "crypto", "speed": "shaper"}[keyword]
             raise SessionError(
@@ -146,6 +147,14 @@ def build_chain(registry: Registry, settings: LinkSettings) -> list[tuple[str, F
                 f"pip install 'vtcore[{extra}]'"
             )
     return chain
+
+
+def build_pacers(registry: Registry, settings: LinkSettings) -> list[PacingModule]:
+    """The session's pacers (``speed``); a ``create`` that raises is a SessionError."""
+    try:
+        return [pacer for _, pacer in registry.pacers_for(settings)]
+    except PluginFailed as exc:
+        raise SessionError(str(exc)) from exc
 
 
 # ------------------------------------------------------------------ the session
@@ -225,6 +234,7 @@ class Session:
             raise SessionError(f"no transport {self.settings.transport}")
         try:
             named = build_chain(self.registry, self.settings)
+            pacers = build_pacers(self.registry, self.settings)
         except SessionError:
             sock.close()
             raise
@@ -262,7 +272,8 @@ class Session:
             self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(),
                                  counters=self.counters,
                                  probe=PROBES.get(self.settings.tunnel_type),
-                                 names=[name for name, _ in named])
+                                 names=[name for name, _ in named],
+                                 pacers=pacers)
             if self.stat:
                 interval = self.host.keepalive[0] if self.host.keepalive else 300
                 stat_task = asyncio.get_running_loop().create_task(

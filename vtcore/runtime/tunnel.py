@@ -112,6 +112,7 @@ class Tunnel:
         counters: Counters | None = None,
         probe: bytes | None = None,
         names: Sequence[str] | None = None,
+        pacers: Sequence[PacingModule] = (),
     ) -> None:
         self.link = link
         framing = link.framing
@@ -129,7 +130,7 @@ class Tunnel:
         self._probe: asyncio.TimerHandle | None = None
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
-        self.pacers = [m for m in chain if isinstance(m, PacingModule)]
+        self.pacers = [*pacers, *(m for m in chain if isinstance(m, PacingModule))]
         self.keepalive = keepalive
         self.counters = counters or Counters()
         self._done: asyncio.Future[str] | None = None
