@@ -8,6 +8,8 @@ from vtcore.api import DeviceBackendType, FrameModuleType, Registry, Stage, Tran
 from vtcore.config import ConfigError, check_config, parse_config
 from vtcore.config.check import VTUND_CIPHERS
 
+VTUND_LETTERS = {"tun": "u", "ether": "e", "tty": "t", "pipe": "p", "tcp": "T", "udp": "U"}
+
 
 def _none(_settings: object) -> None:
     return None
@@ -32,9 +34,9 @@ def registry(*, zlib=True, lzo=True, crypto=True, shaper=True, devices=("tun", "
     if shaper:
         reg.add_frame_module(FrameModuleType("shaper", Stage.SHAPE, "speed", {}, _none))
     for t in devices:
-        reg.add_device(DeviceBackendType(t, t, t[0], lambda req: None))
+        reg.add_device(DeviceBackendType(t, t, VTUND_LETTERS[t], lambda req: None))
     for t in transports:
-        reg.add_transport(TransportType(t, t[0].upper(), lambda *a: None))
+        reg.add_transport(TransportType(t, VTUND_LETTERS[t], lambda *a: None))
     return reg
 
 
@@ -126,8 +128,31 @@ def test_type_and_proto_need_backends() -> None:
     cfg = parse_config("h {\n passwd x;\n type pipe;\n proto udp;\n}")
     errs = check_config(cfg, registry(devices=("tun",), transports=("tcp",)))
     assert [(e.line, e.col) for e in errs] == [(3, 2), (4, 2)]
-    assert "'type pipe'" in errs[0].message and "have: tun" in errs[0].message
-    assert "'proto udp'" in errs[1].message and "have: tcp" in errs[1].message
+    assert errs[0].message == "'type pipe': no installed plugin answers 'pipe' (installed: tun)"
+    assert errs[1].message == "'proto udp': no installed plugin answers 'udp' (installed: tcp)"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("type tap;", "'type tap': no installed plugin answers 'tap' (installed: tty, tun)"),
+    ("type tunn;", "'type tunn': no installed plugin answers 'tunn' (installed: tty, tun); "
+                   "did you mean 'tun'?"),
+    ("proto sctp;", "'proto sctp': no installed plugin answers 'sctp' (installed: tcp, udp)"),
+    ("proto ud;", "'proto ud': no installed plugin answers 'ud' (installed: tcp, udp); "
+                  "did you mean 'udp'?"),
+    ("compress bzip2;", "'compress bzip2': no installed plugin answers 'bzip2' "
+                        "(installed: lzo, zlib)"),
+    ("compress zlb:3;", "'compress zlb:3': no installed plugin answers 'zlb' "
+                        "(installed: lzo, zlib); did you mean 'zlib'?"),
+    ("encrypt aes128cb;", "'encrypt aes128cb': unknown cipher 'aes128cb'; valid names: "
+                          "aes128cbc, aes128cfb, aes128ecb, aes128ofb, aes256cbc, aes256cfb, "
+                          "aes256ecb, aes256ofb, blowfish128ecb; did you mean 'aes128ecb'?"),
+    ("sped 64;", "unknown keyword 'sped' (no installed plugin answers 'sped 64'); "
+                 "did you mean 'speed'?"),
+])
+def test_words_no_plugin_answers_are_errors_at_their_position(line, message) -> None:
+    cfg = parse_config(f"h {{\n passwd x;\n  {line}\n}}\n", "w.conf")
+    (err,) = check_config(cfg, registry())
+    assert str(err) == f"w.conf:3:3: {message}"
 
 
 def test_implicit_defaults_are_not_checked_against_devices() -> None:

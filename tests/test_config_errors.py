@@ -43,7 +43,7 @@ def test_unknown_keyword_position() -> None:
 
 
 def test_bad_value_position_is_the_value() -> None:
-    assert errors_of("h { passwd x;\n  type    tap; }")[0][:2] == (2, 11)
+    assert errors_of("h { passwd x;\n  type    t.ap; }")[0][:2] == (2, 11)
 
 
 def test_missing_semicolon_points_after_the_value() -> None:
@@ -79,7 +79,7 @@ def test_all_errors_reported_with_recovery() -> None:
 }
 a {
   passwd x;
-  compress bzip;
+  compress bzip:x;
   bogus { nested; stuff; }
   type tun;
 }
@@ -102,7 +102,7 @@ b {
 
 def test_recovery_keeps_later_statements() -> None:
     # after an unknown block keyword the next statement still counts: only one error
-    text = "h { passwd x; bogus { a; }\n type tun; proto sctp; }"
+    text = "h { passwd x; bogus { a; }\n type tun; proto 5ctp; }"
     assert [e[:2] for e in errors_of(text)] == [(1, 15), (2, 18)]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DISTRIBUTIONS = [ROOT, ROOT / "devices", *sorted(p.parent for p in ROOT.glob("plugins/*/pyproject.toml"))]
+DISTRIBUTIONS = [ROOT, ROOT / "api", ROOT / "devices", *sorted(p.parent for p in ROOT.glob("plugins/*/pyproject.toml"))]
 PY = sys.executable
 BUDGET = 300  # seconds for the whole test; a hung resolver fails it instead of blocking CI
 
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 def run(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "VT_DISABLE_PLUGINS", "VT_TRACE_HOOKS")}
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "VT_DISABLE_PLUGINS", "VT_TRACE_HOOKS",
+                        "VT_TRACE_PLUGINS")}
     res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=max(timeout, 1),
                          check=False)
     assert res.returncode == 0, f"{args}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
@@ -44,7 +45,7 @@ def test_install_lzo_extra_into_a_fresh_venv(tmp_path: Path) -> None:
     run([PY, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
          "-w", str(wheels), *map(str, DISTRIBUTIONS)], timeout=left())
     built = sorted(w.name.split("-")[0] for w in wheels.glob("*.whl"))
-    assert built == sorted(["vtcore", "vt_devices", "vt_crypto", "vt_lzo", "vt_shaper",
+    assert built == sorted(["vtcore", "vt_api", "vt_devices", "vt_crypto", "vt_lzo", "vt_shaper",
                             "vt_zlib"]), built
 
     venv = tmp_path / "venv"
@@ -68,8 +69,8 @@ def test_install_lzo_extra_into_a_fresh_venv(tmp_path: Path) -> None:
     # What got installed is the workspace's code, not a same-named project from an index.
     site = Path(run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                     timeout=left()).stdout.strip())
-    for rel in ("vtcore/api.py", "vt_lzo/codec.py", "vt_devices/plugin.py"):
-        src = {"vtcore": ROOT, "vt_lzo": ROOT / "plugins" / "vt_lzo",
+    for rel in ("vtcore/api.py", "vt_api/__init__.py", "vt_lzo/codec.py", "vt_devices/plugin.py"):
+        src = {"vtcore": ROOT, "vt_api": ROOT / "api", "vt_lzo": ROOT / "plugins" / "vt_lzo",
                "vt_devices": ROOT / "devices"}[rel.split("/")[0]] / rel
         assert filecmp.cmp(site / rel, src, shallow=False), rel
     assert not (site / "vt_crypto").exists() and not (site / "vt_zlib").exists()

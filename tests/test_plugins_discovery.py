@@ -54,6 +54,7 @@ def site(tmp_path, monkeypatch, request):
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.delenv("VT_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("VT_TRACE_HOOKS", raising=False)
+    monkeypatch.delenv("VT_TRACE_PLUGINS", raising=False)
     fake = FakeSite(root, str(abs(hash(request.node.nodeid))))
     yield fake
     for mod in fake.modules:
@@ -130,7 +131,7 @@ def test_disable_env_turns_plugins_off(site, monkeypatch):
     assert plugins.infos["lzo"].status == "disabled"
     assert plugins.infos["shaper"].status == "disabled"
     assert plugins.registry.answering("compress", "lzo") is None
-    assert plugins.registry.answering("speed") is None
+    assert not plugins.registry.answers("speed")
     assert plugins.registry.answering("compress", "zlib") is not None
     assert_workspace_loaded(plugins.infos, except_=("lzo", "shaper"))
 
@@ -210,6 +211,25 @@ def test_duplicate_registration_is_reported_and_rolled_back(site):
     import vt_lzo.plugin
 
     assert plugins.registry.frame_modules["lzo"].create is vt_lzo.plugin.create
+    assert_workspace_loaded(plugins.infos)
+
+
+def test_a_plugin_answering_a_word_already_answered_is_reported(site):
+    site.add("vt-zlib2", "zzlib", """
+        from vtcore import hookimpl
+        from vtcore.api import FrameModuleType
+
+        @hookimpl
+        def vt_register_frame_modules(registry):
+            registry.add_frame_module(FrameModuleType("zlib2", 100, "compress", {"zlib": 1}, None))
+    """)
+    plugins = load_plugins()
+    info = plugins.infos["zzlib"]
+    assert info.status == "error"
+    assert ("frame module 'zlib2' of zzlib answers 'compress zlib', already answered by "
+            "frame module 'zlib' of zlib") in info.error
+    assert "zlib2" not in plugins.registry.frame_modules
+    assert plugins.registry.answering("compress", "zlib").name == "zlib"
     assert_workspace_loaded(plugins.infos)
 
 
@@ -302,7 +322,10 @@ def test_workspace_modules_order_compress_encrypt_shape(site):
     for item in reversed(list(plugins.registry.frame_modules.values())):
         reverse.add_frame_module(item)
     assert [type(m).__module__ for m in reverse.chain(settings)] == types_in_order
-    assert [t.split(".")[0] for t in types_in_order] == ["vt_zlib", "vt_crypto", "vt_shaper"]
+    assert [t.split(".")[0] for t in types_in_order] == ["vt_zlib", "vt_crypto"]
+    # The shaper is a pacer of its own, not a link of the chain.
+    assert [type(p).__module__ for _, p in plugins.registry.pacers_for(settings)] == [
+        "vt_shaper.bucket"]
 
 
 # ------------------------------------------------------------------ listing and tracing
@@ -322,13 +345,35 @@ def test_builtin_transports_are_listed(site):
     assert listed["lzo"]["distribution"] == "vt-lzo" and listed["lzo"]["builtin"] is False
 
 
-def test_trace_hooks_prints_each_registration(site, monkeypatch, capsys):
-    monkeypatch.setenv("VT_TRACE_HOOKS", "1")
-    load_plugins()
+@pytest.mark.parametrize("env", ["VT_TRACE_PLUGINS", "VT_TRACE_HOOKS"])
+def test_trace_prints_each_hook_call_and_the_plugin_that_failed(site, monkeypatch, capsys, env):
+    site.add("vt-halfway", "halfway", """
+        from vtcore import hookimpl
+
+        @hookimpl
+        def vt_register_transports(registry):
+            raise RuntimeError("out of birds")
+    """)
+    site.add("vt-cmds", "cmds", """
+        from vtcore import hookimpl
+
+        @hookimpl
+        def vt_register_commands(cli):
+            pass
+    """)
+    monkeypatch.setenv(env, "1")
+    build_cli(load_plugins())
     err = capsys.readouterr().err
-    assert "vt_register_frame_modules(registry) -> lzo" in err
-    assert "vt_register_transports(registry) -> transports" in err
-    monkeypatch.delenv("VT_TRACE_HOOKS")
+    assert "vt hook: vt_register_frame_modules(registry) -> lzo\n" in err
+    assert "vt hook: vt_register_transports(registry) -> transports\n" in err
+    assert "vt hook: vt_register_commands(cli) -> cmds\n" in err
+    assert "registry: Registry(devices: 4, transports: 2, " in err  # short, not every record
+    # pluggy's own tracing, through its hook call monitoring
+    assert "  vt_register_devices [hook]\n" in err
+    assert "finish vt_register_devices --> [] [hook]" in err
+    assert ("vt hook: vt_register_transports failed in plugin halfway: "
+            "RuntimeError: out of birds\n") in err
+    monkeypatch.delenv(env)
     load_plugins()
     assert capsys.readouterr().err == ""
 

@@ -60,7 +60,7 @@ def site(tmp_path_factory) -> Path:
 
 def env_with(site: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("VT_DISABLE_PLUGINS", "VT_TRACE_HOOKS", "PYTHONPATH")}
+           if k not in ("VT_DISABLE_PLUGINS", "VT_TRACE_HOOKS", "VT_TRACE_PLUGINS", "PYTHONPATH")}
     if site is not None:
         env["PYTHONPATH"] = str(site)
     return env

@@ -10,9 +10,6 @@ from hypothesis import strategies as st
 from vtcore.protocol.frames import (
     BAD_FRAME,
     CONN_CLOSE,
-    CTRL_CONN_CLOSE,
-    CTRL_ECHO_REP,
-    CTRL_ECHO_REQ,
     ECHO_REP,
     ECHO_REQ,
     FRAME_EOF,
@@ -21,6 +18,10 @@ from vtcore.protocol.frames import (
     decode_datagram,
     frame,
 )
+from vtcore.transports.base import VTUN_FRAMING
+
+CTRL_ECHO_REQ, CTRL_ECHO_REP, CTRL_CONN_CLOSE = (
+    VTUN_FRAMING.control(flag) for flag in (ECHO_REQ, ECHO_REP, CONN_CLOSE))
 
 
 def reference_read(stream: bytes, max_frame: int = MAX_FRAME) -> tuple[list, int, int]:

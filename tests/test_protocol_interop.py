@@ -19,8 +19,9 @@ import pytest
 
 from vtcore.protocol.events import Accepted, ChallengeAnswered, Denied, HostAnnounced
 from vtcore.protocol.flags import Flags
-from vtcore.protocol.frames import CTRL_CONN_CLOSE, ECHO_REQ, StreamDecoder
+from vtcore.protocol.frames import CONN_CLOSE, ECHO_REQ, StreamDecoder
 from vtcore.protocol.handshake import ClientHandshake, ServerHandshake
+from vtcore.transports.base import VTUN_FRAMING
 
 VTUND = os.environ.get("VT_VTUND", "/usr/sbin/vtund")
 PASSWORD = b"secret123"
@@ -139,7 +140,7 @@ def serve_one(listener: socket.socket, password: bytes) -> tuple[bool, list[tupl
         deadline = time.monotonic() + 5
         while not frames and time.monotonic() < deadline:
             frames += decoder.feed(conn.recv(4096))
-        conn.sendall(CTRL_CONN_CLOSE)
+        conn.sendall(VTUN_FRAMING.control(CONN_CLOSE))
         return True, frames
 
 

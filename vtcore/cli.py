@@ -342,11 +342,12 @@ def config() -> None:
 def config_check(ctx: click.Context, config_path: str) -> None:
     """Parse FILE and report every error as FILE:LINE:COL: message."""
     from vtcore.config import ConfigErrors, check_config, load_config
+    from vtcore.config.check import with_plugin_errors
 
     try:
         cfg = load_config(config_path)
     except ConfigErrors as exc:
-        for err in exc.errors:
+        for err in with_plugin_errors(exc, _plugins(ctx).registry):
             click.echo(str(err), err=True)
         sys.exit(1)
     errors = check_config(cfg, _plugins(ctx).registry)
@@ -372,23 +373,18 @@ def build_cli(plugins=None) -> click.Group:
     Each plugin is called on its own: one that fails, or that tries to replace a command
     already there, is reported on stderr and the others still add theirs.
     """
-    import os
-
-    from vtcore.plugins import TRACE_ENV, load_plugins
+    from vtcore.plugins import call_each, load_plugins
 
     plugins = plugins or load_plugins()
-    for impl in plugins.pm.hook.vt_register_commands.get_hookimpls():
-        before = dict(cli.commands)
-        if os.environ.get(TRACE_ENV):
-            click.echo(f"vt hook: vt_register_commands(cli) -> {impl.plugin_name}", err=True)
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:  # a plugin's CLI must not break vt itself
-            click.echo(f"vt: plugin {impl.plugin_name} failed to add commands: {exc}", err=True)
-        for name, cmd in before.items():
-            if cli.commands.get(name) is not cmd:
-                cli.commands[name] = cmd
-                click.echo(f"vt: plugin {impl.plugin_name} may not replace 'vt {name}'", err=True)
+    before = dict(cli.commands)
+    for name, exc in call_each(plugins.pm, "vt_register_commands", cli=cli):
+        if exc is not None:  # a plugin's CLI must not break vt itself
+            click.echo(f"vt: plugin {name} failed to add commands: {exc}", err=True)
+        for command, cmd in before.items():
+            if cli.commands.get(command) is not cmd:
+                cli.commands[command] = cmd
+                click.echo(f"vt: plugin {name} may not replace 'vt {command}'", err=True)
+        before = dict(cli.commands)  # the next plugin may not replace this one's either
     return cli
 
 

@@ -2,7 +2,12 @@
 while the rest work.
 
 ``VT_DISABLE_PLUGINS=name,name`` turns named plugins off (entry-point names, e.g.
-``lzo``); ``VT_TRACE_HOOKS=1`` prints every hook call to stderr.
+``lzo``); ``VT_TRACE_PLUGINS=1`` (or its older name ``VT_TRACE_HOOKS``) turns on pluggy's
+tracing and hook call monitoring: every hook call, the plugin it ran in and any failure go
+to stderr.
+
+Hooks are called through pluggy (``pm.subset_hook_caller``: the hook restricted to one
+plugin), one plugin at a time, so a failure is attributed to its plugin and isolated.
 """
 
 from __future__ import annotations
@@ -10,18 +15,18 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import pluggy
-
-from vtcore import hookspecs
-from vtcore.api import Registry
+from vt_api import KINDS, Registry, hookspecs
 
 ENTRY_POINT_GROUP = "vt.plugins"
 DISABLE_ENV = "VT_DISABLE_PLUGINS"
-TRACE_ENV = "VT_TRACE_HOOKS"
+TRACE_ENVS = ("VT_TRACE_PLUGINS", "VT_TRACE_HOOKS")
+"""``VT_TRACE_HOOKS`` is the older name, kept as an alias."""
 
 # Built into the core: registered the same way as external plugins.
 BUILTIN_PLUGINS = ("vtcore.transports.plugin",)
@@ -74,23 +79,63 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     return (dist.metadata["Name"], dist.version)
 
 
+def tracing() -> bool:
+    return any(os.environ.get(name) for name in TRACE_ENVS)
+
+
 def _describe(registry: Registry, plugin: str, info: PluginInfo) -> None:
-    for (kind, name), owner in registry.owner.items():
-        if owner != plugin:
+    for kind, key, item in registry.records():
+        if registry.owner.get((kind.name, key)) != plugin:
             continue
-        if kind == "device":
-            dev = registry.devices[name]
-            info.provides.append(f"type {dev.tunnel_type}")
-        elif kind == "transport":
-            info.provides.append(f"proto {name}")
-        elif kind == "secure mode":
-            mode = registry.secure_modes[name]
-            info.provides.append("encrypt " + "|".join(sorted(mode.words)) + " (secure mode)")
+        info.provides.append(kind.provides(item))
+        if kind.name not in info.kinds:
+            info.kinds.append(kind.name)
+
+
+def _trace(pm: pluggy.PluginManager) -> None:
+    """pluggy's tracing, plus one line per call naming the plugin and how it ended."""
+    pm.trace.root.setwriter(sys.stderr.write)
+    pm.enable_tracing()
+
+    def before(hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object]) -> None:
+        names = ", ".join(i.plugin_name for i in impls)
+        sys.stderr.write(f"vt hook: {hook}({', '.join(kwargs)}) -> {names}\n")
+
+    def after(outcome: pluggy.Result[object], hook: str, impls: Sequence[pluggy.HookImpl],
+              kwargs: Mapping[str, object]) -> None:
+        exc = outcome.exception
+        if exc is not None:
+            names = ", ".join(i.plugin_name for i in impls)
+            sys.stderr.write(f"vt hook: {hook} failed in plugin {names}: "
+                             f"{type(exc).__name__}: {exc}\n")
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+def implements(pm: pluggy.PluginManager, hook: str, plugin: object) -> bool:
+    return any(i.plugin is plugin for i in getattr(pm.hook, hook).get_hookimpls())
+
+
+def call_plugin(pm: pluggy.PluginManager, hook: str, plugin: object, **kwargs: object) -> None:
+    """Call ``hook`` through pluggy in ``plugin`` alone (``subset_hook_caller``: tracing and
+    hook call monitoring see the call), so whatever it raises is that plugin's."""
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    pm.subset_hook_caller(hook, others)(**kwargs)
+
+
+def call_each(pm: pluggy.PluginManager, hook: str,
+              **kwargs: object) -> Iterator[tuple[str, Exception | None]]:
+    """Call ``hook`` once per plugin implementing it, in registration order, yielding each
+    plugin's name and what it raised (None when it did not)."""
+    for name, plugin in list(pm.list_name_plugin()):
+        if not implements(pm, hook, plugin):
+            continue
+        try:
+            call_plugin(pm, hook, plugin, **kwargs)
+        except Exception as exc:  # a plugin's bug is reported, never fatal to vt
+            yield name, exc
         else:
-            mod = registry.frame_modules[name]
-            info.provides.append(mod.describe or f"{mod.keyword} {name}")
-        if kind not in info.kinds:
-            info.kinds.append(kind)
+            yield name, None
 
 
 def load_plugins(extra: list[object] | None = None) -> Plugins:
@@ -146,9 +191,8 @@ def load_plugins(extra: list[object] | None = None) -> Plugins:
             infos[name].status = "error"
             infos[name].error = str(exc)
 
-    if os.environ.get(TRACE_ENV):
-        pm.trace.root.setwriter(sys.stderr.write)
-        pm.enable_tracing()
+    if tracing():
+        _trace(pm)
 
     registry = Registry()
     _register_all(pm, registry, infos)
@@ -159,30 +203,20 @@ def load_plugins(extra: list[object] | None = None) -> Plugins:
 
 
 def _register_all(pm: pluggy.PluginManager, registry: Registry, infos: dict[str, PluginInfo]) -> None:
-    """Call each registration hook plugin by plugin, so errors are attributed.
+    """Run each registration hook, plugin by plugin, so errors are attributed.
 
     A plugin whose registration fails contributes nothing: what it added before the error
     is taken back and it is unregistered (so it adds no commands either).
     """
-    hooks = ("vt_register_devices", "vt_register_transports", "vt_register_frame_modules",
-             "vt_register_secure_modes")
-    impls = {
-        hook: {i.plugin_name: i.function for i in getattr(pm.hook, hook).get_hookimpls()}
-        for hook in hooks
-    }
-    trace = sys.stderr.write if os.environ.get(TRACE_ENV) else None
-    for name, _plugin in list(pm.list_name_plugin()):
+    for name, plugin in list(pm.list_name_plugin()):
         registry.current_plugin = name
-        for hook in hooks:
-            impl = impls[hook].get(name)
-            if impl is None:
+        for kind in KINDS:
+            if not implements(pm, kind.hook, plugin):
                 continue
-            if trace:
-                trace(f"vt hook: {hook}(registry) -> {name}\n")
             try:
-                impl(registry=registry)
+                call_plugin(pm, kind.hook, plugin, registry=registry)
             except Exception as exc:  # RegistryError (a duplicate) or a bug in the plugin
-                _forget(registry, name)
+                registry.forget(name)
                 pm.unregister(name=name)
                 info = infos.get(name)
                 if info is not None:
@@ -190,12 +224,3 @@ def _register_all(pm: pluggy.PluginManager, registry: Registry, infos: dict[str,
                     info.error = f"{type(exc).__name__}: {exc}"
                 break
     registry.current_plugin = ""
-
-
-def _forget(registry: Registry, plugin: str) -> None:
-    tables = {"device": registry.devices, "transport": registry.transports,
-              "frame module": registry.frame_modules, "secure mode": registry.secure_modes}
-    for (kind, item), owner in list(registry.owner.items()):
-        if owner == plugin:
-            del tables[kind][item]
-            del registry.owner[(kind, item)]

@@ -31,6 +31,17 @@ def test_both_directions_and_chunks() -> None:
         assert drain(dev, len(data)) == data
 
 
+def test_batch_write_is_the_contracts_one_write() -> None:
+    with open_pipe_device(DeviceRequest("pipe")) as dev:
+        assert dev.write_packets([b"one ", b"two ", b"three"]) == (0, 0)
+        assert read_peer(dev.stdio_fd(), 13) == b"one two three"
+        peer = os.dup(dev.stdio_fd())
+        dev.release_stdio()
+        os.close(peer)
+        assert dev.write_packets([b"lost", b"too"]) == (2, 7)  # EPIPE: counted, no exception
+        assert dev.dropped == 2
+
+
 def test_requested_name_is_kept() -> None:
     with open_pipe_device(DeviceRequest("pipe", "mypipe")) as dev:
         assert dev.name == "mypipe"

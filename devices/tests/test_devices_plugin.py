@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from importlib import metadata
 
 import pluggy
 import pytest
+from vt_api import DeviceBackendType, DeviceRequest, Registry, RegistryError, hookspecs
 from vt_devices import plugin
-
-from vtcore import hookspecs
-from vtcore.api import DeviceBackendType, DeviceRequest, Registry, RegistryError
 
 
 def registry_via_pluggy() -> Registry:
@@ -36,11 +33,9 @@ def test_registers_four_backends_with_vtund_flags() -> None:
     assert {reg.owner[("device", t)] for t in reg.devices} == {"devices"}
 
 
-def test_record_has_the_api_fields() -> None:
-    want = {f.name for f in dataclasses.fields(DeviceBackendType)}
+def test_records_are_the_contracts() -> None:
     for backend in plugin.BACKENDS:
-        have = {f.name for f in dataclasses.fields(backend)}
-        assert have == want
+        assert type(backend) is DeviceBackendType
         assert backend.describe
 
 

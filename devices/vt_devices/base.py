@@ -1,17 +1,13 @@
 """Pieces shared by the device backends.
 
-This package must not import :mod:`vtcore` (vtcore depends on it).  The objects here are
-duck-typed to :class:`vtcore.api.DeviceBackendType` and :class:`vtcore.api.Device`: the
-registry and the data path only read attributes and call methods.
+This package must not import :mod:`vtcore` (vtcore depends on it); the devices here
+implement the contract's :class:`vt_api.Device` (and its extras).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 MAX_PENDING = 1 << 20
 """Bytes a stream device buffers when its peer does not read; beyond that, writes drop."""
@@ -32,17 +28,6 @@ class DeviceError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Registration record, same attribute names as ``vtcore.api.DeviceBackendType``."""
-
-    name: str
-    tunnel_type: str
-    flag: str
-    open: Callable[[Any], Any]
-    describe: str = ""
 
 
 class StreamDevice:
@@ -116,6 +101,15 @@ class StreamDevice:
         if out:
             return out
         raise EOFError(f"{self.name}: other side closed")
+
+    def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
+        """Write a batch in order (:class:`vt_api.Device`); the packets and bytes refused."""
+        lost = lost_bytes = 0
+        for p in packets:
+            if not self.write_packet(p):
+                lost += 1
+                lost_bytes += len(p)
+        return lost, lost_bytes
 
     def write_packet(self, packet: bytes) -> bool:
         """Queue ``packet`` for the stream; False (and ``dropped`` += 1) if refused."""

@@ -12,7 +12,8 @@ calls it once they are started).  Then the last holder closing it makes
 from __future__ import annotations
 
 import socket
-from typing import Any
+
+from vt_api import DeviceRequest
 
 from vt_devices.base import DeviceError, StreamDevice
 
@@ -55,6 +56,6 @@ def _close(fd: int) -> None:
     socket.socket(fileno=fd).close()
 
 
-def open_pipe_device(request: Any) -> PipeDevice:
+def open_pipe_device(request: DeviceRequest) -> PipeDevice:
     """Backend opener for ``type pipe``."""
-    return PipeDevice(getattr(request, "name", None) or "pipe")
+    return PipeDevice(request.name or "pipe")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import tty
-from typing import Any
+
+from vt_api import DeviceRequest
 
 from vt_devices.base import DeviceError, StreamDevice
 
@@ -65,6 +66,6 @@ class PtyDevice(StreamDevice):
         return f"<pty {self.name} fd={self._fd}>"
 
 
-def open_pty_device(request: Any) -> PtyDevice:
+def open_pty_device(request: DeviceRequest) -> PtyDevice:
     """Backend opener for ``type tty``."""
     return PtyDevice()

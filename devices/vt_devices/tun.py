@@ -24,7 +24,9 @@ import errno
 import fcntl
 import os
 import struct
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from vt_api import DeviceRequest
 
 from vt_devices.base import DeviceError
 from vt_devices.gro import PLAIN, coalesce
@@ -288,9 +290,9 @@ class TunDevice:
         return f"<{'tap' if self.tap else 'tun'} {self.name} fd={self._fd}>"
 
 
-def _open(request: Any, tap: bool) -> TunDevice:
-    offload = bool(getattr(request, "offload", False))
-    gro = bool(getattr(request, "gro", False)) and not offload
+def _open(request: DeviceRequest, tap: bool) -> TunDevice:
+    offload = request.offload
+    gro = request.gro and not offload
     handle = open_tun(request.name or None, tap=tap, vnet_hdr=offload or gro, offloads=offload)
     size = READ_SIZE + VNET_HDR_LEN if offload or gro else READ_SIZE
     dev = TunDevice(handle.fd, handle.name, tap=tap, read_size=size)
@@ -299,11 +301,11 @@ def _open(request: Any, tap: bool) -> TunDevice:
     return dev
 
 
-def open_tun_device(request: Any) -> TunDevice:
+def open_tun_device(request: DeviceRequest) -> TunDevice:
     """Backend opener for ``type tun``."""
     return _open(request, tap=False)
 
 
-def open_tap_device(request: Any) -> TunDevice:
+def open_tap_device(request: DeviceRequest) -> TunDevice:
     """Backend opener for ``type ether``."""
     return _open(request, tap=True)

@@ -8,12 +8,13 @@ where cipher names become vtund codes.
 
 from __future__ import annotations
 
+import difflib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from vtcore.api import Registry
-from vtcore.config.errors import ConfigError, shown
+from vtcore.config.errors import ConfigError, ConfigErrors, shown
 from vtcore.config.model import Config, Host
 
 VTUND_CIPHERS = {
@@ -31,6 +32,24 @@ EXTRAS = {"zlib": "zlib", "lzo": "lzo", "encrypt": "crypto", "speed": "shaper"}
 
 def needs(what: str, extra: str) -> str:
     return f"'{what}' needs the vt-{extra} plugin: pip install 'vtcore[{extra}]'"
+
+
+def unknown_word(text: str, word: str, installed: Iterable[str]) -> str:
+    """``'type foo'``: no installed plugin answers it; lists those that do, and the closest."""
+    have = sorted(set(installed))
+    close = difflib.get_close_matches(word, have, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return (f"'{shown(text)}': no installed plugin answers '{shown(word)}' "
+            f"(installed: {', '.join(have) or 'none'}){hint}")
+
+
+def with_plugin_errors(exc: ConfigErrors, registry: Registry) -> list[ConfigError]:
+    """A config's parse errors and what the plugin check finds in what did parse, in file
+    order: ``type foo`` is reported in the same run as a syntax error elsewhere."""
+    errors = set(exc.errors)
+    if isinstance(exc.config, Config):
+        errors.update(check_config(exc.config, registry))
+    return sorted(errors, key=lambda e: (e.line, e.col))
 
 
 def check_config(config: Config, registry: Registry) -> list[ConfigError]:
@@ -67,11 +86,13 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
         method, level = host.compress
         text = written("compress", f"{method}:{level}")
         item = registry.answering("compress", method)
-        if item is None:
+        if item is None and method not in EXTRAS:
+            err("compress", unknown_word(text, method, registry.words("compress")))
+        elif item is None:
             hint = (
                 " (vtund reads 'compress lzo;' as zlib level 2)" if text == "compress lzo" else ""
             )
-            err("compress", needs(text, EXTRAS.get(method, method)) + hint)
+            err("compress", needs(text, EXTRAS[method]) + hint)
         elif item.levels is not None and not item.levels[0] <= level <= item.levels[1]:
             lo, hi = item.levels
             err("compress", f"'{text}': {method} level must be {lo}-{hi}")
@@ -79,22 +100,26 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
     if host.encrypt is not None:
         _check_encrypt(host, registry, err, written)
 
-    if host.speed != (0, 0) and registry.answering("speed") is None:
+    if host.speed != (0, 0) and not registry.answers("speed"):
         out_kbps, in_kbps = host.speed
         fallback = str(out_kbps) if out_kbps == in_kbps else f"{out_kbps}:{in_kbps}"
         err("speed", needs(written("speed", fallback), EXTRAS["speed"]))
 
     for key, value in host.extras.items():
-        if registry.answering(key) is None:
+        item = registry.answering(key)
+        if item is None:
+            keywords = {m.keyword for m in registry.frame_modules.values()}
+            close = difflib.get_close_matches(key, sorted(keywords), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
             err(key, f"unknown keyword '{shown(key)}' (no installed plugin answers "
-                     f"'{shown(key)} {shown(value)}')")
+                     f"'{shown(key)} {shown(value)}'){hint}")
+        elif item.words and value not in item.words:
+            err(key, unknown_word(f"{key} {value}", value, registry.words(key)))
 
-    if "type" in host.positions and host.type not in registry.devices:
-        have = ", ".join(sorted(registry.devices)) or "none"
-        err("type", f"'type {host.type}': no installed device plugin serves it (have: {have})")
-    if "proto" in host.positions and host.proto not in registry.transports:
-        have = ", ".join(sorted(registry.transports)) or "none"
-        err("proto", f"'proto {host.proto}': no installed transport plugin (have: {have})")
+    for keyword, table in (("type", registry.devices), ("proto", registry.transports)):
+        word = getattr(host, keyword)
+        if keyword in host.positions and word not in table:
+            err(keyword, unknown_word(f"{keyword} {word}", word, registry.words(keyword)))
     return out
 
 
@@ -120,8 +145,11 @@ def _check_encrypt(
         if not mods and value in VTUND_CIPHERS:
             err("encrypt", needs(text, EXTRAS["encrypt"]))
             return
-        names = ", ".join(sorted(known or VTUND_CIPHERS))
-        err("encrypt", f"'{text}': unknown cipher '{shown(value)}'; valid names: {names}")
+        names = sorted({*(known or VTUND_CIPHERS), *registry.words("encrypt")})
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        err("encrypt", f"'{text}': unknown cipher '{shown(value)}'; valid names: "
+                       f"{', '.join(names)}{hint}")
         return
     if not mods:
         err("encrypt", needs(text, EXTRAS["encrypt"]))

@@ -41,8 +41,10 @@ class ConfigError(Exception):
 class ConfigErrors(Exception):
     """All the errors found in one configuration (raised once, after recovery)."""
 
-    def __init__(self, errors: list[ConfigError]) -> None:
+    def __init__(self, errors: list[ConfigError], config: object = None) -> None:
         self.errors = list(errors)
+        self.config = config
+        """What was built despite the errors (a ``Config``), for the plugin check."""
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -98,7 +98,9 @@ def tokenize(text: str, path: str, errors: list[ConfigError]) -> list[Token]:
                     if depth == 0 or not tokens or tokens[-1].kind in _KEYWORD_START:
                         continue
                     # '#' inside a value is a plain character: take the word, re-scan after
-                    value = _WORD.match(text, start).group()
+                    word = _WORD.match(text, start)
+                    assert word is not None  # the scanner matched a word here
+                    value = word.group()
                     pos = start + len(value)
                     restart = True
                 bad = check and _CONTROL.search(value)

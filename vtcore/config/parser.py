@@ -187,7 +187,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigErrors(errors) from None
     if errors:
         errors.sort(key=lambda e: (e.line, e.col))
-        raise ConfigErrors(errors)
+        raise ConfigErrors(errors, config)
     return config
 
 

@@ -32,9 +32,6 @@ SYSLOG = {
 }  # fmt: skip
 SYSLOG_BY_CODE = {v: k for k, v in SYSLOG.items()}
 
-# options keywords where vtund keeps the first value (the command line sets them first)
-FIRST_WINS = frozenset({"port", "iface", "type", "timeout"})
-
 CONTEXT_NAMES = {
     kw.OPTIONS: "the options section",
     kw.HOST: "a session section",
@@ -119,6 +116,14 @@ def _choice(tok: Token, name: str, table: dict[str, str]) -> str:
     return value
 
 
+def _plugin_word(tok: Token, name: str) -> str:
+    """A word an installed plugin must answer (``type tun``, ``proto udp``): only its
+    spelling is checked here; ``check_config`` asks the registry."""
+    if not _CIPHER_WORD.fullmatch(tok.text):
+        raise _Bad(tok, f"'{name}' takes a name (letters, digits, '_', '-'); got {tok.describe()}")
+    return tok.text
+
+
 def _path(tok: Token, name: str) -> str:
     if not tok.text.startswith("/"):
         raise _Bad(tok, f"'{name}' needs an absolute path, got {tok.describe()}")
@@ -132,8 +137,6 @@ def _yes_no_table(yes: str, no: str) -> dict[str, str]:
 PERSIST = {**_yes_no_table("yes", "no"), "keep": "keep", "2": "keep"}
 MULTI = {**_yes_no_table("yes", "no"), "killold": "killold", "2": "killold"}
 NAT_HACK = {**dict.fromkeys(NO | {"0"}, "no"), "client": "client", "server": "server"}
-TUNNEL_TYPE = {t: t for t in ("tty", "pipe", "ether", "tun")}
-PROTO = {"tcp": "tcp", "udp": "udp"}
 SERVER_TYPE = {"stand": "stand", "inetd": "inetd"}
 
 
@@ -154,11 +157,12 @@ def compress_value(tok: Token) -> tuple[str, int] | None:
     if _NUM.fullmatch(text):
         return ("zlib", int(text))
     method, sep, level = text.partition(":")
-    if sep and method in ("zlib", "lzo") and _NUM.fullmatch(level):
-        return (method, int(level))
+    if _CIPHER_WORD.fullmatch(method) and (not sep or _NUM.fullmatch(level)):
+        # Any method word: check_config asks the registry whether a plugin answers it.
+        return (method, int(level) if sep else 1)
     raise _Bad(
         tok,
-        f"unknown compression {tok.describe()}: expected yes, no, a level, zlib, zlib:N or lzo:N",
+        f"unknown compression {tok.describe()}: expected yes, no, a level, METHOD or METHOD:N",
     )
 
 
@@ -372,9 +376,9 @@ class _Builder:
                 raise _Bad(tok, "empty device name")
             host.device = tok.text
         elif name == "type":
-            host.type = _choice(tok, name, TUNNEL_TYPE)
+            host.type = _plugin_word(tok, name)
         elif name == "proto":
-            host.proto = _choice(tok, name, PROTO)
+            host.proto = _plugin_word(tok, name)
         elif name == "compress":
             host.compress = compress_value(tok)
         elif name == "encrypt":
@@ -413,8 +417,8 @@ class _Builder:
             tok = _one(stmt, key, strings=True)
             if tok.kind is not Kind.STRING:
                 raise _Bad(tok, f"'{key}' needs its arguments in double quotes")
-            path = getattr(self.options, key)  # as set above this line, like vtund
-            return Command(key, path, tok.text, wait=key != "ppp", line=line)
+            tool = getattr(self.options, key)  # as set above this line, like vtund
+            return Command(key, tool, tok.text, wait=key != "ppp", line=line)
         if stmt.block is not None:
             raise _Bad(stmt.key, "'program' does not take a { } block")
         if not stmt.args:

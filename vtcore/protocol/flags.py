@@ -13,17 +13,29 @@ to be vt (see :mod:`vtcore.protocol.handshake`), never to vtund.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from vtcore.protocol.errors import ProtocolError
 
 LEGACY_ENCRYPT = 999
 """Cipher code of ``oldblowfish128ecb``, carried as a bare ``E``."""
 
-PROTOS = {"T": "tcp", "U": "udp"}
-TYPES = {"t": "tty", "p": "pipe", "e": "ether", "u": "tun"}
-_PROTO_LETTER = {v: k for k, v in PROTOS.items()}
-_TYPE_LETTER = {v: k for k, v in TYPES.items()}
+
+@dataclass(frozen=True)
+class Letters:
+    """Which ``OK FLAGS`` letter names which transport and tunnel type.
+
+    The runtime builds it from the ``flag`` of each registered transport and device record
+    (``Letters(registry.letters("transport"), registry.letters("device"))``), so a plugin's
+    ``proto``/``type`` travels in the flags; the default is vtund's."""
+
+    protos: Mapping[str, str] = field(default_factory=lambda: {"T": "tcp", "U": "udp"})
+    types: Mapping[str, str] = field(
+        default_factory=lambda: {"t": "tty", "p": "pipe", "e": "ether", "u": "tun"})
+
+
+VTUND_LETTERS = Letters()
 
 _ERANGE = 34
 """vtund compares ``strtol``'s result with the C constant ERANGE: the value 34 fails."""
@@ -55,12 +67,13 @@ class Flags:
     """Reserved for vt-native negotiation, written as ``F<extra>``; see module doc."""
 
 
-def format_flags(f: Flags) -> str:
+def format_flags(f: Flags, letters: Letters = VTUND_LETTERS) -> str:
     """``Flags`` -> ``'<TuS128C2KE1>'``, in vtund's order: T/U, t/p/e/u, S, C, L, K, E."""
-    try:
-        parts = ["<", _PROTO_LETTER[f.proto], _TYPE_LETTER[f.type]]
-    except KeyError as exc:
-        raise ValueError(f"unknown proto or type: {exc.args[0]!r}") from None
+    proto = next((k for k, v in letters.protos.items() if v == f.proto), None)
+    kind = next((k for k, v in letters.types.items() if v == f.type), None)
+    if proto is None or kind is None:
+        raise ValueError(f"unknown proto or type: {f.proto if proto is None else f.type!r}")
+    parts = ["<", proto, kind]
     if f.speed is not None:
         parts.append(f"S{f.speed}")
     if f.zlib is not None:
@@ -106,7 +119,7 @@ def _strtol(s: str, pos: int) -> tuple[int | None, int]:
     return value, i
 
 
-def parse_flags(s: str, allow_extra: bool = False) -> Flags:
+def parse_flags(s: str, allow_extra: bool = False, letters: Letters = VTUND_LETTERS) -> Flags:
     """Parse the flags part of an ``OK FLAGS`` message (anything before ``<`` is ignored).
 
     Conflicting tunnel types (``tu``) and zlib together with lzo are refused: vtund
@@ -124,10 +137,10 @@ def parse_flags(s: str, allow_extra: bool = False) -> Flags:
     while i < n:
         c = s[i]
         i += 1
-        if c in TYPES:
-            types.add(TYPES[c])
-        elif c in PROTOS:
-            proto = PROTOS[c]
+        if c in letters.types:
+            types.add(letters.types[c])
+        elif c in letters.protos:
+            proto = letters.protos[c]
         elif c == "K":
             keepalive = True
         elif c in "CLS":

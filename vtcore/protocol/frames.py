@@ -4,16 +4,15 @@ Header bits 15..12 are flags, bits 11..0 the payload length.  Over TCP frames fo
 each other in the byte stream (:class:`StreamDecoder`); over UDP each datagram is one
 frame (:func:`decode_datagram`).  This is the per-packet path: no logging, counters only.
 
-Native mode note: the 12-bit length caps vtun framing at 4095 bytes whatever
-``max_frame`` says.  A later native vt mode wanting larger frames needs a different
-header (negotiated in the handshake), not a bigger ``max_frame`` here.
+The 12-bit length caps vtun framing at 4095 bytes whatever ``max_frame`` says; between
+two vt ends native framing (:mod:`vtcore.protocol.native`, negotiated in the handshake)
+has its own header for larger frames.
 """
 
 from __future__ import annotations
 
-CONN_CLOSE = 0x1000
-ECHO_REQ = 0x2000
-ECHO_REP = 0x4000
+from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ
+
 BAD_FRAME = 0x8000
 FLAGS_MASK = 0xF000
 FSIZE_MASK = 0x0FFF
@@ -29,10 +28,6 @@ vtund's reader returns 0 for it, which its linker takes as end of file: the sess
 ends.  It is outside the 16-bit header space so it can never be mistaken for a real
 header; the caller must end the session when it sees it.
 """
-
-CTRL_CONN_CLOSE = b"\x10\x00"
-CTRL_ECHO_REQ = b"\x20\x00"
-CTRL_ECHO_REP = b"\x40\x00"
 
 _CONTROL = {
     CONN_CLOSE: (CONN_CLOSE, b""),
@@ -89,7 +84,7 @@ class StreamDecoder:
         """Bytes held back waiting for the rest of a frame."""
         return len(self._pending)
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
         """Add received bytes; return the frames they complete, in order."""
         out: list[tuple[int, bytes]] = []
         if self.closed or not data:

@@ -38,7 +38,7 @@ from vtcore.protocol.challenge import (
 )
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, ChallengeAnswered, Denied, Event, HostAnnounced
-from vtcore.protocol.flags import Flags, format_flags, parse_flags
+from vtcore.protocol.flags import VTUND_LETTERS, Flags, Letters, format_flags, parse_flags
 
 MESG_SIZE = 50
 MAX_TEXT = MESG_SIZE - 2
@@ -245,7 +245,8 @@ class ClientHandshake:
     """
 
     def __init__(
-        self, host: str, password: bytes, sslauth: bool = True, host_extra: tuple[str, ...] = ()
+        self, host: str, password: bytes, sslauth: bool = True, host_extra: tuple[str, ...] = (),
+        letters: Letters = VTUND_LETTERS,
     ) -> None:
         _check_token("host", host)
         for tok in host_extra:
@@ -256,6 +257,8 @@ class ClientHandshake:
         self.host_extra = tuple(host_extra)
         self._password = password
         self._sslauth = sslauth
+        self._letters = letters
+        """The installed transports' and devices' ``OK FLAGS`` letters."""
         self.state = ClientState.WAIT_GREETING
         self.peer_greeting: str | None = None
         """The server's greeting text (without newline), e.g. ``VTUN server ver 3.X ...``."""
@@ -340,7 +343,7 @@ class ClientHandshake:
                 self._out += pack_msg(f"CHAL: {encode_chal(resp)}\n")
                 self.state = ClientState.WAIT_FLAGS
                 return
-            flags = parse_flags(text, allow_extra=bool(self.host_extra))
+            flags = parse_flags(text, allow_extra=bool(self.host_extra), letters=self._letters)
         except ProtocolError as exc:
             self._fail(str(exc))
         start = text.find("<")

@@ -57,7 +57,7 @@ class NativeStreamDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
         buf = self._buf + data if self._buf else bytes(data)
         out: list[tuple[int, bytes]] = []
         pos = 0

@@ -29,7 +29,7 @@ from vtcore.runtime import fsguard, trust
 from vtcore.runtime.native import HOST_TOKEN
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
-from vtcore.runtime.session import Session, SessionError, client_settings
+from vtcore.runtime.session import Session, SessionError, client_settings, flag_letters
 from vtcore.runtime.status import StatusServer, session_status
 from vtcore.runtime.trust import legacy_warnings
 
@@ -287,8 +287,9 @@ class Client:
         require = configured or pinned
         if mode is not None and require:
             token = (mode.host_token,)
+        letters = flag_letters(self.plugins.registry)
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
-                             host_extra=token)
+                             host_extra=token, letters=letters)
         try:
             greeting = await self._block(sock, hs, timeout)
             hs.receive_data(greeting)
@@ -299,7 +300,7 @@ class Client:
                 ch = mode.client_handshake(reply, self.host.name, self.host.password_bytes(),
                                            greeting + host_block + reply)
                 established = await drive_secure(sock, ch, timeout)
-                flags = parse_flags(established.settings.flags)
+                flags = parse_flags(established.settings.flags, letters=letters)
                 features = str(established.settings.options.get("features", ""))
                 self.log.info("secure mode established", **safe_log_fields(established))
                 if not configured:

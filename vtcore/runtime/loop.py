@@ -220,11 +220,11 @@ class DataLoop(asyncio.SelectorEventLoop):
         super().__init__(self._direct_selector)
 
     # Whatever a direct reader hands to asyncio must end the selector's wait.
-    def call_soon(self, *args: Any, **kwargs: Any) -> asyncio.Handle:
+    def call_soon(self, *args: Any, **kwargs: Any) -> asyncio.Handle:  # type: ignore[override]
         self._direct_selector.wake = True
         return super().call_soon(*args, **kwargs)
 
-    def call_at(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+    def call_at(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:  # type: ignore[override]
         self._direct_selector.wake = True
         return super().call_at(*args, **kwargs)
 

@@ -21,9 +21,11 @@ secure mode (vt-crypto) authenticates its own negotiation.
 
 from __future__ import annotations
 
+from vt_api import HOST_TOKEN
+
 from vtcore.protocol.native import MAX_NATIVE_FRAME
 
-HOST_TOKEN = "vt2"
+__all__ = ["HOST_TOKEN", "feature_options", "legacy_cipher", "server_features"]
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
 MODULE_FORMATS = "m"

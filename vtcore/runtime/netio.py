@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-MSG_SIZE = 50
-"""vtun handshake messages are fixed 50-byte blocks."""
+from vtcore.protocol.handshake import MESG_SIZE as MSG_SIZE
 
 
 async def recv_some(sock: socket.socket, timeout: float, limit: int = MSG_SIZE) -> bytes:

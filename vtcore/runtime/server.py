@@ -14,6 +14,7 @@ import signal
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -21,6 +22,7 @@ from vtcore import metrics
 from vtcore.admission import HandshakeSlots, HostBackoff, source_key
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
+from vtcore.config.model import Config, Host
 from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
@@ -31,11 +33,16 @@ from vtcore.runtime import fsguard, locks
 from vtcore.runtime.native import HOST_TOKEN, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
-from vtcore.runtime.session import Session, SessionError, server_flags, server_settings
+from vtcore.runtime.session import (
+    Session,
+    SessionError,
+    flag_letters,
+    server_flags,
+    server_settings,
+)
 from vtcore.runtime.status import StatusServer, session_status
 from vtcore.runtime.trust import legacy_warnings
 
-GREETING = "VTUN server ver 3.X vt"
 MAX_PENDING_HANDSHAKES = 256
 """Connections still in the handshake.  A new one is never queued: it takes a slot,
 evicting the oldest half-open handshake of its source, or of the busiest source."""
@@ -69,7 +76,7 @@ class _Live:
 @dataclass
 class Server:
     config_path: str
-    config: object
+    config: Config
     plugins: Plugins
     overrides: ServerOptions = field(default_factory=ServerOptions)
 
@@ -90,6 +97,7 @@ class Server:
         self.handshake_results: Counter[str] = Counter()
         self.closed: dict[str, dict[str, int]] = {}
         """Per host: the counters of its ended sessions (metrics' per-host totals)."""
+        self.letters = flag_letters(self.plugins.registry)
 
     # ------------------------------------------------------------------ settings
 
@@ -164,9 +172,11 @@ class Server:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        listener = self.listener
+        assert listener is not None, "make_listener() first"
         while True:
             try:
-                conn, addr = await loop.sock_accept(self.listener)
+                conn, addr = await loop.sock_accept(listener)
             except OSError as exc:
                 log.warning("accept failed", error=exc.strerror)
                 await asyncio.sleep(0.1)
@@ -314,10 +324,12 @@ class Server:
                          failures=notice.failures, interval=notice.interval,
                          refused=notice.refused)
 
-    async def _authenticate(self, conn: socket.socket, plog, deadline: float):
+    async def _authenticate(self, conn: socket.socket, plog: Any,
+                            deadline: float) -> tuple[Host, Any, str, Any] | None:
         """Run the server side of the handshake, all of it by ``deadline`` (loop time);
-        return ``(host, lock, features, established)`` or None."""
-        hs = ServerHandshake(GREETING)
+        return ``(host, lock, features, established)`` (the arguments of
+        :meth:`_run_session`) or None."""
+        hs = ServerHandshake()
         loop = asyncio.get_running_loop()
         name = "?"
         greeting = hs.initiate()
@@ -367,9 +379,11 @@ class Server:
                     if not ok:
                         await send_all(conn, hs.reject(), min(1.0, left()))
                         return None
+                    assert host is not None  # ok: the password matched its profile
                     features = server_features(host, hs.host_extra)
                     try:
-                        await send_all(conn, hs.accept(server_flags(host, features)),
+                        await send_all(conn, hs.accept(server_flags(host, features,
+                                                                    self.letters)),
                                        self.timeout)
                     except BaseException:
                         locks.release(lock)
@@ -434,7 +448,7 @@ class Server:
         try:
             host = self.config.hosts.get(event.host)
             features = server_features(host, (HOST_TOKEN,)) if host is not None else ""
-            flags = server_flags(host) if host is not None else "<T>"
+            flags = server_flags(host, "", self.letters) if host is not None else "<T>"
             password = host.password_bytes() if host is not None else None
             await send_all(conn, offer, max(0.0, deadline - loop.time()))
             sh = mode.server_handshake(offer, event.host, password, flags,
@@ -528,7 +542,9 @@ class Server:
         settings = server_settings(host, features, established)
         session = Session(host=host, options=self.config.options, settings=settings,
                           registry=self.plugins.registry, peer=peer, stat=host.stat)
-        live = _Live(session, asyncio.current_task(), lock)
+        task = asyncio.current_task()
+        assert task is not None  # run as the connection's task
+        live = _Live(session, task, lock)
         self.live.setdefault(host.name, []).append(live)
         self._claimed.discard(host.name)
         slog = log.bind(host=host.name, peer=peer)
@@ -595,8 +611,12 @@ async def serve_inetd(config_path: str, config, plugins: Plugins,
     _detach_stdio()
     server = Server(config_path, config, plugins, overrides)
     loop = asyncio.get_running_loop()
+    def stop_all() -> None:
+        for session in server.sessions():
+            session.stop("signal")
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, lambda: [s.stop("signal") for s in server.sessions()])
+        loop.add_signal_handler(sig, stop_all)
     try:
         addr = sock.getpeername()
     except OSError:

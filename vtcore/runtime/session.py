@@ -10,12 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from typing import cast
 
 import structlog
+from vt_api import (
+    ClosableModule,
+    DatagramLink,
+    Device,
+    DeviceRequest,
+    FrameModule,
+    LinkSettings,
+    PacingModule,
+    PluginFailed,
+    Registry,
+    SecureMode,
+    StdioDevice,
+)
 
-from vtcore.api import Device, DeviceRequest, FrameModule, LinkSettings, Registry
-from vtcore.protocol.flags import Flags, format_flags
+from vtcore.protocol.flags import VTUND_LETTERS, Flags, Letters, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
 from vtcore.runtime.native import feature_options, legacy_cipher
@@ -67,7 +79,12 @@ def _options(host, features: str, secure: tuple | None) -> dict[str, object]:
     return opts
 
 
-def server_flags(host, features: str = "") -> str:
+def flag_letters(registry: Registry) -> Letters:
+    """The ``OK FLAGS`` letters of the installed transports and devices (their ``flag``)."""
+    return Letters(registry.letters("transport"), registry.letters("device"))
+
+
+def server_flags(host, features: str = "", letters: Letters = VTUND_LETTERS) -> str:
     """The ``OK FLAGS`` string for a profile (spec 1.5), ``F<features>`` for a vt client."""
     comp = _compress(host)
     speed = None
@@ -83,7 +100,8 @@ def server_flags(host, features: str = "") -> str:
             keepalive=host.keepalive is not None,
             encrypt=host.encrypt if legacy_cipher(host.encrypt) else None,
             extra=features,
-        )
+        ),
+        letters,
     )
 
 
@@ -108,16 +126,20 @@ def client_settings(host, flags: Flags, secure: tuple | None = None) -> LinkSett
     )
 
 
-def build_chain(registry: Registry, settings: LinkSettings) -> list[FrameModule]:
-    """The session's modules; a feature the peer asks for but nobody provides is an error."""
-    chain = registry.chain(settings)
+def build_chain(registry: Registry, settings: LinkSettings) -> list[tuple[str, FrameModule]]:
+    """The session's modules with the plugin each belongs to; a feature the peer asks for
+    but nobody provides, or a plugin whose ``create`` raises, is a :class:`SessionError`."""
+    try:
+        chain = registry.named_chain(settings)
+    except PluginFailed as exc:
+        raise SessionError(str(exc)) from exc
     wanted = {
         "compress": settings.compress is not None,
         "encrypt": settings.encrypt is not None,
         "speed": settings.speed_out > 0,
     }
     for keyword, on in wanted.items():
-        if on and registry.answering(keyword) is None:
+        if on and not registry.answers(keyword):
             extra = {"compress": settings.compress[0] if settings.compress else "",
                      "encrypt": "crypto", "speed": "shaper"}[keyword]
             raise SessionError(
@@ -127,14 +149,15 @@ def build_chain(registry: Registry, settings: LinkSettings) -> list[FrameModule]
     return chain
 
 
+def build_pacers(registry: Registry, settings: LinkSettings) -> list[PacingModule]:
+    """The session's pacers (``speed``); a ``create`` that raises is a SessionError."""
+    try:
+        return [pacer for _, pacer in registry.pacers_for(settings)]
+    except PluginFailed as exc:
+        raise SessionError(str(exc)) from exc
+
+
 # ------------------------------------------------------------------ the session
-
-
-@dataclass
-class SessionInfo:
-    host: str
-    peer: str
-    started: float
 
 
 class Session:
@@ -222,17 +245,23 @@ class Session:
         if transport is None:
             sock.close()
             raise SessionError(f"no transport {self.settings.transport}")
-        chain = build_chain(self.registry, self.settings)
+        try:
+            named = build_chain(self.registry, self.settings)
+            pacers = build_pacers(self.registry, self.settings)
+        except SessionError:
+            sock.close()
+            raise
+        chain = [module for _, module in named]
         timeout = float(getattr(self.host, "timeout", 30) or 30)
         try:
             link = await transport.open_link(sock, self.settings, timeout, nat_hack)
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             raise SessionError(f"{self.settings.transport} link failed: {exc}") from exc
-        if not link.ready() and hasattr(link, "on_peer"):
+        if not link.ready() and isinstance(link, DatagramLink):
             link.on_peer = self._peer_learnt
         secure = self.settings.options.get("secure")
         if secure is not None:
-            mode, established = secure
+            mode, established = cast("tuple[SecureMode, object]", secure)
             link = mode.wrap_link(established, link, self.settings.role)
         try:
             device = self._open_device()
@@ -249,14 +278,15 @@ class Session:
                                what="up")
             # Our copy of the pty slave / pipe end must go, or the session would not see
             # its program (pppd, ...) exit.
-            release = getattr(device, "release_stdio", None)
-            if release is not None:
-                release()
+            if isinstance(device, StdioDevice):
+                device.release_stdio()
             if self._stop_reason is not None:
                 return self._stop_reason
             self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(link),
                                  counters=self.counters,
-                                 probe=PROBES.get(self.settings.tunnel_type))
+                                 probe=PROBES.get(self.settings.tunnel_type),
+                                 names=[name for name, _ in named],
+                                 pacers=pacers)
             if self.stat:
                 interval = self.host.keepalive[0] if self.host.keepalive else 300
                 stat_task = asyncio.get_running_loop().create_task(
@@ -279,10 +309,9 @@ class Session:
                     await stat_task
             link.close()
             for module in chain:
-                close = getattr(module, "close", None)
-                if callable(close):
+                if isinstance(module, ClosableModule):
                     try:
-                        close()
+                        module.close()
                     except Exception as exc:  # a plugin's cleanup must not stop ours
                         self.log.warning("module close failed", module=type(module).__name__,
                                          error=str(exc))

@@ -21,11 +21,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from vtcore.api import BatchDevice, Device, FrameModule, PacingModule
+from vt_api import (
+    BacklogDevice,
+    BreakableModule,
+    Device,
+    FrameModule,
+    Link,
+    PacingModule,
+    ResyncingModule,
+    UnreachableLink,
+)
+
 from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ, FRAME_EOF
 from vtcore.protocol.keepalive import Action, KeepAlive
 from vtcore.runtime.loop import add_reader, remove_reader
-from vtcore.transports.base import Link
 
 PROBE_DELAY = 0.005
 """How long a pending cipher resync waits for real traffic before a probe goes out."""
@@ -46,8 +55,16 @@ idle the batch's second read would only fail with EAGAIN, a syscall and an excep
 (~7 us, more with cold caches) spent before the packet moves on.  Under load wake-ups come
 closer and read whole batches; a packet left behind makes the descriptor readable again
 at once."""
+BYTES_LIKE = (bytes, bytearray, memoryview)
+"""What a module's ``encode``/``decode`` may return besides None."""
 HIGH_WATER = 512 * 1024
 """Queued bytes on the link above which the device is not read (TCP back-pressure)."""
+
+
+def _require_bytes(p: object) -> None:
+    """What a module returned that is not bytes must be bytes-like (the TypeError names it)."""
+    if not isinstance(p, BYTES_LIKE):
+        raise TypeError(f"returned {type(p).__name__}, not bytes")
 
 
 @dataclass
@@ -113,6 +130,8 @@ class Tunnel:
         keepalive: KeepAlive | None = None,
         counters: Counters | None = None,
         probe: bytes | None = None,
+        names: Sequence[str] | None = None,
+        pacers: Sequence[PacingModule] = (),
     ) -> None:
         self.link = link
         framing = link.framing
@@ -120,17 +139,17 @@ class Tunnel:
         self._control = framing.control
         self._max_payload = framing.max_payload
         self.device = device
-        self._batch_write = (device.write_packets if isinstance(device, BatchDevice)
-                             else self._write_each)
-        """Writes a batch, returns (packets, bytes) refused: the device's own (tun/tap),
-        else one ``write_packet`` per packet."""
         self.modules = list(chain)
-        self._resyncing = [m for m in chain if hasattr(m, "resync_pending")]
+        self.names = list(names) if names is not None else [type(m).__name__ for m in chain]
+        """Who each module belongs to, for the one line that ends a session it broke."""
+        self._resyncing = [m for m in chain if isinstance(m, ResyncingModule)]
+        self._breakable = [m for m in chain if isinstance(m, BreakableModule)]
+        self._backlog_device = device if isinstance(device, BacklogDevice) else None
         self._probe_packet = probe
         self._probe: asyncio.TimerHandle | None = None
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
-        self.pacers = [m for m in chain if isinstance(m, PacingModule)]
+        self.pacers = [*pacers, *(m for m in chain if isinstance(m, PacingModule))]
         self.keepalive = keepalive or KeepAlive.disabled()
         """Always there: without the ``K`` flag it still runs probes (:meth:`probe`)."""
         self._watch_sending = self.keepalive.watch_sending
@@ -141,7 +160,7 @@ class Tunnel:
         self._answer_waiters: list[asyncio.Future[bool]] = []
         self._timer_at = math.inf
         """Monotonic time the keep-alive timer is armed for."""
-        if hasattr(link, "on_unreachable"):
+        if isinstance(link, UnreachableLink):
             link.on_unreachable = self._on_unreachable
         self._done: asyncio.Future[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,6 +191,14 @@ class Tunnel:
             return await self._done
         finally:
             self._detach()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        assert loop is not None, "the tunnel is not running"
+        return loop
+
+    def _ended(self) -> bool:
+        return self._done is None or self._done.done()
 
     def stop(self, reason: str, *, send_close: bool = True) -> None:
         """End the session (idempotent); tells the peer with CONN_CLOSE when asked."""
@@ -235,23 +262,33 @@ class Tunnel:
         encoders = self.encoders
         data = self._data
         max_payload = self._max_payload
-        frames = []
+        frames: list[bytes] = []
         sent = 0
-        for p in packets:
-            c.byte_out += len(p)
-            for enc in encoders:
-                p = enc(p)
-                if p is None:
-                    break
-            if not p:
-                c.dropped_encode += 1
-                continue
-            n = len(p)
-            if n > max_payload:
-                c.dropped_encode += 1
-                continue
-            sent += n
-            frames += data(p)
+        enc = None
+        p: bytes | None
+        try:
+            for p in packets:
+                c.byte_out += len(p)
+                for enc in encoders:
+                    p = enc(p)
+                    if p is None:
+                        break
+                if not p:
+                    c.dropped_encode += 1
+                    continue
+                if p.__class__ is not bytes:
+                    _require_bytes(p)
+                n = len(p)
+                if n > max_payload:
+                    c.dropped_encode += 1
+                    continue
+                sent += n
+                frames += data(p)
+        except Exception as exc:  # a module broke its contract: this session ends, no other
+            if enc is None:
+                raise
+            self._module_failed(self.encoders, enc, "encode", exc)
+            return
         if not frames:
             return
         c.comp_out += sent
@@ -275,23 +312,23 @@ class Tunnel:
             delay = max(p.sent(sent, now) for p in self.pacers)
             if delay > 0 and not self._dev_paused:
                 self._pause_device()
-                self._resume = self._loop.call_later(delay, self._resume_device)
+                self._resume = self._event_loop().call_later(delay, self._resume_device)
 
     def _pause_device(self) -> None:
         if not self._dev_paused:
             self._dev_paused = True
-            remove_reader(self._loop, self.device.fileno())
+            remove_reader(self._event_loop(), self.device.fileno())
 
     def _resume_device(self) -> None:
         self._resume = None
         if self._dev_paused and self.link.backlog() <= HIGH_WATER:
             self._dev_paused = False
-            add_reader(self._loop, self.device.fileno(), self._on_device)
+            add_reader(self._event_loop(), self.device.fileno(), self._on_device)
 
     def _want_writer(self) -> None:
         if not self._writer_on:
             self._writer_on = True
-            self._loop.add_writer(self.link.fileno(), self._on_writable)
+            self._event_loop().add_writer(self.link.fileno(), self._on_writable)
 
     def _on_writable(self) -> None:
         try:
@@ -302,7 +339,7 @@ class Tunnel:
         backlog = self.link.backlog()
         if not backlog:
             self._writer_on = False
-            self._loop.remove_writer(self.link.fileno())
+            self._event_loop().remove_writer(self.link.fileno())
         if backlog <= HIGH_WATER // 2 and self._dev_paused and self._resume is None:
             self._resume_device()
 
@@ -336,63 +373,67 @@ class Tunnel:
         c = self.counters
         decoders = self.decoders
         out: list[bytes] = []
-        for flags, p in frames:
-            if flags:
-                if out:  # what came before a close goes to the device first
-                    self._write_batch(out)
-                    out = []
-                self._on_control(flags)
-                if self._done.done():
-                    return
-                continue
-            c.frames_in += 1
-            c.comp_in += len(p)
-            for dec in decoders:
-                p = dec(p)
-                if p is None:
-                    break
-            if not p:
-                c.dropped_decode += 1
-                if self._stream_broken():
-                    if out:
+        dec = None
+        p: bytes | None
+        try:
+            for flags, p in frames:
+                if flags:
+                    if out:  # what came before a close goes to the device first
                         self._write_batch(out)
-                    return
-                continue
-            out.append(p)
+                        out = []
+                    self._on_control(flags)
+                    if self._ended():
+                        return
+                    continue
+                c.frames_in += 1
+                c.comp_in += len(p)
+                for dec in decoders:
+                    p = dec(p)
+                    if p is None:
+                        break
+                if not p:
+                    c.dropped_decode += 1
+                    if self._stream_broken():
+                        if out:
+                            self._write_batch(out)
+                        return
+                    continue
+                if p.__class__ is not bytes:
+                    _require_bytes(p)
+                out.append(p)
+        except Exception as exc:  # a module broke its contract: this session ends, no other
+            if dec is None:
+                raise
+            self._module_failed(self.decoders, dec, "decode", exc)
+            return
         if out:
             self._write_batch(out)
-            if not self._dev_paused and not self._done.done():
+            if not self._dev_paused and not self._ended():
                 # The kernel answers some packets while we write them (a ping's echo, the
                 # ACKs of a TCP flow): send those now, not one more loop round later.
                 self._on_device()
         if self._resyncing and self._probe is None and self._probe_packet:
             if any(m.resync_pending for m in self._resyncing):
-                self._probe = self._loop.call_later(PROBE_DELAY, self._send_probe)
-        if self.device.stream and getattr(self.device, "pending", 0) and not self._dev_writer_on:
+                self._probe = self._event_loop().call_later(PROBE_DELAY, self._send_probe)
+        backlog = self._backlog_device
+        if backlog is not None and backlog.pending and not self._dev_writer_on:
             # A tty/pipe reader fell behind: finish the write when it can take more.
             self._dev_writer_on = True
-            self._loop.add_writer(self.device.fileno(), self._on_device_writable)
+            self._event_loop().add_writer(self.device.fileno(), self._on_device_writable)
 
     def _write_batch(self, packets: list[bytes]) -> None:
-        lost, lost_bytes = self._batch_write(packets)
+        lost, lost_bytes = self.device.write_packets(packets)
         c = self.counters
         c.byte_in += sum(map(len, packets)) - lost_bytes
         c.dropped_device += lost
 
-    def _write_each(self, packets: list[bytes]) -> tuple[int, int]:
-        write = self.device.write_packet
-        lost = lost_bytes = 0
-        for p in packets:
-            if not write(p):
-                lost += 1
-                lost_bytes += len(p)
-        return lost, lost_bytes
-
     def _on_device_writable(self) -> None:
-        self.device.flush()
-        if not self.device.pending:
+        backlog = self._backlog_device
+        assert backlog is not None  # only watched for a backlog device
+        backlog.flush()
+        if not backlog.pending:
             self._dev_writer_on = False
-            self._loop.remove_writer(self.device.fileno())
+            self._event_loop().remove_writer(self.device.fileno())
 
     def _send_probe(self) -> None:
         """A chained cipher lost step (UDP loss) and waits for our next frame to carry
@@ -402,6 +443,8 @@ class Tunnel:
         if not any(m.resync_pending for m in self._resyncing):
             return
         p: bytes | None = self._probe_packet
+        if p is None:
+            return
         for enc in self.encoders:
             p = enc(p)
             if p is None:
@@ -413,12 +456,20 @@ class Tunnel:
                 return
             self.counters.frames_out += 1
 
+    def _module_failed(self, fns: list, fn: object, what: str, exc: Exception) -> None:
+        """End this session with one line naming the module (its plugin) that raised or
+        returned garbage; the daemon and its other sessions go on."""
+        index = fns.index(fn)
+        if fns is self.decoders:
+            index = len(fns) - 1 - index
+        self.stop(f"{self.names[index]}: {what} failed: {type(exc).__name__}: {exc}")
+
     def _stream_broken(self) -> bool:
         """A module whose stream state is lost for good (zlib after a bad frame) cannot
         decode anything again: end the session, as vtund does, so a persistent client
         reconnects with fresh streams instead of dropping every frame."""
-        for m in self.modules:
-            if getattr(m, "broken", False):
+        for m in self._breakable:
+            if m.broken:
                 self.stop(f"{type(m).__name__}: stream corrupt, session ends")
                 return True
         return False
@@ -446,8 +497,8 @@ class Tunnel:
         deadline = self._timer_at = self.keepalive.next_deadline()
         if deadline == math.inf:
             return
-        self._timer = self._loop.call_at(
-            self._loop.time() + max(0.0, deadline - time.monotonic()), self._on_keepalive
+        self._timer = self._event_loop().call_at(
+            self._event_loop().time() + max(0.0, deadline - time.monotonic()), self._on_keepalive
         )
 
     def _on_keepalive(self) -> None:

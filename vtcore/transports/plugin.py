@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vtcore.api import Registry, TransportType
-from vtcore.hookspecs import hookimpl
+from vt_api import Registry, TransportType, hookimpl
+
 from vtcore.transports.tcp import open_tcp_link
 from vtcore.transports.udp import open_udp_link
 

@@ -6,7 +6,7 @@ import mmap
 import socket
 
 from vtcore.protocol.errors import ProtocolError
-from vtcore.protocol.frames import StreamDecoder
+from vtcore.protocol.frames import MAX_FRAME, StreamDecoder
 from vtcore.protocol.native import (
     MAX_NATIVE_FRAME,
     NativeStreamDecoder,
@@ -25,12 +25,13 @@ class TcpLink:
 
     stream = True
 
-    def __init__(self, sock: socket.socket, max_frame: int = 2148, native: bool = False) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME, native: bool = False) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock = sock
         self.endpoints: Endpoints = endpoints_of(sock)
+        self.decoder: NativeStreamDecoder | StreamDecoder
         if native:
             self.decoder = NativeStreamDecoder(MAX_NATIVE_FRAME)
             self.framing = Framing(native_header, native_control, MAX_NATIVE_FRAME)
@@ -126,6 +127,6 @@ class TcpLink:
 
 async def open_tcp_link(sock: socket.socket, settings, timeout: float, nat_hack: bool = False):
     """The TCP transport keeps using the handshake's connection."""
-    return TcpLink(sock, max_frame=int(settings.options.get("max_frame", 2148)),
+    return TcpLink(sock, max_frame=int(settings.options.get("max_frame", MAX_FRAME)),
                    native=bool(settings.options.get("native_framing")
                                or settings.options.get("secure")))

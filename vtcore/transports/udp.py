@@ -14,7 +14,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from vtcore.protocol.frames import decode_datagram
+from vtcore.protocol.frames import MAX_FRAME, decode_datagram
 from vtcore.protocol.udp import pack_port, unpack_port
 from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, endpoints_of
 
@@ -76,7 +76,7 @@ class UdpLink:
     stream = False
 
     def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
-                 max_frame: int = 2148, raw: bool = False) -> None:
+                 max_frame: int = MAX_FRAME, raw: bool = False) -> None:
         sock.setblocking(False)
         _grow_buffers(sock)
         self.gso = _gso_supported(sock)
@@ -279,5 +279,5 @@ async def open_udp_link(tcp: socket.socket, settings, timeout: float,
         tcp.close()
     ends = Endpoints(local[0], local[1], remote[0], peer_port)
     return UdpLink(udp, ends, connected=not nat_hack,
-                   max_frame=int(settings.options.get("max_frame", 2148)),
+                   max_frame=int(settings.options.get("max_frame", MAX_FRAME)),
                    raw=bool(settings.options.get("secure")))

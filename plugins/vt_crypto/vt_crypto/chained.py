@@ -232,7 +232,7 @@ class ChainedCodec:
         self.send_rsyn = True
         return None
 
-    def _gibberish_frame(self) -> None:
+    def _gibberish_frame(self) -> bytes | None:
         """vtund's gibberish rule: ask for a new IV; re-init our own after 10 or 2 s."""
         self.dropped += 1
         now = self._clock()

@@ -7,6 +7,7 @@ Pure data plus two small helpers; the codecs in :mod:`ecb`, :mod:`chained` and
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,12 +49,13 @@ class CipherSpec:
     def algorithm(self, key: bytes) -> BlockCipherAlgorithm:
         return algorithms.AES(key) if self.family == "aes" else Blowfish(key)
 
-    def chaining_mode(self, iv: bytes) -> modes.Mode:
+    def chaining_mode(self, iv: bytes) -> modes.ModeWithInitializationVector:
         """The IV mode context; CFB is full-block (CFB64 Blowfish, CFB128 AES) as in OpenSSL."""
         return _MODES[self.mode](iv)
 
 
-_MODES = {"cbc": modes.CBC, "cfb": CFB, "ofb": OFB}
+_MODES: dict[str, Callable[[bytes], modes.ModeWithInitializationVector]] = {
+    "cbc": modes.CBC, "cfb": CFB, "ofb": OFB}
 
 
 def _table() -> dict[int, CipherSpec]:

@@ -7,11 +7,10 @@ as a secure mode (``vt_register_secure_modes``): it replaces the handshake and f
 from __future__ import annotations
 
 import structlog
+from vt_api import FrameModule, FrameModuleType, LinkSettings, Registry, Stage, hookimpl
 
-import vtcore
 from vt_crypto.ciphers import CIPHERS, MAX_FRAME, WORDS
 from vt_crypto.factory import make_codec
-from vtcore.api import FrameModule, FrameModuleType, LinkSettings, Registry, Stage
 
 log = structlog.get_logger()
 
@@ -44,12 +43,12 @@ CRYPTO = FrameModuleType(
 )
 
 
-@vtcore.hookimpl
+@hookimpl
 def vt_register_frame_modules(registry: Registry) -> None:
     registry.add_frame_module(CRYPTO)
 
 
-@vtcore.hookimpl
+@hookimpl
 def vt_register_secure_modes(registry: Registry) -> None:
     from vt_crypto.secure.mode import MODE
 

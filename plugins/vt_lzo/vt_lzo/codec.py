@@ -19,8 +19,7 @@ the compressor rests for a while on traffic that does not compress.
 from __future__ import annotations
 
 import lzo
-
-from vtcore.compression import MARK_PACKED, MARK_RAW, PACKED, RAW, AdaptiveSkip
+from vt_api.compression import MARK_PACKED, MARK_RAW, PACKED, RAW, AdaptiveSkip
 
 DEFAULT_MAX_FRAME = 2048 + 100
 """vtund's frame buffer: the largest payload a decoded frame may have."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from vt_api import FrameModuleType, LinkSettings, Registry, Stage, hookimpl
+
 from vt_lzo.codec import DEFAULT_MAX_FRAME, LzoModule
-from vtcore.api import FrameModuleType, LinkSettings, Registry, Stage
-from vtcore.hookspecs import hookimpl
 
 STAGE = Stage.COMPRESS + 1
 """Just after zlib on the way out (vtund stacks zlib, then lzo, should both be on)."""

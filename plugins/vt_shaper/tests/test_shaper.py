@@ -6,10 +6,9 @@ import random
 
 import pytest
 from vt_shaper.bucket import MIN_PAUSE, Shaper, vtund_limit
-from vt_shaper.plugin import create, vt_register_frame_modules
+from vt_shaper.plugin import create, vt_register_pacers
 
-from vtcore.api import FrameModule, LinkSettings, PacingModule, Registry, Stage
-from vtcore.testing import check_frame_module, link_settings
+from vtcore.api import FrameModule, LinkSettings, PacingModule, Registry
 
 FRAME = 1400
 
@@ -107,26 +106,21 @@ def test_clock_going_backwards_adds_no_credit() -> None:
     assert pause == pytest.approx(FRAME / shaper.rate)
 
 
-def test_frames_pass_unchanged() -> None:
+def test_a_pacer_not_a_frame_module() -> None:
+    """It sees no frame: the linker only asks it how long to pause."""
     shaper = Shaper(64)
-    assert shaper.encode(b"abc") == b"abc"
-    assert shaper.decode(b"xyz") == b"xyz"
-    assert isinstance(shaper, FrameModule) and isinstance(shaper, PacingModule)
-
-
-def test_keeps_the_linker_contract() -> None:
-    """vtcore.testing's check: the shaper passes every frame, hostile ones too, unchanged."""
-    s = link_settings(role="client", speed_out=512)
-    report = check_frame_module(lambda: create(s), hostile=300)
-    assert report.round_trips == 200 and report.hostile_dropped == 0
+    assert isinstance(shaper, PacingModule) and not isinstance(shaper, FrameModule)
 
 
 def test_registration_and_factory() -> None:
     reg = Registry(current_plugin="shaper")
-    vt_register_frame_modules(reg)
-    item = reg.frame_modules["shaper"]
-    assert item.stage == Stage.SHAPE and item.keyword == "speed" and item.words == {}
-    assert reg.answering("speed") is item and reg.answering("speed", "128") is item
+    vt_register_pacers(reg)
+    item = reg.pacers["shaper"]
+    assert item.keyword == "speed" and reg.frame_modules == {}
+    assert reg.answers("speed") and reg.answers("speed", "128")
+    assert reg.answering("speed") is None  # no frame module answers it
+    (name, pacer), = reg.pacers_for(LinkSettings(host="h", role="client", speed_out=64))
+    assert name == "plugin shaper (shaper)" and isinstance(pacer, Shaper)
     assert item.describe == "speed N | IN:OUT kbit/s"
     assert create(LinkSettings(host="h", role="server")) is None
     shaper = create(LinkSettings(host="h", role="client", speed_out=512))

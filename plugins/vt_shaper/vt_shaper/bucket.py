@@ -33,7 +33,7 @@ def vtund_limit(kbps: int) -> int:
 
 
 class Shaper:
-    """Pacing module for one session's outgoing direction (``PacingModule``)."""
+    """Pacer for one session's outgoing direction (``vt_api.PacingModule``)."""
 
     def __init__(self, kbps: int) -> None:
         self.kbps = kbps
@@ -41,17 +41,8 @@ class Shaper:
         """Limit in bytes per second."""
         self.burst = max(BURST_SECONDS * self.rate, BURST_FRAMES * MAX_FRAME)
         """Bucket size in bytes."""
-        self.dropped = 0
-        """Always 0: the shaper delays, it never drops."""
         self._tokens = self.burst
         self._last: float | None = None
-
-    # Frames pass unchanged: the shaper only counts (in ``sent``) and paces.
-    def encode(self, frame: bytes) -> bytes | None:
-        return frame
-
-    def decode(self, frame: bytes) -> bytes | None:
-        return frame
 
     def sent(self, nbytes: int, now: float) -> float:
         """Account for ``nbytes`` of encoded payload sent at ``now`` (seconds, monotonic).

@@ -1,10 +1,11 @@
-"""Registers the shaper: answers ``speed`` (vtund flag ``S<n>``), paces outgoing frames."""
+"""Registers the shaper as a pacer: answers ``speed`` (vtund flag ``S<n>``), paces what
+this side sends."""
 
 from __future__ import annotations
 
+from vt_api import LinkSettings, PacerType, Registry, hookimpl
+
 from vt_shaper.bucket import Shaper
-from vtcore.api import FrameModuleType, LinkSettings, Registry, Stage
-from vtcore.hookspecs import hookimpl
 
 
 def create(settings: LinkSettings) -> Shaper | None:
@@ -14,15 +15,10 @@ def create(settings: LinkSettings) -> Shaper | None:
     return Shaper(settings.speed_out)
 
 
+SHAPER = PacerType(name="shaper", keyword="speed", create=create,
+                   describe="speed N | IN:OUT kbit/s")
+
+
 @hookimpl
-def vt_register_frame_modules(registry: Registry) -> None:
-    registry.add_frame_module(
-        FrameModuleType(
-            name="shaper",
-            stage=Stage.SHAPE,
-            keyword="speed",
-            words={},
-            create=create,
-            describe="speed N | IN:OUT kbit/s",
-        )
-    )
+def vt_register_pacers(registry: Registry) -> None:
+    registry.add_pacer(SHAPER)

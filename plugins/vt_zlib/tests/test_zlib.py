@@ -211,15 +211,14 @@ def test_registration_and_factory() -> None:
     assert create(link_settings(compress=("lzo", 1))) is None
     mod = create(link_settings(compress=("zlib", 9)))
     assert isinstance(mod, FrameModule) and isinstance(mod, ZlibModule)
-    assert mod.level == 9 and mod.warning is None and mod.max_frame == 2148
+    assert mod.level == 9 and mod.max_frame == 2148
     assert reg.chain(link_settings(compress=("zlib", 3)))[0].level == 3
 
 
-def test_factory_reads_max_frame_and_warns_on_udp() -> None:
+def test_factory_reads_max_frame() -> None:
     mod = create(link_settings(compress=("zlib", 1), transport="udp", options={"max_frame": 1500}))
     assert mod is not None
     assert mod.max_frame == 1500
-    assert mod.warning and "udp" in mod.warning.lower()
 
 
 # --------------------------------------------------------------------------- native path

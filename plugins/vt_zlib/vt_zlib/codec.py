@@ -41,9 +41,8 @@ import zlib
 from types import ModuleType
 
 import structlog
+from vt_api.compression import MARK_PACKED, MARK_RAW, PACKED, RAW, AdaptiveSkip
 from zlib_ng import zlib_ng
-
-from vtcore.compression import MARK_PACKED, MARK_RAW, PACKED, RAW, AdaptiveSkip
 
 DEFAULT_MAX_FRAME = 2048 + 100
 """vtund's frame buffer: the largest payload a decoded frame may have."""
@@ -53,11 +52,6 @@ SYNC_MARKER = b"\x00\x00\xff\xff"
 
 DRAIN_LIMIT = 1 << 20
 """Most bytes inflated (and discarded) from one oversized frame before giving up on it."""
-
-UDP_WARNING = (
-    "zlib compression over UDP: one continuous stream per direction; a lost datagram "
-    "corrupts later frames (vtund behaves the same). Prefer lzo or tcp."
-)
 
 log = structlog.get_logger()
 
@@ -74,7 +68,6 @@ class ZlibModule:
         self,
         level: int = 1,
         max_frame: int = DEFAULT_MAX_FRAME,
-        transport: str = "tcp",
         *,
         native: bool = False,
         engine: ModuleType = zlib_ng,
@@ -95,7 +88,6 @@ class ZlibModule:
         """Inflate errors seen (0 or 1: the first one breaks the stream)."""
         self.broken = False
         """True once the inflate stream is out of step with the peer (for good)."""
-        self.warning: str | None = UDP_WARNING if transport == "udp" else None
 
     # ------------------------------------------------------------------ device -> network
 
@@ -154,11 +146,12 @@ class ZlibModule:
                 return
         raise self._error(f"frame inflates beyond {DRAIN_LIMIT} bytes")
 
-    def _drop(self) -> None:
+    def _drop(self) -> bytes | None:
+        """Count a dropped frame; the None that ``decode`` returns for it."""
         self.dropped += 1
         return None
 
-    def _break(self, exc: Exception) -> None:
+    def _break(self, exc: Exception) -> bytes | None:
         self.errors += 1
         self.broken = True
         # Logged once per session: afterwards frames are dropped silently (counted).

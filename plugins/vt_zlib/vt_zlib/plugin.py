@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from vt_api import FrameModuleType, LinkSettings, Registry, Stage, hookimpl
+
 from vt_zlib.codec import DEFAULT_MAX_FRAME, ZlibModule
-from vtcore.api import FrameModuleType, LinkSettings, Registry, Stage
-from vtcore.hookspecs import hookimpl
 
 
 def max_frame(settings: LinkSettings) -> int:
@@ -17,7 +17,7 @@ def create(settings: LinkSettings) -> ZlibModule | None:
     """A module for sessions that settled on zlib, else None."""
     if settings.compress is None or settings.compress[0] != "zlib":
         return None
-    return ZlibModule(settings.compress[1], max_frame(settings), settings.transport,
+    return ZlibModule(settings.compress[1], max_frame(settings),
                       native=bool(settings.options.get("native")))
 
 

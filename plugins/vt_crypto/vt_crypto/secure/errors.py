@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vtcore.api import HandshakeRefused
+from vt_api import HandshakeRefused
 
 
 class SecureHandshakeError(HandshakeRefused):

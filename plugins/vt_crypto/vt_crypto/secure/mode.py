@@ -12,9 +12,12 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
+from typing import Any, cast
 
 import structlog
+from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Framing, Link, Role
 
+from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
 from vt_crypto.secure.limiter import HandshakeLimiter, source_key
 from vt_crypto.secure.negotiate import HOST_TOKEN, Offer, check_server_reply, server_mode
@@ -28,8 +31,6 @@ from vt_crypto.secure.seal import (
 )
 from vt_crypto.secure.settings import DEFAULT_MAX_FRAME, SecureSettings
 from vt_crypto.secure.suites import SECURE_WORDS
-from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ
-from vtcore.transports.base import Framing
 
 _TO_TYPE = {ECHO_REQ: FRAME_ECHO_REQ, ECHO_REP: FRAME_ECHO_REP, CONN_CLOSE: FRAME_CLOSE}
 _TO_FLAG = {FRAME_DATA: 0, FRAME_ECHO_REQ: ECHO_REQ, FRAME_ECHO_REP: ECHO_REP,
@@ -69,7 +70,7 @@ class SealedLink:
         self._seal = crypto.sealer.seal  # the data path: one call, no wrapper
         self.stream = stream
         self.rejected = 0
-        self._head = inner.framing.header if stream else None
+        self._head = inner.framing.header  # a stream's frames keep the transport's header
         self.framing = Framing(inner.framing.header, self._control, max_payload, self._data)
         self._first: tuple[int, bytes] | None = None
         """The (flag, payload) of the datagram that named a nat_hack peer, opened already."""
@@ -128,7 +129,7 @@ class SealedLink:
 
     # Link protocol: what the tunnel calls
     @property
-    def endpoints(self):
+    def endpoints(self) -> Endpoints:
         return self.inner.endpoints
 
     @property
@@ -239,8 +240,12 @@ class AeadSecureMode:
                          options: Mapping[str, object], transcript: bytes):
         settings = None
         if password is not None:
-            settings = SecureSettings(flags=flags, suite=offer.suite,  # type: ignore[attr-defined]
-                                      max_frame=DEFAULT_MAX_FRAME, options=dict(options))
+            suite = offer.suite if isinstance(offer, Offer) else None
+            if suite is None:  # server_offer made it: never happens
+                raise SecureHandshakeError("not a secure-mode offer")
+            # SecureSettings checks the option types itself.
+            settings = SecureSettings(flags=flags, suite=suite, max_frame=DEFAULT_MAX_FRAME,
+                                      options=cast("dict[str, str | int | bool]", dict(options)))
         return ServerSecureHandshake(host, password, settings, transcript)
 
     def client_accepts(self, block: bytes, host: str, require: bool) -> bool:
@@ -249,7 +254,7 @@ class AeadSecureMode:
     def client_handshake(self, offer: bytes, host: str, password: bytes, transcript: bytes):
         return ClientSecureHandshake(host, password, transcript)
 
-    def wrap_link(self, established, link, role: str) -> SealedLink:
+    def wrap_link(self, established: Any, link: Link, role: Role) -> SealedLink:
         stream = bool(getattr(link, "stream", False))
         crypto = SessionCrypto(established.keys, role, time.monotonic(),
                                window=None if stream else UDP_WINDOW, **rekey_timers())

@@ -13,12 +13,12 @@ host name from another (the server's choice stays on the :class:`Offer` object).
 
 from __future__ import annotations
 
+from vt_api import HOST_TOKEN
+
 from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.suites import AUTO_WORD, SECURE_WORDS, SUITES, choose_suite
 from vtcore.protocol.handshake import MESG_SIZE, pack_msg, unpack_msg
 
-HOST_TOKEN = "vt2"
-"""Token a vt client appends to ``HOST:``."""
 OFFER_TEXT = "OK VT3"
 OLD_OFFER_PREFIXES = ("OK VT2 ",)
 """Offers of earlier secure-mode versions (SPAKE2): refused with a clear message."""
