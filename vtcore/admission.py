@@ -18,6 +18,9 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+Ticket = TypeVar("Ticket", bound=Hashable)
 
 
 def source_key(address: str) -> str:
@@ -34,8 +37,10 @@ def source_key(address: str) -> str:
     return str(ip)
 
 
-class HandshakeSlots:
-    """Half-open handshakes by source; the caller ends every evicted one at once."""
+class HandshakeSlots(Generic[Ticket]):
+    """Half-open handshakes by source; the caller ends every evicted one at once.  Generic
+    in the ticket (the server's are its handshake tasks): what :meth:`admit` evicts is what
+    was admitted, so the caller can end it."""
 
     def __init__(self, max_pending: int = 256, per_source: int = 16) -> None:
         if max_pending < 1 or per_source < 1:
@@ -43,20 +48,20 @@ class HandshakeSlots:
         self.max_pending = max_pending
         self.per_source = per_source
         self.evicted = 0
-        self._slots: OrderedDict[Hashable, str] = OrderedDict()  # ticket -> source, oldest first
+        self._slots: OrderedDict[Ticket, str] = OrderedDict()  # ticket -> source, oldest first
         self._count: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._slots)
 
-    def __contains__(self, ticket: Hashable) -> bool:
+    def __contains__(self, ticket: object) -> bool:
         return ticket in self._slots
 
-    def admit(self, ticket: Hashable, source: str) -> list[Hashable]:
+    def admit(self, ticket: Ticket, source: str) -> list[Ticket]:
         """Give ``ticket`` a slot; return the tickets evicted to make room (oldest of
         ``source`` when it is at its cap, else the oldest of the busiest source when all
         slots are taken).  Call :meth:`release` when ``ticket``'s handshake ends."""
-        evicted: list[Hashable] = []
+        evicted: list[Ticket] = []
         if self._count.get(source, 0) >= self.per_source:
             evicted.append(self._oldest_of(source))
         elif len(self._slots) >= self.max_pending:
@@ -69,7 +74,7 @@ class HandshakeSlots:
         self._count[source] = self._count.get(source, 0) + 1
         return evicted
 
-    def release(self, ticket: Hashable) -> None:
+    def release(self, ticket: Ticket) -> None:
         """``ticket``'s handshake ended (or was evicted); unknown tickets are ignored."""
         source = self._slots.pop(ticket, None)
         if source is None:
@@ -80,7 +85,7 @@ class HandshakeSlots:
         else:
             del self._count[source]
 
-    def _oldest_of(self, source: str) -> Hashable:
+    def _oldest_of(self, source: str) -> Ticket:
         return next(t for t, s in self._slots.items() if s == source)
 
 
@@ -132,26 +137,33 @@ class HostBackoff:
         self.max_hosts = max_hosts
         self._hosts: OrderedDict[str, _HostState] = OrderedDict()
 
-    def _state(self, host: str, now: float, create: bool = False) -> _HostState | None:
+    def _state(self, host: str, now: float) -> _HostState | None:
+        """``host``'s live record (None if it has none, or it was forgotten)."""
         st = self._hosts.get(host)
-        if st is not None and now - st.touched > self.forget_after and not st.in_flight:
+        if st is None:
+            return None
+        if now - st.touched > self.forget_after and not st.in_flight:
             del self._hosts[host]
-            st = None
-        if st is None and create:
-            st = self._hosts[host] = _HostState(touched=now)
-            while len(self._hosts) > self.max_hosts:
-                self._hosts.popitem(last=False)
-        if st is not None:
-            self._hosts.move_to_end(host)
+            return None
+        self._hosts.move_to_end(host)
+        return st
+
+    def _new_state(self, host: str, now: float) -> _HostState:
+        """A fresh record for ``host``, the least recent one forgotten beyond ``max_hosts``."""
+        st = self._hosts[host] = _HostState(touched=now)
+        while len(self._hosts) > self.max_hosts:
+            self._hosts.popitem(last=False)
         return st
 
     def allow(self, host: str, now: float, reserve: bool = True) -> bool:
         """May a password be tried for ``host`` now?  Under the budget, yes; in back-off,
         one attempt per interval (the next one only after it).  ``reserve=False`` only
         asks (an early check that spends nothing)."""
-        st = self._state(host, now, create=reserve)
+        st = self._state(host, now)
         if st is None:
-            return True
+            if not reserve:
+                return True
+            st = self._new_state(host, now)
         st.touched = now
         if st.failures + st.in_flight < self.free:
             pass
@@ -182,7 +194,7 @@ class HostBackoff:
     def failed(self, host: str, now: float) -> BackoffNotice | None:
         """A password guess for ``host`` failed.  Returns a notice to log when the host
         is in back-off and nothing was logged for it in the current window, else None."""
-        st = self._end(host, now) or self._state(host, now, create=True)
+        st = self._end(host, now) or self._new_state(host, now)
         st.failures += 1
         st.touched = now
         if st.failures < self.free:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 SYSLOG_SOCKET_ENV = "VT_SYSLOG_SOCKET"
 """Where syslog listens (default ``/dev/log``); set for a chroot or a test's own socket."""
@@ -41,7 +42,7 @@ _PRIORITY = {"debug": syslog.LOG_DEBUG, "info": syslog.LOG_INFO, "warning": sysl
              "error": syslog.LOG_ERR, "critical": syslog.LOG_CRIT}
 
 
-def redact_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(_logger: Any, _name: str, event: EventDict) -> EventDict:
     for key in SECRET_KEYS.intersection(event):
         event[key] = "[redacted]"
     return event
@@ -55,7 +56,7 @@ def _kv_renderer() -> Any:
     return structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)
 
 
-def _level_of(event: dict[str, Any], name: str) -> str:
+def _level_of(event: EventDict, name: str) -> str:
     event.pop("timestamp", None)
     return event.pop("level", name)
 
@@ -67,7 +68,7 @@ class SyslogRenderer:
         self._handler = handler
         self._kv = _kv_renderer()
 
-    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> str:
+    def __call__(self, logger: Any, name: str, event: EventDict) -> str:
         level = _level_of(event, name)
         line = self._kv(logger, name, event)
         # The PID is read per line: the daemon forks after logging is set up.
@@ -83,7 +84,7 @@ class JournalRenderer:
     def __init__(self) -> None:
         self._kv = _kv_renderer()
 
-    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> str:
+    def __call__(self, logger: Any, name: str, event: EventDict) -> str:
         level = _level_of(event, name)
         return f"<{_PRIORITY.get(level, syslog.LOG_INFO)}>{self._kv(logger, name, event)}"
 
@@ -95,19 +96,20 @@ def open_syslog(facility: str | int = "daemon") -> logging.handlers.SysLogHandle
     """A connection to the syslog socket, or LogSetupError when nothing listens there."""
     fac = FACILITIES.get(str(facility), facility if isinstance(facility, int) else None)
     path = os.environ.get(SYSLOG_SOCKET_ENV) or DEFAULT_SYSLOG_SOCKET
-    error: OSError | None = None
+    errors: list[OSError] = []
     # The handler itself ignores an unreachable socket (as openlog(3) does): probe first.
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
         with socket.socket(socket.AF_UNIX, kind) as probe:
             try:
                 probe.connect(path)
             except OSError as exc:
-                error = error or exc
+                errors.append(exc)
                 continue
         # syslog's LOG_* facilities are shifted; the handler shifts them itself.
         return logging.handlers.SysLogHandler(
             address=path, facility=(fac if fac is not None else syslog.LOG_DAEMON) >> 3,
             socktype=kind)
+    error = errors[0]
     raise LogSetupError(f"syslog is unreachable ({path}: {error.strerror or error})")
 
 
@@ -182,7 +184,7 @@ def configure(fmt: str | Destination = "auto", level: str = "info",
     colours on a terminal), ``journal`` or ``syslog`` (on ``stream``, or stderr)."""
     dest = fmt if isinstance(fmt, Destination) else Destination(fmt, stream=stream)
     stream = dest.stream or sys.stderr
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         redact_secrets,
@@ -190,7 +192,7 @@ def configure(fmt: str | Destination = "auto", level: str = "info",
     fmt = dest.fmt
     if fmt == "syslog":
         handler = dest.syslog or open_syslog(syslog_facility or "daemon")
-        processors = [*shared, SyslogRenderer(handler)]
+        processors: list[Processor] = [*shared, SyslogRenderer(handler)]
         factory: Any = structlog.ReturnLoggerFactory()
     elif fmt == "journal":
         processors = [*shared, JournalRenderer()]

@@ -209,7 +209,7 @@ def acquire(lockdir: str, host: str, mode: str) -> HostLock | None:
                     log.info("removing stale lock", host=host)
                 _remove(dfd, name, st)
                 continue
-            if kind == "busy":
+            if kind == "busy" or holder is None:  # only "vt" and "vtund" name a holder
                 log.warning("lock held by a process it does not name; not signalled", host=host)
                 return None
             if mode != "killold":

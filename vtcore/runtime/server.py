@@ -56,6 +56,16 @@ DEAD_SESSION_WAIT = 10.0
 log = structlog.get_logger("vt.server")
 
 
+def _own_task() -> asyncio.Task:
+    """The connection's task, which keys its handshake slot, guard and guess.  Every
+    connection is handled in the task :meth:`Server.spawn` made for it (never from a bare
+    loop callback), so there is one: its absence is a bug, not a peer's doing."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("a connection is handled outside its own task")
+    return task
+
+
 @dataclass
 class ServerOptions:
     """Command-line overrides of the config's ``options``."""
@@ -83,7 +93,8 @@ class Server:
     def __post_init__(self) -> None:
         self.live: dict[str, list[_Live]] = {}
         self._tasks: set[asyncio.Task] = set()
-        self.slots = HandshakeSlots(MAX_PENDING_HANDSHAKES, PER_SOURCE_HANDSHAKES)
+        self.slots: HandshakeSlots[asyncio.Task] = HandshakeSlots(MAX_PENDING_HANDSHAKES,
+                                                                 PER_SOURCE_HANDSHAKES)
         self.backoff = HostBackoff()
         self._evictions_logged = (float("-inf"), 0)
         self._attempts: dict[asyncio.Task, str] = {}
@@ -266,7 +277,7 @@ class Server:
         try:
             try:
                 async with asyncio.timeout_at(deadline + 2.0) as guard:
-                    self._guards[asyncio.current_task()] = guard
+                    self._guards[_own_task()] = guard
                     accepted = await self._authenticate(conn, plog, deadline)
             except TimeoutError:
                 self.handshake_results["denied"] += 1
@@ -291,7 +302,7 @@ class Server:
         and it can no longer be evicted (so never while it takes the host's lock).  A
         guess left without a verdict (evicted after its msg1) counts as failed: else
         evicting one's own handshakes would be a way round the budget."""
-        task = asyncio.current_task()
+        task = _own_task()
         self.slots.release(task)
         guard = self._guards.pop(task, None)
         if guard is not None and not guard.expired():
@@ -312,7 +323,7 @@ class Server:
     def _verdict(self, host: str, ok: bool, plog) -> None:
         """The current attempt for ``host`` proved the password, or spent a guess.  A
         failure is logged when the host's back-off (re)starts, once per window."""
-        if self._attempts.pop(asyncio.current_task(), None) is None:
+        if self._attempts.pop(_own_task(), None) is None:
             return
         now = asyncio.get_running_loop().time()
         if ok:
@@ -354,7 +365,8 @@ class Server:
                 if isinstance(event, HostAnnounced):
                     name = event.host
                     if not self.backoff.allow(name, loop.time(), reserve=False):
-                        return await self._refuse_backoff(conn, hs, name, plog)
+                        await self._refuse_backoff(conn, hs, name, plog)
+                        return None
                     mode, offer = self._secure_offer(event)
                     if offer is not None:
                         return await self._secure(conn, mode, offer, greeting + host_block,
@@ -363,8 +375,9 @@ class Server:
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
                     if not self.backoff.allow(name, loop.time()):
-                        return await self._refuse_backoff(conn, hs, name, plog)
-                    self._attempts[asyncio.current_task()] = name
+                        await self._refuse_backoff(conn, hs, name, plog)
+                        return None
+                    self._attempts[_own_task()] = name
                     ok = self._password_ok(hs, host)
                     lock = None
                     if not ok:
@@ -432,7 +445,7 @@ class Server:
             """msg1 is in: the password is about to be tried, so the budget is asked
             now (a client that never sends msg1 spends nothing)."""
             nonlocal backoff
-            task = asyncio.current_task()
+            task = _own_task()
             if task in self._attempts:
                 return
             if not self.backoff.allow(event.host, loop.time()):
@@ -542,8 +555,7 @@ class Server:
         settings = server_settings(host, features, established)
         session = Session(host=host, options=self.config.options, settings=settings,
                           registry=self.plugins.registry, peer=peer, stat=host.stat)
-        task = asyncio.current_task()
-        assert task is not None  # run as the connection's task
+        task = _own_task()
         live = _Live(session, task, lock)
         self.live.setdefault(host.name, []).append(live)
         self._claimed.discard(host.name)

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import structlog
 from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Framing, Link, Role
@@ -41,7 +41,15 @@ TEST_TIMERS_ENV = "VT_TEST_SECURE_REKEY"
 """Test-only: ``REKEY,REJECT`` seconds (e.g. ``2,3``) instead of 120 and 180."""
 
 
-def rekey_timers() -> dict[str, float]:
+class RekeyTimers(TypedDict, total=False):
+    """Keyword arguments of :class:`SessionCrypto` that override its rekey timers."""
+
+    rekey_seconds: float
+    reject_seconds: float
+    retry_seconds: float
+
+
+def rekey_timers() -> RekeyTimers:
     """The rekey timers: WireGuard's 120 s / 180 s, or the test knob's (never shorter
     than a second, and REJECT above REKEY)."""
     raw = os.environ.get(TEST_TIMERS_ENV, "")
@@ -186,7 +194,9 @@ class SealedLink:
         """Opened here, once: :meth:`read_frames` hands on the result (a second open
         would count it as a replay)."""
         opened = self.crypto.open(frame, time.monotonic())
-        flag = None if opened is None else _TO_FLAG.get(opened[0])
+        if opened is None:
+            return False
+        flag = _TO_FLAG.get(opened[0])
         if flag is None:
             return False
         self._first = (flag, opened[1])

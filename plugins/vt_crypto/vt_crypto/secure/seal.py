@@ -312,14 +312,16 @@ class Opener:
     def _find(self, epoch_byte: int, now: float) -> _Epoch | None:
         ep = self._cur
         if epoch_byte != ep.number & 0xFF:
-            ep = self._next
-            if ep is None or epoch_byte != ep.number & 0xFF:
-                ep = self._prev
-                if ep is None or epoch_byte != ep.number & 0xFF:
-                    return None
-                if now >= ep.expires:
+            nxt, prev = self._next, self._prev
+            if nxt is not None and epoch_byte == nxt.number & 0xFF:
+                ep = nxt
+            elif prev is not None and epoch_byte == prev.number & 0xFF:
+                if now >= prev.expires:
                     self._prev = None  # grace over: drop the old key
                     return None
+                ep = prev
+            else:
+                return None
         if now - ep.installed >= self._reject:
             return None  # the key is too old to trust
         return ep
