@@ -76,6 +76,7 @@ class Relay:
 
     def arm(self) -> None:
         self.armed = True
+        emit(event="armed")  # the test acts only after this (a signal is asynchronous)
         if self.a.mode == "replay":
             self.replay()
 

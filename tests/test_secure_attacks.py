@@ -72,8 +72,16 @@ class Tool:
             time.sleep(0.05)
         raise HarnessError(f"tool: no {name!r} event; output:\n{self.out.read_text()}")
 
-    def signal(self) -> None:
+    def signal(self, timeout: float = 10) -> None:
+        """SIGUSR1 arms a relay; returns once it says so.  Traffic sent before that would
+        pass unharmed (the race that made the flip tests flaky on a loaded machine)."""
+        armed = sum(ev.get("event") == "armed" for ev in self.events())
         os.killpg(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while sum(ev.get("event") == "armed" for ev in self.events()) <= armed:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise HarnessError(f"tool: not armed; output:\n{self.out.read_text()}")
+            time.sleep(0.02)
 
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout=timeout)
