@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from plugin_dist import install_example, run_example_tests, vt, with_site
+from test_plugins_words import handshake
 
 from vtcore.config import parse_config
 from vtcore.protocol.events import Accepted, Denied
@@ -99,18 +100,6 @@ def test_the_reason_after_err_goes_to_a_vt_client_only() -> None:
         assert block.rstrip(b"\0") == (f"ERR {told}\n" if told else "ERR\n").encode()
         client.receive_data(block)
         assert client.next_event() == Denied(told)
-
-
-def handshake(client: ClientHandshake, flags: str):
-    server = ServerHandshake()
-    client.receive_data(server.initiate())
-    server.receive_data(client.data_to_send())
-    server.next_event()
-    client.receive_data(server.send_challenge(bytes(range(16))))
-    server.receive_data(client.data_to_send())
-    server.next_event()
-    client.receive_data(server.accept(flags))
-    return client.next_event()
 
 
 # ------------------------------------------------------------------ the distribution
