@@ -76,7 +76,7 @@ def test_a_client_stops_when_its_compressor_is_not_confirmed() -> None:
     assert confirmation_error("zstd", (HOST_TOKEN, *OFFER), "", "srv") == vtund
     assert confirmation_error("zstd", (HOST_TOKEN, *OFFER), "no", "srv") == vtund
     assert confirmation_error(None, (HOST_TOKEN,), "no+zstd:3", "srv") == (
-        "srv confirmed compress zstd, which this client did not offer")
+        "srv needs compress zstd, which this client does not offer (no plugin here provides it)")
 
 
 def test_the_offer_fits_the_host_line() -> None:
@@ -197,3 +197,29 @@ def test_vtund_and_vt_without_the_plugin_are_refused_on_both_sides(site: Path) -
                             timeout=10)
             vtund.wait_log(r"Session zt closed", timeout=10)  # vtund logs no reasons
             assert "session up" not in client.log()
+
+
+@pytest.mark.netns
+def test_secure_mode_carries_the_agreement_too(site: Path) -> None:
+    """With ``encrypt aead`` the features travel inside the secure handshake: zstd runs
+    between two vt-zstd ends; a client without the plugin learns it only after the
+    handshake (no refusal before authentication), and both ends say why."""
+    from netns import two_hosts, wait_ping
+    from peers import VtClient, VtServer
+
+    with two_hosts() as p:
+        ta, _ = p.add_tunnel_devices("zsrv", "zcli")
+        scfg = config("zsrv", compress="zstd:3", encrypt="aead")
+        ccfg = config("zcli", encrypt="aead")
+        with with_site(VtServer, site)(p.a, scfg) as server:
+            with with_site(VtClient, site)(p.b, ccfg, "zt", p.a_addr) as client:
+                wait_ping(p.b, ta, timeout=15)
+                for peer in (server, client):
+                    peer.wait_log(r"session up.*compress=zstd:3.*ZstdModule", timeout=10)
+            with VtClient(p.b, ccfg, "zt", p.a_addr, expect_exit=True) as bare:
+                bare.wait_log(r"secure mode established", timeout=10)
+                bare.wait_log(r"\S+ needs compress zstd, which this client does not offer",
+                              timeout=10)
+                server.wait_log(r"denied: host zt needs compress zstd, which the peer does "
+                                r"not offer", timeout=10)
+                assert "session up" not in bare.log()

@@ -117,11 +117,13 @@ def confirmed_compressor(features: str) -> tuple[str, int] | None:
 def confirmation_error(wanted: str | None, offer: tuple[str, ...], features: str,
                        server: str) -> str | None:
     """Why the client must not run the session the server accepted, or None: the server
-    confirmed a compressor this client did not offer, or did not confirm the one this
+    confirmed a compressor this client did not offer (a secure-mode server learns that
+    only after the handshake, and refuses then too), or did not confirm the one this
     client's host wants (vtund never confirms one)."""
     confirmed = confirmed_compressor(features)
     if confirmed is not None and confirmed[0] not in offered(offer):
-        return f"{server} confirmed compress {confirmed[0]}, which this client did not offer"
+        return (f"{server} needs compress {confirmed[0]}, which this client does not offer "
+                "(no plugin here provides it)")
     if wanted is not None and (confirmed is None or confirmed[0] != wanted):
         return (f"host needs compress {wanted}, which {server} did not confirm "
                 "(vtund, or vt without the plugin that provides it)")
