@@ -52,6 +52,7 @@ class ZstdModule:
             return self._drop()
         return out if len(out) == size else self._drop()
 
-    def _drop(self) -> None:
+    def _drop(self) -> bytes | None:
+        """Count a frame that was not ours; None drops it."""
         self.dropped += 1
         return None
