@@ -536,10 +536,13 @@ s.close()
 
 
 def transfer_file(
-    src_ns: Netns, dst_ns: Netns, dst_addr: str, nbytes: int = 1 << 20, timeout: float = 30
+    src_ns: Netns, dst_ns: Netns, dst_addr: str, nbytes: int = 1 << 20, timeout: float = 30,
+    data: bytes | None = None,
 ) -> bool:
-    """Send ``nbytes`` random bytes over TCP from src to dst; True if sha256 and size match."""
-    data = os.urandom(nbytes)
+    """Send ``data`` (default: ``nbytes`` random bytes) over TCP from src to dst; True if
+    sha256 and size match."""
+    data = os.urandom(nbytes) if data is None else data
+    nbytes = len(data)
     port = free_port()
     recv = dst_ns.popen(
         sys.executable, "-c", _RECV_SCRIPT, dst_addr, port, timeout,

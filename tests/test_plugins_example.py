@@ -7,20 +7,15 @@ Nothing in vtcore names vt-pcap; with the wheel off the path, vt must not know `
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from plugin_dist import PY, env_with, install_example, run, run_example_tests, vt, with_site
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "example-plugin"
-PY = sys.executable
-TIMEOUT = 240
 
 CONFIG = """\
 options {{ port 5000; }}
@@ -32,42 +27,12 @@ mylink {{
 """
 
 
-def run(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """Build the example's wheel from a copy outside the workspace; install it alone."""
-    base = tmp_path_factory.mktemp("vtpcap")
-    src = base / "src"
-    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info",
-                                                                  ".pytest_cache", "build"))
-    wheels = base / "wheels"
-    built = run([PY, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-                 "-w", str(wheels), str(src)], timeout=TIMEOUT)
-    assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = wheels.glob("vt_pcap-*.whl")
-    target = base / "site"
-    inst = run([PY, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check",
-                "--target", str(target), str(wheel)], timeout=TIMEOUT)
-    assert inst.returncode == 0, inst.stdout + inst.stderr
+    target = install_example(EXAMPLE, tmp_path_factory.mktemp("vtpcap"))
     assert (target / "vt_pcap" / "plugin.py").is_file()
     return target
-
-
-def env_with(site: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VT_DISABLE_PLUGINS", "VT_TRACE_HOOKS", "VT_TRACE_PLUGINS", "PYTHONPATH")}
-    if site is not None:
-        env["PYTHONPATH"] = str(site)
-    return env
-
-
-def vt(args: list[str], site: Path | None, **kw) -> subprocess.CompletedProcess[str]:
-    return run([PY, "-m", "vtcore", *args], env=env_with(site), **kw)
 
 
 def pcap_bytes(packets: list[bytes]) -> bytes:
@@ -132,15 +97,7 @@ def test_config_keyword_needs_the_plugin(site: Path, tmp_path: Path) -> None:
 
 def test_example_tests_pass_against_the_installed_wheel(site: Path, tmp_path: Path) -> None:
     """The plugin's own tests, run with only vtcore and the installed wheel."""
-    tests = tmp_path / "tests"
-    shutil.copytree(EXAMPLE / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
-    where = run([PY, "-c", "import vt_pcap; print(vt_pcap.__file__)"], env=env_with(site),
-                cwd=tmp_path)
-    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
-    res = run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-               str(tests)], env=env_with(site), cwd=tmp_path, timeout=120)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert re.search(r"\d+ passed", res.stdout)
+    run_example_tests(EXAMPLE, site, "vt_pcap", tmp_path)
 
 
 @pytest.mark.netns
@@ -149,13 +106,6 @@ def test_tunnel_capture_in_netns(site: Path, tmp_path: Path) -> None:
     namespaces, both ends capturing: each file holds the plain ICMP packets of both ways."""
     from netns import two_hosts, wait_ping
     from peers import VtClient, VtServer, vtund_conf
-
-    def with_site(cls):
-        class Peer(cls):
-            def argv(self) -> list[object]:
-                return ["env", f"PYTHONPATH={site}", *super().argv()]
-
-        return Peer
 
     def config(device: str, capture: Path, **extra: object) -> str:
         text = vtund_conf("pcapt", type="tun", device=device, **extra)
@@ -166,7 +116,8 @@ def test_tunnel_capture_in_netns(site: Path, tmp_path: Path) -> None:
         ta, tb = p.add_tunnel_devices("tpsrv", "tpcli")
         scfg = config("tpsrv", caps["server"], compress="zlib:9", proto="tcp")
         ccfg = config("tpcli", caps["client"])
-        with with_site(VtServer)(p.a, scfg), with_site(VtClient)(p.b, ccfg, "pcapt", p.a_addr):
+        with with_site(VtServer, site)(p.a, scfg), \
+                with_site(VtClient, site)(p.b, ccfg, "pcapt", p.a_addr):
             wait_ping(p.b, ta, timeout=15)
             p.b.run("ping", "-n", "-c", "4", "-i", "0.2", "-W", "2", "-p", "cafebabe", ta,
                     timeout=20)

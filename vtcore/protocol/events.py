@@ -42,7 +42,10 @@ class Accepted:
 @dataclass(frozen=True)
 class Denied:
     """Client side: the server answered ``ERR`` (unknown host, wrong password or lock;
-    vtund makes them indistinguishable)."""
+    vtund makes them indistinguishable).  ``reason``: what a vt server added after
+    ``ERR`` for a vt client (a feature it lacks), printable text only."""
+
+    reason: str = ""
 
 
 Event = HostAnnounced | ChallengeAnswered | Accepted | Denied

@@ -187,13 +187,16 @@ class ServerHandshake:
         self.state = ServerState.DONE
         return pack_msg(msg)
 
-    def reject(self) -> bytes:
-        """The ``ERR`` block (any failure, including after a ProtocolError); then close."""
+    def reject(self, reason: str = "") -> bytes:
+        """The ``ERR`` block (any failure, including after a ProtocolError); then close.
+        ``reason`` follows ``ERR`` only for a client that announced itself with a HOST
+        token: vtund's client gets vtund's bare ``ERR``."""
         if self.state is ServerState.DONE:
             raise RuntimeError("handshake already accepted")
         self.state = ServerState.FAILED
         self._events.clear()
-        return pack_msg("ERR\n")
+        told = f" {reason}" if reason and self.host_extra else ""
+        return pack_msg(f"ERR{told}\n")
 
     def trailing_data(self) -> bytes:
         """Bytes received after ``accept`` (belong to the tunnel); returned once."""
@@ -332,7 +335,8 @@ class ClientHandshake:
             return
         if text.startswith("ERR"):
             self.state = ClientState.FAILED
-            self._events.append(Denied())
+            reason = text[3:].split("\n", 1)[0].strip() if self.host_extra else ""
+            self._events.append(Denied("".join(c for c in reason if c.isprintable())))
             return
         if not text.startswith("OK"):
             self._fail("expected OK or ERR")

@@ -24,9 +24,14 @@ from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
 from vtcore.protocol.flags import parse_flags
-from vtcore.protocol.handshake import MESG_SIZE, ClientHandshake
+from vtcore.protocol.handshake import MAX_TEXT, MESG_SIZE, ClientHandshake
 from vtcore.runtime import fsguard, trust
-from vtcore.runtime.native import HOST_TOKEN
+from vtcore.runtime.native import (
+    HOST_TOKEN,
+    compressor_offer,
+    confirmation_error,
+    plugin_compressor,
+)
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import Session, SessionError, client_settings, flag_letters
@@ -271,6 +276,14 @@ class Client:
             block += await recv_some(sock, left, MESG_SIZE - len(block))
         return block
 
+    def _check_confirmed(self, wanted: str | None, offer: tuple[str, ...],
+                         features: str) -> None:
+        """Refuse, before any frame, a session whose compressor the two ends did not agree
+        on: compressed on one side only, the tunnel would carry garbage."""
+        error = confirmation_error(wanted, offer, features, self.server)
+        if error is not None:
+            raise ConnectError(error)
+
     async def connect(self):
         """Connect and authenticate; return the socket, the server's flags and the
         secure mode's ``(mode, established)`` (None on vtund's path)."""
@@ -287,6 +300,10 @@ class Client:
         require = configured or pinned
         if mode is not None and require:
             token = (mode.host_token,)
+        wanted = plugin_compressor(self.host.compress)
+        if token:
+            room = MAX_TEXT - len(f"HOST: {' '.join((self.host.name, *token))} \n")
+            token += compressor_offer(self.plugins.registry.words("compress"), wanted, room)
         letters = flag_letters(self.plugins.registry)
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
                              host_extra=token, letters=letters)
@@ -305,6 +322,7 @@ class Client:
                 self.log.info("secure mode established", **safe_log_fields(established))
                 if not configured:
                     self._remember()
+                self._check_confirmed(wanted, token, features)
                 return sock, replace(flags, extra=features), (mode, established)
             hs.receive_data(reply)
             while True:
@@ -315,9 +333,11 @@ class Client:
                 if isinstance(event, Accepted):
                     for warning in legacy_warnings(self.host.sslauth):
                         self.log.warning(warning)
+                    self._check_confirmed(wanted, token, event.flags.extra)
                     return sock, event.flags, None
                 if isinstance(event, Denied):
-                    raise ConnectError(f"connection denied by {self.server}")
+                    why = f": {event.reason}" if event.reason else ""
+                    raise ConnectError(f"connection denied by {self.server}{why}")
                 if event is None:
                     hs.receive_data(await recv_some(sock, timeout, hs.bytes_needed))
         except HandshakeRefused as exc:

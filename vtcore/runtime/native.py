@@ -17,6 +17,14 @@ itself.  Features:
 frame, exactly what vtund would send) -- for trouble-shooting and measurement.
 A man in the middle who strips the token or the ``F`` letter only costs speed; the
 secure mode (vt-crypto) authenticates its own negotiation.
+
+Plugin compressors (any ``compress WORD`` but vtund's zlib and lzo) have no letter in
+``OK FLAGS``, so they are agreed by name: a vt client offers the ones it has installed in
+one more HOST token (``HOST: name vt2 c=zstd,br``); a server whose host wants one confirms
+it after the letters (``F<letters>+zstd:19``), or, when the peer did not offer it (vtund,
+or vt without the plugin), refuses before the session: a tunnel compressed on one side
+only would carry garbage.  A client configured for a plugin compressor that the server
+does not confirm (vtund never does) stops with a clear error for the same reason.
 """
 
 from __future__ import annotations
@@ -25,10 +33,20 @@ from vt_api import HOST_TOKEN
 
 from vtcore.protocol.native import MAX_NATIVE_FRAME
 
-__all__ = ["HOST_TOKEN", "feature_options", "legacy_cipher", "server_features"]
+__all__ = [
+    "HOST_TOKEN", "compressor_offer", "confirmation_error", "confirmed_compressor",
+    "feature_options", "legacy_cipher", "plugin_compressor", "refusal", "server_features",
+]
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
 MODULE_FORMATS = "m"
+
+VTUND_COMPRESSORS = frozenset({"zlib", "lzo"})
+"""The compressors ``OK FLAGS`` carries (``C``, ``L``); any other is agreed by name."""
+OFFER = "c="
+"""Prefix of the HOST token offering plugin compressors: ``c=zstd,br``."""
+CONFIRM = "+"
+"""Separates the feature letters from the confirmed compressor: ``no+zstd:19``."""
 
 
 def legacy_cipher(encrypt: object) -> bool:
@@ -36,22 +54,85 @@ def legacy_cipher(encrypt: object) -> bool:
     return isinstance(encrypt, int)
 
 
+def plugin_compressor(compress: tuple[str, int] | None) -> str | None:
+    """The compressor of a ``compress`` setting that no vtund letter carries, else None."""
+    return compress[0] if compress and compress[0] not in VTUND_COMPRESSORS else None
+
+
+def compressor_offer(installed: list[str], wanted: str | None, room: int) -> tuple[str, ...]:
+    """The client's HOST token offering its plugin compressors (``wanted`` first), in at
+    most ``room`` characters (the HOST line is 48); () when there is none to offer."""
+    names = [w for w in dict.fromkeys([*([wanted] if wanted else []), *installed])
+             if w not in VTUND_COMPRESSORS]
+    while names and len(OFFER) + len(",".join(names)) > room:
+        names.pop()
+    return (OFFER + ",".join(names),) if names else ()
+
+
+def offered(peer_tokens: tuple[str, ...]) -> frozenset[str]:
+    """The plugin compressors a client offered in its HOST tokens."""
+    return frozenset(name for tok in peer_tokens if tok.startswith(OFFER)
+                     for name in tok[len(OFFER):].split(",") if name)
+
+
+def refusal(host, peer_tokens: tuple[str, ...]) -> tuple[str, str] | None:
+    """Why the server must refuse this peer before the session, or None: its host wants a
+    plugin compressor that the peer did not offer (vtund offers none).  Returns the log
+    line and the shorter reason that fits in the ``ERR`` block for a vt client."""
+    word = plugin_compressor(host.compress)
+    if word is None or (HOST_TOKEN in peer_tokens and word in offered(peer_tokens)):
+        return None
+    return (f"host {host.name} needs compress {word}, which the peer does not offer",
+            f"needs compress {word}, not offered")
+
+
 def server_features(host, peer_tokens: tuple[str, ...]) -> str:
-    """The ``F`` features a server grants a client that sent ``peer_tokens``."""
-    if HOST_TOKEN not in peer_tokens or not getattr(host, "vtmode", True):
+    """The ``F`` features a server grants a client that sent ``peer_tokens`` (call
+    :func:`refusal` first: the confirmed compressor is assumed offered)."""
+    if HOST_TOKEN not in peer_tokens:
         return ""
+    word = plugin_compressor(host.compress)
+    confirm = f"{CONFIRM}{word}:{max(1, int(host.compress[1]))}" if word else ""
+    if not getattr(host, "vtmode", True):
+        return confirm
     if host.proto != "tcp":
-        return MODULE_FORMATS
+        return MODULE_FORMATS + confirm
     feats = NATIVE_FRAMING
     # A shaped host keeps packet-sized frames: a 64 KiB burst is 2 s at 256 kbit/s.
     shaped = any(getattr(host, "speed", (0, 0)))
     if host.type in ("tun", "ether") and not shaped:
         feats += OFFLOAD
-    return feats
+    return feats + confirm
+
+
+def confirmed_compressor(features: str) -> tuple[str, int] | None:
+    """The plugin compressor and level a server confirmed in its features, or None."""
+    _, sep, named = features.partition(CONFIRM)
+    word, _, level = named.partition(":")
+    if not sep or not word or not level.isdigit():
+        return None
+    return (word, max(1, int(level)))
+
+
+def confirmation_error(wanted: str | None, offer: tuple[str, ...], features: str,
+                       server: str) -> str | None:
+    """Why the client must not run the session the server accepted, or None: the server
+    confirmed a compressor this client did not offer (a secure-mode server learns that
+    only after the handshake, and refuses then too), or did not confirm the one this
+    client's host wants (vtund never confirms one)."""
+    confirmed = confirmed_compressor(features)
+    if confirmed is not None and confirmed[0] not in offered(offer):
+        return (f"{server} needs compress {confirmed[0]}, which this client does not offer "
+                "(no plugin here provides it)")
+    if wanted is not None and (confirmed is None or confirmed[0] != wanted):
+        return (f"host needs compress {wanted}, which {server} did not confirm "
+                "(vtund, or vt without the plugin that provides it)")
+    return None
 
 
 def feature_options(features: str) -> dict[str, object]:
     """``LinkSettings.options`` entries for the granted features."""
+    features = features.partition(CONFIRM)[0]
     opts: dict[str, object] = {}
     if NATIVE_FRAMING in features:
         opts["native"] = True

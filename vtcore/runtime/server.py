@@ -30,7 +30,7 @@ from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
 from vtcore.protocol.handshake import ServerHandshake, pack_msg
 from vtcore.protocol.keepalive import PROBE_TIMEOUT
 from vtcore.runtime import fsguard, locks
-from vtcore.runtime.native import HOST_TOKEN, server_features
+from vtcore.runtime.native import HOST_TOKEN, refusal, server_features
 from vtcore.runtime.netio import peer_name, recv_some, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import (
@@ -386,6 +386,10 @@ class Server:
                     else:
                         self._verdict(name, True, plog)
                         self._authenticated()
+                        why = self._refusal(host, hs.host_extra, plog)
+                        if why is not None:
+                            await send_all(conn, hs.reject(why), min(1.0, left()))
+                            return None
                         ok, lock = await self._take_lock(host, plog)
                         if not ok:
                             plog.warning("denied: host already connected", host=event.host)
@@ -460,7 +464,8 @@ class Server:
             return None
         try:
             host = self.config.hosts.get(event.host)
-            features = server_features(host, (HOST_TOKEN,)) if host is not None else ""
+            tokens = (HOST_TOKEN, *event.extra)
+            features = server_features(host, tokens) if host is not None else ""
             flags = server_flags(host, "", self.letters) if host is not None else "<T>"
             password = host.password_bytes() if host is not None else None
             await send_all(conn, offer, max(0.0, deadline - loop.time()))
@@ -479,12 +484,24 @@ class Server:
             mode.release()
         self._verdict(event.host, True, plog)
         self._authenticated()
+        if self._refusal(host, tokens, plog) is not None:
+            return None
         ok, lock = await self._take_lock(host, plog)
         if not ok:
             plog.warning("denied: host already connected", host=event.host)
             return None
         plog.info("secure mode established", host=event.host, **safe_log_fields(established))
         return host, lock, features, (mode, established)
+
+    @staticmethod
+    def _refusal(host, tokens: tuple[str, ...], plog) -> str | None:
+        """Log and return (for ``ERR``) why an authenticated peer cannot have this host
+        (a plugin feature it did not offer), or None."""
+        why = refusal(host, tokens)
+        if why is None:
+            return None
+        plog.warning(f"denied: {why[0]}", host=host.name)
+        return why[1]
 
     @staticmethod
     def _password_ok(hs: ServerHandshake, host) -> bool:

@@ -30,7 +30,7 @@ from vt_api import (
 from vtcore.protocol.flags import VTUND_LETTERS, Flags, Letters, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
-from vtcore.runtime.native import feature_options, legacy_cipher
+from vtcore.runtime.native import confirmed_compressor, feature_options, legacy_cipher
 from vtcore.runtime.netio import peer_name
 from vtcore.runtime.priority import PROCESS as LINK_PRIORITY
 from vtcore.runtime.stats import write_stats_forever
@@ -112,6 +112,8 @@ def client_settings(host, flags: Flags, secure: tuple | None = None) -> LinkSett
         comp = ("zlib", max(1, flags.zlib))
     elif flags.lzo is not None:
         comp = ("lzo", max(1, flags.lzo))
+    else:
+        comp = confirmed_compressor(flags.extra)
     return LinkSettings(
         host=host.name,
         role="client",
@@ -296,6 +298,7 @@ class Session:
             self.log.info("session up", proto=self.settings.transport,
                           type=self.settings.tunnel_type,
                           native=bool(self.settings.options.get("native")),
+                          compress=":".join(map(str, self.settings.compress or ())) or None,
                           offload=bool(getattr(device, "offload", False)),
                           gro=bool(getattr(device, "gro", False)),
                           modules=[type(m).__name__ for m in chain])
