@@ -23,7 +23,7 @@ from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
-from vtcore.protocol.flags import parse_flags
+from vtcore.protocol.flags import format_flags, parse_flags
 from vtcore.protocol.handshake import MESG_SIZE, ClientHandshake
 from vtcore.runtime import fsguard, trust
 from vtcore.runtime.native import HOST_TOKEN
@@ -146,7 +146,7 @@ class Client:
                     registry=self.plugins.registry, peer=self.server, device=device,
                     keep_device=self.host.persist == "keep", stat=self.host.stat,
                 )
-                self.log.info("connected", flags=flags)
+                self.log.info("connected", flags=format_flags(flags))
                 self.sessions_run += 1
                 reason = await self.session.run(sock, nat_hack=self.host.nat_hack == "client")
                 device = self.session.device
