@@ -65,7 +65,7 @@ def _log_security_warnings(config, plugins) -> None:
 
     log = structlog.get_logger("vt.config")
     for warn in _security_warnings(config, plugins):
-        log.warning(str(warn))
+        log.warning("config warning", detail=str(warn))
 
 
 def _prepare_dirs(*paths: str) -> None:

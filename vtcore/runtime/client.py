@@ -257,8 +257,9 @@ class Client:
                 self.log.info("server speaks secure mode: legacy authentication from it "
                               "will be refused from now on", file=str(trust.record_path(*args)))
         except (fsguard.UnsafePath, OSError) as exc:
-            self.log.warning("cannot remember that the server speaks secure mode; a man in "
-                             "the middle could downgrade later sessions", error=str(exc))
+            self.log.warning("cannot remember that the server speaks secure mode",
+                             detail="a man in the middle could downgrade later sessions",
+                             error=str(exc))
 
     async def _block(self, sock: socket.socket, hs: ClientHandshake, timeout: float) -> bytes:
         """Exactly one 50-byte handshake block, within ``timeout``."""
@@ -314,7 +315,7 @@ class Client:
                     await send_all(sock, out, timeout)
                 if isinstance(event, Accepted):
                     for warning in legacy_warnings(self.host.sslauth):
-                        self.log.warning(warning)
+                        self.log.warning("weak authentication", detail=warning)
                     return sock, event.flags, None
                 if isinstance(event, Denied):
                     raise ConnectError(f"connection denied by {self.server}")
