@@ -237,3 +237,15 @@ def test_live_link_counters_survive_a_counter_reset() -> None:
     finally:
         link.close()
         peer.close()
+
+
+def test_human_units_of_the_status_text() -> None:
+    from vtcore.statusview import duration, rate, size, sparkline
+
+    assert [size(n) for n in (512, 1536, 3 << 30)] == ["512 B", "1.50 KiB", "3.00 GiB"]
+    assert [rate(n) for n in (None, 100, 1500, 125e6)] == [
+        "-", "800 bit/s", "12.0 kbit/s", "1.0 Gbit/s"]
+    assert [duration(s) for s in (2.25, 60, 3723, 90061)] == [
+        "2.2 seconds", "1 minute", "1 hour, 2 minutes, 3 seconds",
+        "1 day, 1 hour, 1 minute, 1 second"]
+    assert sparkline([0, 1, 2, 4]) == "▁▃▅█" and sparkline([0, 0]) == "▁▁"
