@@ -29,8 +29,11 @@ import time
 from vtcore import testing
 from vtcore.protocol import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
-from vtcore.protocol.frames import CTRL_ECHO_REP, ECHO_REQ, StreamDecoder, frame
+from vtcore.protocol.frames import ECHO_REP, ECHO_REQ, StreamDecoder, frame
 from vtcore.protocol.handshake import ClientHandshake
+from vtcore.transports.base import VTUN_FRAMING
+
+ECHO_REPLY = VTUN_FRAMING.control(ECHO_REP)
 
 
 def icmp_echo(src: str, dst: str, ident: int, seq: int = 1, size: int = 56) -> bytes:
@@ -111,7 +114,7 @@ class Session:
             while time.monotonic() < deadline:
                 for flags, payload in frames:
                     if flags == ECHO_REQ:
-                        self.writer.write(CTRL_ECHO_REP)
+                        self.writer.write(ECHO_REPLY)
                     elif flags == 0 and is_echo_reply(payload, self.args.local, ident):
                         self.echo_ok = True
                         return
@@ -141,7 +144,7 @@ class Session:
                     return
                 for flags, _ in self._decoder.feed(data):
                     if flags == ECHO_REQ:
-                        self.writer.write(CTRL_ECHO_REP)
+                        self.writer.write(ECHO_REPLY)
         except (OSError, asyncio.CancelledError):
             return
 

@@ -36,8 +36,6 @@ from vtcore.protocol.events import Accepted
 from vtcore.protocol.frames import (
     BAD_FRAME,
     CONN_CLOSE,
-    CTRL_CONN_CLOSE,
-    CTRL_ECHO_REP,
     ECHO_REP,
     ECHO_REQ,
     FRAME_EOF,
@@ -49,6 +47,7 @@ from vtcore.protocol.frames import (
 from vtcore.protocol.handshake import ClientHandshake
 from vtcore.protocol.udp import pack_port, unpack_port
 from vtcore.runtime.session import build_chain, client_settings
+from vtcore.transports.base import VTUN_FRAMING
 
 sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
 from vtclients import is_echo_reply  # noqa: E402  (bench/: the scale test's client)
@@ -168,7 +167,7 @@ class RawPeer:
                 next_send = time.monotonic() + 0.5
             for flags, payload in self.receive(0.1):
                 if flags == ECHO_REQ:
-                    self.send_raw(CTRL_ECHO_REP)
+                    self.send_raw(VTUN_FRAMING.control(ECHO_REP))
                 elif flags in (CONN_CLOSE, FRAME_EOF):
                     self.closed_by_server = True
                 elif flags == 0:
@@ -215,7 +214,7 @@ class RawPeer:
 
     def close(self) -> None:
         try:
-            self.send_raw(CTRL_CONN_CLOSE)
+            self.send_raw(VTUN_FRAMING.control(CONN_CLOSE))
         except OSError:
             pass
         for s in (self.udp, self.sock):

@@ -17,7 +17,8 @@ from netns import ping, two_hosts, wait_ping
 from peers import VtClient, VtServer
 from secure_tools import client_conf, server_conf
 
-from vtcore.protocol.frames import CTRL_CONN_CLOSE
+from vtcore.protocol.frames import CONN_CLOSE
+from vtcore.transports.base import VTUN_FRAMING
 
 FORGER = """
 import socket, sys
@@ -49,7 +50,7 @@ def test_forged_close_datagram(secure, tmp_path, monkeypatch) -> None:
             (sess,) = status_docs()[s.proc.pid]["sessions"]
             addr, port = sess["peer"].rsplit(":", 1)
             assert addr == p.b_addr
-            p.b.run(sys.executable, "-c", FORGER, p.b_addr, port, p.a_addr, CTRL_CONN_CLOSE.hex())
+            p.b.run(sys.executable, "-c", FORGER, p.b_addr, port, p.a_addr, VTUN_FRAMING.control(CONN_CLOSE).hex())
             if not secure:
                 # The vtun protocol cannot tell: the server's session ends.
                 s.wait_log(r"session closed", timeout=5)
