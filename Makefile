@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 ARGS ?=
 
-.PHONY: test lint demo interop install dev setup flakes man faults
+.PHONY: test lint demo interop install dev setup flakes man faults dist
 
 # Debian packages (root) and the development venv; both idempotent.
 setup:
@@ -38,6 +38,18 @@ lint:
 # The man pages (man/), after a command, an option or a config keyword changed.
 man:
 	$(PY) -m vtcore.manpages man
+
+# Wheels and sdists of every distribution (vtcore with its man pages and systemd units as
+# data files, vt-api, vt-devices, the plugins) into dist/; tests/test_packaging.py installs
+# them into a clean venv and with pipx.  DIST=elsewhere to change the directory.
+DIST ?= dist
+DISTRIBUTIONS = . api devices $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+dist:
+	@mkdir -p $(DIST)
+	@for d in $(DISTRIBUTIONS); do \
+	  $(PY) -m build --no-isolation --outdir $(abspath $(DIST)) $$d >/dev/null || exit 1; \
+	done
+	@ls $(DIST)
 
 demo: setup
 	$(PY) -m vtcore.demo

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from behaviour import HOST, PASSWD, conf, status_docs, vt_status, wait_for
-from netns import ping, two_hosts, wait_ping
+from netns import two_hosts, wait_ping
 from peers import VtClient, VtServer
 
 
@@ -29,8 +30,10 @@ def test_status_shows_each_daemon_its_sessions_and_counters(tmp_path, monkeypatc
         ccfg = conf(HOST, device="tcli")
         with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c:
             wait_ping(p.b, ta, timeout=15)
-            assert ping(p.b, ta, count=5, interval=0.05).received == 5
-            docs = status_docs()
+            # Traffic through the daemons' first rate samples (one a second).
+            pinger = p.b.popen("ping", "-n", "-q", "-c", 40, "-i", 0.1, "-s", 1000, ta,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            docs = wait_for(lambda: _with_rates(s.proc.pid, c.proc.pid), 10, "rates")
             srv, cli = docs[s.proc.pid], docs[c.proc.pid]
             assert srv["role"] == "server" and cli["role"] == "client"
             (ss,), (cs,) = srv["sessions"], cli["sessions"]
@@ -38,22 +41,77 @@ def test_status_shows_each_daemon_its_sessions_and_counters(tmp_path, monkeypatc
                 assert (sess["host"], sess["device"], sess["proto"], sess["type"]) == (
                     HOST, dev, "tcp", "tun")
                 assert sess["native"] and sess["offload"] and not sess["secure"]
+                assert (sess["compress"], sess["cipher"]) == ("lzo:1", None)
                 assert sess["udp_peer"] is None
                 counters = sess["counters"]
                 assert counters["frames_in"] >= 5 and counters["byte_in"] >= 5 * 84
                 assert counters["dropped_decode"] == counters["dropped_device"] == 0
+                # ~1028-byte echoes 10 times a second, each way: some kB/s, not MB/s.
+                for way in ("byte_in", "byte_out"):
+                    assert 1000 < sess["rates"][way] < 200_000, sess["rates"]
+                assert sess["rates"]["frames_in"] > 1
+                assert sess["last_frame_age"] < 2 and sess["last_frame_out_age"] < 2, sess
             assert ss["peer"].startswith(f"{p.b_addr}:")
             # The human view of one daemon: its line and its session's.
             text = vt_status(s.proc.pid)
             assert text.startswith(f"pid {s.proc.pid}: server on ") and "1 session(s)" in text
-            assert f"{HOST} {p.b_addr}:" in text and "tcp/tun tsrv [native+offload]" in text
+            assert f"  session {HOST}\n    peer: {p.b_addr}:" in text, text
+            assert "transport: tcp/tun tsrv [native+offload]" in text, text
+            assert "compression: lzo:1\n    cipher: none\n" in text, text
+            assert re.search(r"last frame: in \d+\.\d seconds ago, out \d+\.\d seconds ago",
+                             text), text
+            assert re.search(r"transfer: [\d.]+ KiB received, [\d.]+ KiB sent", text), text
+            assert re.search(r"rate: [\d.]+ kbit/s in, [\d.]+ kbit/s out\n", text), text
             assert f"pid {c.proc.pid}" not in text
             assert PASSWD not in json.dumps(docs) + text
+            # --watch, bounded: one refresh per interval, the sparkline one mark longer each.
+            watched = vt_status("--watch", "--count", 3, "--interval", 0.3, s.proc.pid)
+            assert watched.count("vt status, every 0.3s: ") == 3, watched
+            sparks = re.findall(r"rate: .* out  ([▁▂▃▄▅▆▇█]+)\n", watched)
+            assert [len(x) for x in sparks] == [1, 2, 3], watched
+            pinger.wait(timeout=10)
+            # The log lines name modules and flags (not Python class reprs).
+            assert "modules=['lzo']" in s.wait_log(r"session up.*").group(0)
+            assert re.search(r"connected +flags=<TuL1K?F", c.wait_log(r"connected.*").group(0))
             # The client leaves: the server's document loses the session.
             c.stop()
             wait_for(lambda: not status_docs()[s.proc.pid]["sessions"], 10, "session gone")
         # Both stopped: their sockets are gone with them.
         assert vt_status().startswith("no vt running")
+
+
+def _with_rates(*pids: int) -> dict[int, dict] | None:
+    """``vt status --json`` once every daemon's session has non-zero rates."""
+    docs = status_docs()
+    ok = all(d["sessions"] and (d["sessions"][0]["rates"] or {}).get("byte_in")
+             for pid, d in docs.items() if pid in pids)
+    return docs if ok and set(pids) <= set(docs) else None
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("word", ["aes128cbc", "aead"])
+def test_status_names_the_cipher_and_secure_mode_as_such(word, tmp_path, monkeypatch) -> None:
+    """Issue 17.4: a vtund cipher by its name; secure mode as secure mode with its suite,
+    never as a vtund cipher (nor "encrypt None")."""
+    from secure_tools import add_devices, client_conf, server_conf
+
+    monkeypatch.setenv("VT_RUN_DIR", str(tmp_path / "run"))
+    with two_hosts() as p:
+        ta, _ = add_devices(p, "tun")
+        with VtServer(p.a, server_conf(encrypt=word)) as s, \
+                VtClient(p.b, client_conf(encrypt=word), "t1", p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            docs = status_docs()
+            names = {docs[pid]["sessions"][0]["cipher"] for pid in (s.proc.pid, c.proc.pid)}
+            (name,) = names
+            if word == "aead":
+                assert re.fullmatch(r"secure aead (aes256gcm|chacha20poly1305)", name), name
+            else:
+                assert name == "aes128cbc"
+            assert f"    cipher: {name}\n" in vt_status(s.proc.pid)
+            line = s.wait_log(r"session up.*").group(0)
+            want = f"modules=['{name}']"
+            assert want in line, line
 
 
 RAWPEER = Path(__file__).parent / "faults" / "rawpeer.py"
@@ -91,7 +149,8 @@ def test_status_counts_bad_and_unknown_frames_while_the_session_runs(
                 want_bad = 12 - want_unknown
                 assert counters["bad_frames"] == want_bad, counters
                 assert counters["unknown_frames"] == want_unknown, counters
-                assert f"bad {want_bad}  unknown {want_unknown}  dropped" in vt_status(s.proc.pid)
+                drops = f"drops: bad {want_bad}  unknown {want_unknown}  dropped"
+                assert drops in vt_status(s.proc.pid)
             finally:
                 proc.communicate("\n", timeout=10)
             line = s.wait_log(r"session closed.*").group(0)
@@ -178,3 +237,15 @@ def test_live_link_counters_survive_a_counter_reset() -> None:
     finally:
         link.close()
         peer.close()
+
+
+def test_human_units_of_the_status_text() -> None:
+    from vtcore.statusview import duration, rate, size, sparkline
+
+    assert [size(n) for n in (512, 1536, 3 << 30)] == ["512 B", "1.50 KiB", "3.00 GiB"]
+    assert [rate(n) for n in (None, 100, 1500, 125e6)] == [
+        "-", "800 bit/s", "12.0 kbit/s", "1.0 Gbit/s"]
+    assert [duration(s) for s in (2.25, 60, 3723, 90061)] == [
+        "2.2 seconds", "1 minute", "1 hour, 2 minutes, 3 seconds",
+        "1 day, 1 hour, 1 minute, 1 second"]
+    assert sparkline([0, 1, 2, 4]) == "▁▃▅█" and sparkline([0, 0]) == "▁▁"

@@ -233,3 +233,30 @@ def test_inetd_without_syslog_exits_without_writing_into_the_connection(tmp_path
         ours.settimeout(15)
         assert ours.recv(4096) == b""
         assert proc.wait(15) == 1
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "msg"}
+EVENT_STYLE = re.compile(r"[a-z0-9][a-z0-9 ,:'-]*")
+
+
+def test_every_log_event_is_a_fixed_name_in_one_style() -> None:
+    """Issue 17.10: a log line's event is a constant of lowercase words (``session up``,
+    ``denied: secure mode``), so that JSON consumers can filter on it; what varies goes
+    in fields (``detail=``), never a sentence or a dotted name as the event."""
+    import ast
+
+    bad = []
+    sources = [*(ROOT / "vtcore").rglob("*.py"), *(ROOT / "devices" / "vt_devices").rglob("*.py"),
+               *(p for p in (ROOT / "plugins").rglob("*.py") if "tests" not in p.parts)]
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in LOG_METHODS and node.args
+                    and "log" in ast.unparse(node.func.value).lower()):
+                continue
+            event = node.args[0]
+            if not (isinstance(event, ast.Constant) and isinstance(event.value, str)
+                    and EVENT_STYLE.fullmatch(event.value)):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(event)}")
+    assert not bad, "\n".join(bad)

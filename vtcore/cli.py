@@ -65,7 +65,7 @@ def _log_security_warnings(config, plugins) -> None:
 
     log = structlog.get_logger("vt.config")
     for warn in _security_warnings(config, plugins):
-        log.warning(str(warn))
+        log.warning("config warning", detail=str(warn))
 
 
 def _prepare_dirs(*paths: str) -> None:
@@ -301,34 +301,41 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("pids", nargs=-1, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(pids: tuple[int, ...], as_json: bool) -> None:
+@click.option("--watch", "-w", is_flag=True,
+              help="Refresh every INTERVAL seconds, with a throughput sparkline per session.")
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between --watch refreshes.")
+@click.option("--count", type=click.IntRange(1), default=None,
+              help="Stop --watch after COUNT refreshes (default: until interrupted).")
+def status(pids: tuple[int, ...], as_json: bool, watch: bool, interval: float,
+           count: int | None) -> None:
     """Sessions and counters of every vt running on this machine (or of PIDS)."""
-    from vtcore.runtime.status import query_all
+    import itertools
+    import time
 
-    docs = [d for d in query_all() if not pids or d.get("pid") in pids]
-    if as_json:
-        click.echo(json.dumps(docs, indent=2))
-        return
-    if not docs:
-        click.echo("no vt running (nothing answers in $VT_RUN_DIR or /run/vt)")
-        return
-    for doc in docs:
-        what = (f"server on {doc.get('listen')}" if doc.get("role") == "server"
-                else f"client {doc.get('host')} -> {doc.get('server')}")
-        click.echo(f"pid {doc.get('pid')}: {what}, {len(doc.get('sessions', []))} session(s)")
-        for s in doc.get("sessions", []):
-            c = s["counters"]
-            mode = "+".join(m for m in ("native", "offload", "secure") if s.get(m)) or "vtun"
-            peer = s["peer"] + (f" (udp {s['udp_peer']})" if s.get("udp_peer") else "")
-            click.echo(f"  {s['host']} {peer} {s['proto']}/{s['type']} {s['device']} "
-                       f"[{mode}] up {s['uptime']:.0f}s  in {c['byte_in']} B "
-                       f"out {c['byte_out']} B  frames {c['frames_in']}/{c['frames_out']}  "
-                       f"bad {c.get('bad_frames', 0)}  unknown {c.get('unknown_frames', 0)}  "
-                       f"dropped {c['dropped_decode'] + c['dropped_device']}")
-        for b in doc.get("backoff", []):
-            click.echo(f"  back-off: host {b['host']}: {b['failures']} failed, next try in "
-                       f"{b['next_try_in']}s (interval {b['interval']}s, "
-                       f"{b['refused']} refused)")
+    from vtcore.runtime.status import query_all
+    from vtcore.statusview import History, render
+
+    history = History()
+    clear = watch and sys.stdout.isatty() and not as_json
+    rounds = itertools.count() if count is None or not watch else range(count)
+    try:
+        for n in rounds:
+            if n:
+                time.sleep(interval)
+            docs = [d for d in query_all() if not pids or d.get("pid") in pids]
+            history.add(docs)
+            if as_json:
+                click.echo(json.dumps(docs, indent=None if watch else 2))
+            else:
+                head = "\x1b[H\x1b[J" if clear else ("" if not n else "\n")
+                stamp = [f"vt status, every {interval:g}s: {time.strftime('%H:%M:%S')}"]
+                shown = render(docs, history if watch else None)
+                click.echo(head + "\n".join((stamp if watch else []) + shown))
+            if not watch:
+                break
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.group()

@@ -218,4 +218,4 @@ def configure(fmt: str | Destination = "auto", level: str = "info",
         cache_logger_on_first_use=False,
     )
     if dest.note:
-        structlog.get_logger("vt").warning(dest.note)
+        structlog.get_logger("vt").warning("log destination changed", detail=dest.note)

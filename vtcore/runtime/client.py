@@ -23,7 +23,7 @@ from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
-from vtcore.protocol.flags import parse_flags
+from vtcore.protocol.flags import format_flags, parse_flags
 from vtcore.protocol.handshake import MAX_TEXT, MESG_SIZE, ClientHandshake
 from vtcore.runtime import fsguard, trust
 from vtcore.runtime.native import (
@@ -151,7 +151,7 @@ class Client:
                     registry=self.plugins.registry, peer=self.server, device=device,
                     keep_device=self.host.persist == "keep", stat=self.host.stat,
                 )
-                self.log.info("connected", flags=flags)
+                self.log.info("connected", flags=format_flags(flags))
                 self.sessions_run += 1
                 reason = await self.session.run(sock, nat_hack=self.host.nat_hack == "client")
                 device = self.session.device
@@ -262,8 +262,9 @@ class Client:
                 self.log.info("server speaks secure mode: legacy authentication from it "
                               "will be refused from now on", file=str(trust.record_path(*args)))
         except (fsguard.UnsafePath, OSError) as exc:
-            self.log.warning("cannot remember that the server speaks secure mode; a man in "
-                             "the middle could downgrade later sessions", error=str(exc))
+            self.log.warning("cannot remember that the server speaks secure mode",
+                             detail="a man in the middle could downgrade later sessions",
+                             error=str(exc))
 
     async def _block(self, sock: socket.socket, hs: ClientHandshake, timeout: float) -> bytes:
         """Exactly one 50-byte handshake block, within ``timeout``."""
@@ -332,7 +333,7 @@ class Client:
                     await send_all(sock, out, timeout)
                 if isinstance(event, Accepted):
                     for warning in legacy_warnings(self.host.sslauth):
-                        self.log.warning(warning)
+                        self.log.warning("weak authentication", detail=warning)
                     self._check_confirmed(wanted, token, event.flags.extra)
                     return sock, event.flags, None
                 if isinstance(event, Denied):

@@ -210,7 +210,7 @@ def acquire(lockdir: str, host: str, mode: str) -> HostLock | None:
                 _remove(dfd, name, st)
                 continue
             if kind == "busy" or holder is None:  # only "vt" and "vtund" name a holder
-                log.warning("lock held by a process it does not name; not signalled", host=host)
+                log.warning("lock holder unnamed, not signalled", host=host)
                 return None
             if mode != "killold":
                 return None

@@ -407,7 +407,7 @@ class Server:
                         self._claimed.discard(host.name)
                         raise
                     for warning in legacy_warnings(host.sslauth):
-                        plog.warning(warning, host=host.name)
+                        plog.warning("weak authentication", host=host.name, detail=warning)
                     return host, lock, features, None
         except HandshakeRefused as exc:
             plog.warning("denied: secure mode", host=name, error=str(exc))

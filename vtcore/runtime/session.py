@@ -34,6 +34,7 @@ from vtcore.runtime.native import confirmed_compressor, feature_options, legacy_
 from vtcore.runtime.netio import peer_name
 from vtcore.runtime.priority import PROCESS as LINK_PRIORITY
 from vtcore.runtime.stats import write_stats_forever
+from vtcore.runtime.status import module_names
 from vtcore.runtime.tunnel import PROBES, Counters, Tunnel
 
 DEFAULT_KEEPALIVE = (30, 4)
@@ -240,7 +241,7 @@ class Session:
 
     def _peer_learnt(self, addr: tuple) -> None:
         self.udp_peer = peer_name(addr)
-        self.log.info("udp peer learnt (nat_hack)", addr=addr[0], port=addr[1])
+        self.log.info("udp peer learnt", addr=addr[0], port=addr[1], nat_hack=True)
 
     async def run(self, sock, *, nat_hack: bool = False) -> str:
         transport = self.registry.transports.get(self.settings.transport)
@@ -301,7 +302,7 @@ class Session:
                           compress=":".join(map(str, self.settings.compress or ())) or None,
                           offload=bool(getattr(device, "offload", False)),
                           gro=bool(getattr(device, "gro", False)),
-                          modules=[type(m).__name__ for m in chain])
+                          modules=module_names(self.settings))
             with LINK_PRIORITY.link():
                 reason = await self.tunnel.run()
             return self._stop_reason or reason

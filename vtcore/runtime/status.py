@@ -13,12 +13,22 @@ import json
 import os
 import socket
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+
+from vtcore.config.check import VTUND_CIPHERS
 
 RUN_DIR_ENV = "VT_RUN_DIR"
 DEFAULT_RUN_DIR = "/run/vt"
 READ_LIMIT = 1 << 20
+SAMPLE_EVERY = 1.0
+"""Seconds between the status server's samples of every session's counters (rates)."""
+RATE_WINDOW = 5.0
+"""Seconds of samples a session's current rates are computed over."""
+CIPHER_NAMES = {code: name for name, code in VTUND_CIPHERS.items()}
+RATED = ("byte_in", "byte_out", "frames_in", "frames_out")
 
 
 def run_dir() -> Path:
@@ -31,6 +41,7 @@ def session_status(session) -> dict[str, object]:
     tunnel = getattr(session, "tunnel", None)
     if tunnel is not None:
         tunnel.pull_counters()  # live figures, not the last session's end
+    counters = session.counters.as_dict()
     return {
         "host": session.host.name,
         "peer": session.peer,
@@ -43,16 +54,70 @@ def session_status(session) -> dict[str, object]:
         "native": bool(opts.get("native")),
         "offload": bool(opts.get("offload")),
         "secure": opts.get("secure") is not None,
-        "counters": session.counters.as_dict(),
+        "compress": compression_name(session.settings),
+        "cipher": cipher_name(session.settings),
+        "counters": counters,
+        "rates": _rates(session, counters),
         "rekeys": int(getattr(getattr(session.tunnel, "link", None), "rekeys", 0) or 0),
-        "last_frame_age": _last_frame_age(session),
+        "last_frame_age": _frame_age(session, "link_idle"),
+        "last_frame_out_age": _frame_age(session, "device_idle"),
     }
 
 
-def _last_frame_age(session) -> float:
-    """Seconds since a frame last came in (since the session started, before the first)."""
-    idle = session.tunnel.link_idle(time.monotonic()) if session.tunnel is not None else None
+def compression_name(settings) -> str | None:
+    """``lzo:1``, ``zlib:9``; None without compression."""
+    return f"{settings.compress[0]}:{settings.compress[1]}" if settings.compress else None
+
+
+def cipher_name(settings) -> str | None:
+    """vtund's cipher name (``aes128cbc``), ``secure <mode> <suite>`` for vt's secure
+    mode (never a vtund cipher: secure mode replaces it), None without encryption."""
+    secure = settings.options.get("secure")
+    if secure is not None:
+        mode, established = secure
+        suite = getattr(getattr(established, "keys", None), "suite", None)
+        return " ".join(str(w) for w in ("secure", getattr(mode, "name", None), suite) if w)
+    if settings.encrypt is None:
+        return None
+    return CIPHER_NAMES.get(settings.encrypt, f"cipher {settings.encrypt}")
+
+
+def module_names(settings) -> list[str]:
+    """The session's compression and cipher by name, for its ``session up`` log line."""
+    comp = settings.compress[0] if settings.compress else None
+    return [n for n in (comp, cipher_name(settings)) if n]
+
+
+def _frame_age(session, which: str) -> float:
+    """Seconds since the link woke the tunnel with frames (``link_idle``: in) or the
+    device did with packets to send (``device_idle``: out); since the session started
+    before the first.  Taken at batch granularity: nothing is counted per packet."""
+    idle = getattr(session.tunnel, which)(time.monotonic()) if session.tunnel else None
     return round(time.time() - session.started if idle is None else idle, 3)
+
+
+_windows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per session: the last :data:`RATE_WINDOW` seconds of (monotonic time, counters)."""
+
+
+def _rates(session, counters: dict[str, int]) -> dict[str, float] | None:
+    """Per-second rates of :data:`RATED` over the session's recent samples (the status
+    server samples every :data:`SAMPLE_EVERY` s, each answer adds one); None until two
+    samples are at least half a sample interval apart."""
+    now = time.monotonic()
+    window = _windows.setdefault(session, deque(maxlen=64))
+    sample = (now, tuple(counters[k] for k in RATED))
+    if window and any(new < old for new, old in zip(sample[1], window[-1][1], strict=True)):
+        window.clear()  # a counter reset (SIGUSR1): start again
+    if not window or now - window[-1][0] >= SAMPLE_EVERY / 2:
+        window.append(sample)
+    while len(window) > 2 and now - window[1][0] >= RATE_WINDOW:
+        window.popleft()
+    then, old = window[0]
+    if now - then < SAMPLE_EVERY / 2:
+        return None
+    return {k: round((new - was) / (now - then), 1)
+            for k, new, was in zip(RATED, sample[1], old, strict=True)}
 
 
 class StatusServer:
@@ -63,6 +128,7 @@ class StatusServer:
         self.path = run_dir() / f"{role}-{safe}-{os.getpid()}.sock"
         self.snapshot = snapshot
         self._server: asyncio.AbstractServer | None = None
+        self._sampler: asyncio.Task | None = None
 
     async def start(self) -> None:
         try:
@@ -74,10 +140,21 @@ class StatusServer:
             os.chmod(self.path, 0o600)
         except OSError:
             self._server = None  # status is a convenience; never stop the tunnel for it
+            return
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_forever())
+
+    async def _sample_forever(self) -> None:
+        """A snapshot every :data:`SAMPLE_EVERY` s, so that the first ``vt status`` already
+        has current rates (off the data path: one timer per daemon)."""
+        while True:
+            await asyncio.sleep(SAMPLE_EVERY)
+            with contextlib.suppress(Exception):  # a snapshot that fails is not fatal here
+                self.snapshot()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            doc = {"pid": os.getpid(), **self.snapshot()}
+            doc = {"pid": os.getpid(), "monotonic": round(time.monotonic(), 3),
+                   **self.snapshot()}
             writer.write(json.dumps(doc).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), 5)
         except (OSError, TimeoutError):
@@ -86,6 +163,10 @@ class StatusServer:
             writer.close()
 
     async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

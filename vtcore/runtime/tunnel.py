@@ -354,6 +354,11 @@ class Tunnel:
         ``time.monotonic()``); None before the first.  Read, never counted, for status."""
         return now - self._link_last if self._link_last else None
 
+    def device_idle(self, now: float) -> float | None:
+        """Seconds since the device last woke the tunnel with packets to send, like
+        :meth:`link_idle` (the other direction)."""
+        return now - self._dev_last if self._dev_last else None
+
     # ------------------------------------------------------------------ network -> device
 
     def _on_link(self) -> None:

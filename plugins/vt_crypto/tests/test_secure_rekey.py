@@ -263,6 +263,7 @@ def test_rekeys_reach_the_session_status() -> None:
     from vt_crypto.secure.mode import SealedLink
 
     from vtcore.runtime.status import session_status
+    from vtcore.runtime.tunnel import Counters
     from vtcore.transports.base import VTUN_FRAMING
 
     w = Wire()
@@ -271,12 +272,20 @@ def test_rekeys_reach_the_session_status() -> None:
     inner = SimpleNamespace(framing=VTUN_FRAMING, ready=lambda: True)
     link = SealedLink(inner, w.c, stream=True, max_payload=1500)
     assert link.rekeys == 2
-    session = SimpleNamespace(
+    class Session(SimpleNamespace):
+        """Weak-referenceable and hashable, as the real one (status keeps its rate
+        window by it)."""
+
+        __hash__ = object.__hash__
+
+    session = Session(
         host=SimpleNamespace(name="office"), peer="10.0.0.2:4000", udp_peer=None,
-        started=0.0, device=None, counters=SimpleNamespace(as_dict=dict),
-        settings=SimpleNamespace(options={}, transport="tcp", tunnel_type="tun"),
+        started=0.0, device=None, counters=Counters(),
+        settings=SimpleNamespace(options={}, transport="tcp", tunnel_type="tun",
+                                 compress=None, encrypt=None),
         tunnel=SimpleNamespace(link=link, pull_counters=lambda: None,
-                               link_idle=lambda now: 0.25),
+                               link_idle=lambda now: 0.25, device_idle=lambda now: 0.5),
     )
     status = session_status(session)
     assert (status["rekeys"], status["last_frame_age"]) == (2, 0.25)
+    assert (status["last_frame_out_age"], status["cipher"]) == (0.5, None)

@@ -24,7 +24,7 @@ def create(settings: LinkSettings) -> FrameModule | None:
     max_frame = max(MAX_FRAME, limit) if isinstance(limit, int) else MAX_FRAME
     codec = make_codec(settings.encrypt, settings.password, max_frame=max_frame)
     log.info(
-        "crypto.initialized",
+        "cipher initialized",
         host=settings.host,
         role=settings.role,
         cipher=codec.spec.name,

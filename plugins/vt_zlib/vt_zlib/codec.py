@@ -155,5 +155,5 @@ class ZlibModule:
         self.errors += 1
         self.broken = True
         # Logged once per session: afterwards frames are dropped silently (counted).
-        log.warning("zlib inflate error; dropping the rest of the stream", error=str(exc))
+        log.warning("zlib inflate error, rest of the stream dropped", error=str(exc))
         return self._drop()
