@@ -500,7 +500,7 @@ class Server:
         why = refusal(host, tokens)
         if why is None:
             return None
-        plog.warning(f"denied: {why[0]}", host=host.name)
+        plog.warning("denied: feature not offered", host=host.name, error=why[0])
         return why[1]
 
     @staticmethod
