@@ -87,8 +87,8 @@ class RawPeer:
                                   password_bytes=lambda: a.password.encode())
         settings = client_settings(profile, ev.flags)
         registry = load_plugins().registry
-        chain = build_chain(registry, settings)
-        self.forger = [m.encode for m in build_chain(registry, settings)]
+        chain = [module for _plugin, module in build_chain(registry, settings)]
+        self.forger = [m.encode for _plugin, m in build_chain(registry, settings)]
         """A second chain for the damaged frames: the real one's state must stay the
         session's (a chained cipher's encoder moves with every frame it makes)."""
         self.encoders = [m.encode for m in chain]
