@@ -55,12 +55,17 @@ def check(path: str):
     return CliRunner().invoke(cli, ["config", "check", "-f", path])
 
 
+def errors(res) -> list[str]:
+    """The error lines of ``vt config check`` (its warnings, about passwords, left out)."""
+    return [ln for ln in res.stderr.splitlines() if not ln.endswith("(warning)")]
+
+
 def test_words_are_accepted_only_when_an_installed_plugin_answers_them(site, tmp_path):  # noqa: F811
     conf = tmp_path / "vt.conf"
     conf.write_text(CONFIG)
     res = check(str(conf))
     assert res.exit_code == 1
-    assert res.stderr.splitlines() == [
+    assert errors(res) == [
         f"{conf}:3:3: 'compress zstd:19': no installed plugin answers 'zstd' "
         "(installed: lzo, zlib)",
         f"{conf}:4:3: 'type foo': no installed plugin answers 'foo' "
@@ -70,11 +75,11 @@ def test_words_are_accepted_only_when_an_installed_plugin_answers_them(site, tmp
 
     site.add("vt-foo", "foo", THIRD_PARTY)
     res = check(str(conf))
-    assert (res.exit_code, res.stdout) == (0, f"{conf}: ok (1 hosts)\n"), res.stderr
+    assert (res.exit_code, res.stdout) == (0, f"{conf}: ok (1 host)\n"), res.stderr
 
     conf.write_text(CONFIG.replace("zstd:19", "zstd:23").replace("type foo", "type fo"))
     res = check(str(conf))
-    assert res.stderr.splitlines() == [
+    assert errors(res) == [
         f"{conf}:3:3: 'compress zstd:23': zstd level must be 1-22",
         f"{conf}:4:3: 'type fo': no installed plugin answers 'fo' "
         "(installed: ether, foo, pipe, tty, tun); did you mean 'foo'?",

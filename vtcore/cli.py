@@ -357,7 +357,8 @@ def config_check(ctx: click.Context, config_path: str) -> None:
         click.echo(str(err), err=True)
     if errors:
         sys.exit(1)
-    click.echo(f"{config_path}: ok ({len(cfg.hosts)} hosts)")
+    count = len(cfg.hosts)
+    click.echo(f"{config_path}: ok ({count} host{'' if count == 1 else 's'})")
 
 
 def _plugins(ctx: click.Context):

@@ -59,7 +59,8 @@ KEYWORD_DOCS: dict[str, tuple[str, frozenset[str], dict[str, tuple[str, str]]]] 
                     "(aead and its suites) between two vt ends."),
         "keepalive": ("yes|no|INTERVAL:COUNT", "Echo requests on an idle link; the link "
                       "is dead after COUNT unanswered ones (default 30:4)."),
-        "speed": ("KBPS|IN:OUT", "Shape the tunnel to this rate in kbit/s."),
+        "speed": ("KBPS|IN:OUT", "Shape the tunnel to this rate in kbit/s; IN:OUT: IN from the "
+                  "server to the client, OUT from the client to the server (each side paces what it sends)."),
         "timeout": ("SECONDS", "Connect timeout of this host's client."),
         "persist": ("yes|no|keep", "Client: reconnect when the session ends; keep: keep "
                     "the device between sessions."),

@@ -8,13 +8,13 @@ where cipher names become vtund codes.
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from collections.abc import Callable, Iterable
 
 from vtcore.api import Registry
-from vtcore.config.errors import ConfigError, ConfigErrors, shown
+from vtcore.config import keywords as kw
+from vtcore.config.errors import ConfigError, ConfigErrors, did_you_mean, shown
 from vtcore.config.model import Config, Host
 
 VTUND_CIPHERS = {
@@ -37,8 +37,7 @@ def needs(what: str, extra: str) -> str:
 def unknown_word(text: str, word: str, installed: Iterable[str]) -> str:
     """``'type foo'``: no installed plugin answers it; lists those that do, and the closest."""
     have = sorted(set(installed))
-    close = difflib.get_close_matches(word, have, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(word, have)
     return (f"'{shown(text)}': no installed plugin answers '{shown(word)}' "
             f"(installed: {', '.join(have) or 'none'}){hint}")
 
@@ -101,16 +100,16 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
         _check_encrypt(host, registry, err, written)
 
     if host.speed != (0, 0) and not registry.answers("speed"):
-        out_kbps, in_kbps = host.speed
-        fallback = str(out_kbps) if out_kbps == in_kbps else f"{out_kbps}:{in_kbps}"
+        to_client, from_client = host.speed
+        fallback = str(to_client) if to_client == from_client else f"{to_client}:{from_client}"
         err("speed", needs(written("speed", fallback), EXTRAS["speed"]))
 
     for key, value in host.extras.items():
         item = registry.answering(key)
         if item is None:
-            keywords = {m.keyword for m in registry.frame_modules.values()}
-            close = difflib.get_close_matches(key, sorted(keywords), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            # A typo of a core keyword ('tmeout') lands here too: suggest from both.
+            keywords = {m.keyword for m in registry.frame_modules.values()} | kw.HOST
+            hint = did_you_mean(key, keywords)
             err(key, f"unknown keyword '{shown(key)}' (no installed plugin answers "
                      f"'{shown(key)} {shown(value)}'){hint}")
         elif item.words and value not in item.words:
@@ -146,8 +145,7 @@ def _check_encrypt(
             err("encrypt", needs(text, EXTRAS["encrypt"]))
             return
         names = sorted({*(known or VTUND_CIPHERS), *registry.words("encrypt")})
-        close = difflib.get_close_matches(value, names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(value, names)
         err("encrypt", f"'{text}': unknown cipher '{shown(value)}'; valid names: "
                        f"{', '.join(names)}{hint}")
         return

@@ -87,7 +87,8 @@ class Host:
     keepalive: tuple[int, int] | None = None
     """(interval, count); ``None`` when off."""
     speed: tuple[int, int] = (0, 0)
-    """(out, in) kbit/s; (0, 0) = no shaping."""
+    """(in, out) kbit/s as vtund.conf(5) writes it: to the client, from the client;
+    (0, 0) = no shaping."""
     timeout: int = 30
     persist: str = "no"
     multi: str = "yes"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from vtcore.config import keywords as kw
-from vtcore.config.errors import ConfigError
+from vtcore.config.errors import ConfigError, did_you_mean
 from vtcore.config.lexer import Kind, Token
 from vtcore.config.model import Addr, Command, Config, Host, Options
 from vtcore.config.parser import Section, Stmt
@@ -112,7 +112,8 @@ def _choice(tok: Token, name: str, table: dict[str, str]) -> str:
     value = table.get(tok.text)
     if value is None:
         valid = ", ".join(sorted({k for k in table if not k.isdigit()}))
-        raise _Bad(tok, f"'{name}' takes one of {valid}; got {tok.describe()}")
+        hint = did_you_mean(tok.text, (k for k in table if not k.isdigit()))
+        raise _Bad(tok, f"'{name}' takes one of {valid}; got {tok.describe()}{hint}")
     return value
 
 
@@ -176,7 +177,7 @@ def encrypt_value(tok: Token) -> int | str | None:
         return int(text) or None
     if _CIPHER_WORD.fullmatch(text):
         return text  # resolved against the plugin registry by check_config
-    raise _Bad(tok, f"'encrypt' takes yes, no, a cipher name or code; got {tok.describe()}")
+    raise _Bad(tok, f"'encrypt' takes yes, no, a cipher name or code, or aead (vt's secure mode); got {tok.describe()}")
 
 
 def keepalive_value(tok: Token, current: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -201,7 +202,7 @@ def speed_value(tok: Token) -> tuple[int, int]:
     m = _PAIR.fullmatch(text)
     if m:
         return (int(m[1]), int(m[2]))
-    raise _Bad(tok, f"'speed' takes kbit/s as N or out:in; got {tok.describe()}")
+    raise _Bad(tok, f"'speed' takes kbit/s as N or in:out (in: to the client, out: from it); got {tok.describe()}")
 
 
 # ----------------------------------------------------------------- builder
@@ -234,7 +235,8 @@ class _Builder:
             except kw.KeywordError as exc:
                 if host is not None and self.plugin_keyword(host, stmt):
                     continue
-                self.err(stmt.key, f"{exc} in {CONTEXT_NAMES[allowed]}")
+                hint = did_you_mean(stmt.key.text, allowed)
+                self.err(stmt.key, f"{exc} in {CONTEXT_NAMES[allowed]}{hint}")
                 continue
             if name not in allowed:
                 self.err(stmt.key, f"'{name}' is not valid in {CONTEXT_NAMES[allowed]}")
