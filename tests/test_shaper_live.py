@@ -13,7 +13,7 @@ import re
 
 import pytest
 from netns import iperf3, two_hosts, wait_ping
-from peers import SERVERS, VtClient, requires_vtund, vtund_conf
+from peers import SERVERS, VtClient, VtServer, requires_vtund, vtund_conf
 
 pytestmark = [pytest.mark.netns]
 
