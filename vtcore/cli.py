@@ -217,7 +217,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     """Run the server (vtund -s)."""
     from vtcore import notify
     from vtcore.runtime import loop
-    from vtcore.runtime.server import Server, ServerOptions, serve_inetd
+    from vtcore.runtime.server import ListenError, Server, ServerOptions, serve_inetd
 
     plugins = _plugins(ctx)
     config = _load(config_path, plugins)
@@ -233,6 +233,8 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     server = Server(config_path, config, plugins, overrides)
     try:
         server.listener = notify.listen_socket() or server.make_listener()
+    except ListenError as exc:
+        _fail(str(exc))  # names the address and port
     except (OSError, ValueError) as exc:
         _fail(f"cannot listen: {getattr(exc, 'strerror', None) or exc}")
     _check_metrics(config)
