@@ -49,6 +49,10 @@ KEYWORD_DOCS: dict[str, tuple[str, frozenset[str], dict[str, tuple[str, str]]]] 
     }),
     "host": ("HOST SECTIONS", kw.HOST, {
         "passwd": ("WORD", "The shared password (required); alias \\fBpassword\\fP."),
+        "passwd_file": ("PATH", "vt only, instead of \\fBpasswd\\fP: read the password from "
+                        "the first line of PATH (relative to the config's directory), a "
+                        "regular file owned by root or the user vt runs as, mode 0600 or "
+                        "stricter; else the config is refused. Never abbreviated."),
         "device": ("NAME", "Name of the tun/tap device to create or open."),
         "type": ("tun|ether|tty|pipe", "Tunnel type: IP (tun), Ethernet (ether, a tap "
                  "device), a pty, or a pipe to the up command (default tty)."),

@@ -179,7 +179,7 @@ def _at(path: str, host: Host, keyword: str, message: str) -> ConfigError:
 
 def _readable_passwords(config: Config) -> list[ConfigError]:
     """As ssh and wg-quick do: a file holding passwords is for its owner's eyes only."""
-    holders = [h for h in config.hosts.values() if h.passwd]
+    holders = [h for h in config.hosts.values() if h.passwd and not h.passwd_file]
     try:
         mode = os.stat(config.path).st_mode
     except OSError:

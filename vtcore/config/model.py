@@ -76,6 +76,8 @@ class Host:
 
     name: str
     passwd: str = field(default="", repr=False)
+    passwd_file: str | None = None
+    """Where the password came from (``passwd_file PATH;``), if not from this config."""
     device: str | None = None
     type: str = "tty"
     proto: str = "tcp"
@@ -123,11 +125,13 @@ class Host:
             self,
             name=name,
             passwd="",
+            passwd_file=None,
             line=line,
             srcaddr=replace(self.srcaddr) if self.srcaddr else None,
             up=list(self.up),
             down=list(self.down),
-            positions={k: v for k, v in self.positions.items() if k != "passwd"},
+            positions={k: v for k, v in self.positions.items()
+                       if k not in ("passwd", "passwd_file")},
             raw=dict(self.raw),
             extras=dict(self.extras),
         )

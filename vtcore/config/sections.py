@@ -7,6 +7,7 @@ quoted passwords, several entries in ``bindaddr { }``, ``;`` after any ``}``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +17,7 @@ from vtcore.config.errors import ConfigError, did_you_mean
 from vtcore.config.lexer import Kind, Token
 from vtcore.config.model import Addr, Command, Config, Host, Options
 from vtcore.config.parser import Section, Stmt
+from vtcore.config.secrets import PasswordFileError, read_password_file
 
 _NUM = re.compile(r"[0-9]{1,9}")
 _PAIR = re.compile(r"([0-9]{1,9}):([0-9]{1,9})")
@@ -354,6 +356,12 @@ class _Builder:
         self.each(_block(stmt, name), allowed, entry)
         return addr
 
+    def beside_config(self, path: str) -> str:
+        """A relative path is read from the config file's directory, not the cwd."""
+        if os.path.isabs(path) or self.path.startswith("<"):
+            return path
+        return os.path.join(os.path.dirname(self.path), path)
+
     # ------------------------------------------------------------- host options
 
     def host_option(self, host: Host, name: str, stmt: Stmt) -> None:
@@ -362,17 +370,26 @@ class _Builder:
         elif name == "srcaddr":
             host.srcaddr = self.addr_block(stmt, name, kw.SRCADDR, host.srcaddr)
         else:
-            tok = _one(stmt, name, strings=name in ("passwd", "device"))
+            tok = _one(stmt, name, strings=name in ("passwd", "device", "passwd_file"))
             self.host_value(host, name, tok)
             if name != "passwd":
                 host.raw[name] = tok.text
         host.positions[name] = (stmt.key.line, stmt.key.col)
 
     def host_value(self, host: Host, name: str, tok: Token) -> None:
+        if name in ("passwd", "passwd_file") and ({"passwd", "passwd_file"} - {name}) & \
+                set(host.positions):
+            raise _Bad(tok, "both passwd and passwd_file in one host: keep one")
         if name == "passwd":
             if not tok.text:
                 raise _Bad(tok, "empty password")
             host.passwd = tok.text
+        elif name == "passwd_file":
+            try:
+                host.passwd = read_password_file(self.beside_config(tok.text))
+            except PasswordFileError as exc:
+                raise _Bad(tok, str(exc)) from None
+            host.passwd_file = tok.text
         elif name == "device":
             if not tok.text:
                 raise _Bad(tok, "empty device name")
