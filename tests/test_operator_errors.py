@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from behaviour import ERR_BLOCK, HOST, PASSWD, conf, probe, wait_for
-from netns import requires_netns, two_hosts
+from netns import busy_loopback_port, requires_netns, two_hosts
 from peers import VtClient, VtServer
 
 from vtcore.config import load_config
@@ -45,10 +45,7 @@ def test_refused_connection_names_the_address_and_port(tmp_path: Path) -> None:
 
 
 def test_port_in_use_names_the_address_and_port(tmp_path: Path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen(1)
-        port = holder.getsockname()[1]
+    with busy_loopback_port() as port:
         cfg = tmp_path / "vt.conf"
         cfg.write_text(f"options {{ lockdir {tmp_path}/lock; statdir {tmp_path}/stat; }}\n"
                        "conn { passwd secret; }\n")
