@@ -503,6 +503,7 @@ class Server:
             plog.warning("denied: host already connected", host=event.host)
             return None
         plog.info("secure mode established", host=event.host, **safe_log_fields(established))
+        assert host is not None  # established: the password matched its profile
         session = self._new_session(host, features, (mode, established), peer)
         try:
             session.open_device()
