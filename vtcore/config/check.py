@@ -25,6 +25,9 @@ VTUND_CIPHERS = {
     "oldblowfish128ecb": 999,
 }  # fmt: skip
 """vtund's cipher names (used in messages when no encryption plugin is installed)."""
+SECURE_WORDS = ("aead", "chacha20poly1305", "aes256gcm")
+"""vt-crypto's secure-mode words: listed among the valid values, and named as needing
+that plugin, when it is not installed."""
 
 EXTRAS = {"zlib": "zlib", "lzo": "lzo", "encrypt": "crypto", "speed": "shaper"}
 """Feature -> the ``vtcore[extra]`` that installs its plugin (distribution ``vt-<extra>``)."""
@@ -141,10 +144,11 @@ def _check_encrypt(
         if value in known:
             host.encrypt = known[value]
             return
-        if not mods and value in VTUND_CIPHERS:
+        if not mods and (value in VTUND_CIPHERS or value in SECURE_WORDS):
             err("encrypt", needs(text, EXTRAS["encrypt"]))
             return
-        names = sorted({*(known or VTUND_CIPHERS), *registry.words("encrypt")})
+        names = sorted({*(known or VTUND_CIPHERS), *registry.words("encrypt"),
+                        *(() if mods else SECURE_WORDS)})
         hint = did_you_mean(value, names)
         err("encrypt", f"'{text}': unknown cipher '{shown(value)}'; valid names: "
                        f"{', '.join(names)}{hint}")
@@ -153,7 +157,9 @@ def _check_encrypt(
         err("encrypt", needs(text, EXTRAS["encrypt"]))
     elif value not in known.values() and all(m.words for m in mods):
         codes = ", ".join(f"{c} ({w})" for w, c in sorted(known.items(), key=lambda kv: kv[1]))
-        err("encrypt", f"'{text}': unknown cipher code {value}; valid codes: {codes}")
+        secure = ", ".join(sorted(w for m in registry.secure_modes.values() for w in m.words))
+        also = f"; or a secure-mode word: {secure}" if secure else ""
+        err("encrypt", f"'{text}': unknown cipher code {value}; valid codes: {codes}{also}")
 
 
 # --------------------------------------------------------------------------- warnings
