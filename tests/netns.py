@@ -416,6 +416,18 @@ def free_port() -> int:
     return random.randint(20000, 60000)
 
 
+@contextmanager
+def busy_loopback_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another socket listens on while the block runs: what a
+    daemon asked to listen there must refuse."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        yield holder.getsockname()[1]
+
+
 def _stop(proc: subprocess.Popen, timeout: float = 3) -> None:
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGTERM)

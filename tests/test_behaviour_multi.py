@@ -48,7 +48,7 @@ def test_second_client_for_same_host(multi: str | None) -> None:
                 # multi no: the second client is refused within a fraction of a second.
                 with VtClient(p.b, ccfgs[1], HOST, p.a_addr, expect_exit=multi == "no") as c2:
                     if multi == "no":
-                        c2.wait_log(r"denied", timeout=10)
+                        c2.wait_log(r"authentication failed for host", timeout=10)
                         wait_for(lambda: not c2.alive(), 5, "refused client to exit")
                         assert c2.proc.returncode != 0
                         assert MARK not in _read(files[1])

@@ -254,7 +254,7 @@ def test_config_check_ok(good):
     warning, ok = res.output.splitlines()
     assert warning.startswith(f"{good}:6:3: host 'conn' has no secure word") and \
         warning.endswith("(warning)")
-    assert ok == f"{good}: ok (1 hosts)"
+    assert ok == f"{good}: ok (1 host)"
 
 
 def test_config_check_reports_every_error_with_position(bad):
@@ -352,3 +352,32 @@ def test_plugins_list_table_and_json():
     assert [p["name"] for p in data] == names
     lzo = next(p for p in data if p["name"] == "lzo")
     assert lzo["provides"] == ["compress lzo:1-9"] and lzo["kind"] == "frame module"
+
+
+def test_config_check_one_pass_with_suggestions(tmp_path):
+    """Issue 17.8: every error in one run, each typo with its "did you mean", secure-mode
+    words among the valid ciphers, and ``speed`` explained in vtund's order (in:out)."""
+    conf = tmp_path / "typos.conf"
+    conf.write_text(
+        "options { port 5000; tmeout 3; }\n"
+        "h1 {\n  passwd abc;\n  typ tun;\n  proto tcpp;\n  encrypt aed;\n"
+        "  multi yess;\n  nat_hack srv;\n  speed fast;\n}\n"
+    )
+    res = invoke("config", "check", "-f", conf)
+    assert res.exit_code == 1
+    lines = res.output.splitlines()
+    expected = {
+        1: "unknown keyword 'tmeout' in the options section; did you mean 'timeout'?",
+        4: "unknown keyword 'typ' in a session section; did you mean 'type'?",
+        5: "did you mean 'tcp'?",
+        6: "did you mean 'aead'?",
+        7: "got 'yess'; did you mean 'yes'?",
+        8: "got 'srv'; did you mean 'server'?",
+        9: "'speed' takes kbit/s as N or in:out (in: to the client, out: from it)",
+    }
+    for line_no, text in expected.items():
+        assert any(ln.startswith(f"{conf}:{line_no}:") and text in ln for ln in lines), \
+            (line_no, res.output)
+    cipher = next(ln for ln in lines if ln.startswith(f"{conf}:6:"))
+    for word in ("aead", "chacha20poly1305", "aes256gcm"):
+        assert f" {word}," in cipher or f" {word};" in cipher, cipher

@@ -116,6 +116,10 @@ def test_unknown_cipher_without_any_crypto_plugin() -> None:
     cfg = parse_config("h { passwd x; encrypt nonsense; }")
     (err,) = check_config(cfg, registry(crypto=False))
     assert "unknown cipher 'nonsense'" in err.message and "oldblowfish128ecb" in err.message
+    assert "aead, aes128cbc" in err.message  # secure mode named even without its plugin
+    cfg = parse_config("h { passwd x; encrypt aead; }")
+    (err,) = check_config(cfg, registry(crypto=False))
+    assert err.message == "'encrypt aead' needs the vt-crypto plugin: pip install 'vtcore[crypto]'"
 
 
 def test_compress_level_out_of_range() -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from vtcore.config import Addr, Command, ConfigErrors, parse_config
-from vtcore.config.keywords import MIN_ABBREV, SPELLINGS, KeywordError, resolve_keyword
+from vtcore.config.keywords import (
+    FULL_ONLY,
+    MIN_ABBREV,
+    SPELLINGS,
+    KeywordError,
+    resolve_keyword,
+)
 
 
 def host(body: str, name: str = "h"):
@@ -446,5 +452,6 @@ def test_ambiguous_abbreviation_lists_candidates() -> None:
 
 def test_no_prefix_of_a_real_keyword_is_ambiguous() -> None:
     for spelling in SPELLINGS:
-        for n in range(MIN_ABBREV, len(spelling) + 1):
+        shortest = len(spelling) if spelling in FULL_ONLY else MIN_ABBREV
+        for n in range(shortest, len(spelling) + 1):
             resolve_keyword(spelling[:n])  # raises KeywordError if ambiguous

@@ -75,7 +75,7 @@ def test_clean_secure_config_has_no_warning(tmp_path: Path) -> None:
     path.write_text(CLEAN)
     path.chmod(0o600)
     res = vt("config", "check", "-f", path)
-    assert (res.returncode, res.stdout, res.stderr) == (0, f"{path}: ok (1 hosts)\n", "")
+    assert (res.returncode, res.stdout, res.stderr) == (0, f"{path}: ok (1 host)\n", "")
     path.chmod(0o640)
     res = vt("config", "check", "-f", path)
     assert "readable by group or others (mode 0640)" in res.stderr

@@ -4,14 +4,13 @@ inside the namespace while a live tunnel carries pings."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from behaviour import HOST, conf, wait_for
-from netns import Netns, ping, two_hosts, wait_ping
+from netns import Netns, busy_loopback_port, ping, two_hosts, wait_ping
 from peers import VtClient, VtServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -97,10 +96,7 @@ def test_metrics_keyword_takes_an_address_and_port(tmp_path: Path) -> None:
 
 
 def test_metrics_address_in_use_fails_the_start_on_the_terminal(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        port = busy.getsockname()[1]
+    with busy_loopback_port() as port:
         cfg = tmp_path / "vt.conf"
         cfg.write_text(conf(HOST, vt_options={"metrics": f"127.0.0.1:{port}",
                                               "lockdir": tmp_path, "statdir": tmp_path}))

@@ -75,7 +75,7 @@ def test_words_are_accepted_only_when_an_installed_plugin_answers_them(site, tmp
 
     site.add("vt-foo", "foo", THIRD_PARTY)
     res = check(str(conf))
-    assert (res.exit_code, res.stdout) == (0, f"{conf}: ok (1 hosts)\n"), res.stderr
+    assert (res.exit_code, res.stdout) == (0, f"{conf}: ok (1 host)\n"), res.stderr
 
     conf.write_text(CONFIG.replace("zstd:19", "zstd:23").replace("type foo", "type fo"))
     res = check(str(conf))

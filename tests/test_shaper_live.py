@@ -1,7 +1,8 @@
 """vt-shaper for real: iperf3 through a shaped vt tunnel stays near the setting.
 
-vtund's ``speed`` is in kbit/s and limits what each side *sends* (server: ``out``,
-client: the ``S<in>`` the server tells it).  The measured TCP goodput must stay within
+vtund's ``speed IN:OUT`` is in kbit/s and limits what each side *sends*: the server
+sends to the client at IN, the client (told ``S<OUT>``) sends at OUT -- measured against
+the real vtund (docs/vtund-facts.md) and asserted here for vt in both roles.  The measured TCP goodput must stay within
 10% of the setting from 256 kbit/s to 50 Mbit/s, in both directions, and the tunnel
 itself must drop nothing (the shaper pauses the device instead).
 """
@@ -12,7 +13,7 @@ import re
 
 import pytest
 from netns import iperf3, two_hosts, wait_ping
-from peers import VtClient, VtServer
+from peers import SERVERS, VtClient, VtServer, requires_vtund, vtund_conf
 
 pytestmark = [pytest.mark.netns]
 
@@ -69,3 +70,22 @@ def test_shaped_rate_within_ten_percent(kbps: int) -> None:
                 assert closed, peer.log()[-2000:]
                 drops = {k: int(v) for k, v in re.findall(r"(dropped_\w+)=(\d+)", closed[-1])}
                 assert drops and not any(drops.values()), closed[-1]
+
+
+@pytest.mark.parametrize("server", ["vt", pytest.param("vtund", marks=pytest.mark.vtund)])
+def test_speed_in_out_direction_as_vtund(server: str) -> None:
+    """``speed 256:2048`` on the server: 256 kbit/s from the server to the client, 2048
+    from the client to the server, as a vtund server measured (vtund-facts.md); the vt
+    client paces its side from the server's ``S`` flag whichever server it is."""
+    if server == "vtund":
+        requires_vtund()
+    with two_hosts() as pair:
+        ta, _ = pair.add_tunnel_devices("sds", "sdc", mtu=1400)
+        srv_conf = vtund_conf("sd", type="tun", proto="tcp", device="sds", speed="256:2048")
+        cli_conf = vtund_conf("sd", type="tun", proto="tcp", device="sdc")
+        with SERVERS[server](pair.a, srv_conf), VtClient(pair.b, cli_conf, "sd", pair.a_addr):
+            wait_ping(pair.b, ta, timeout=20)
+            up = _measure(pair, ta, False, 2048)
+            down = _measure(pair, ta, True, 256)
+    assert 0.85 <= up <= 1.15, f"client->server: {up:.2f} x 2048 kbit/s"
+    assert 0.85 <= down <= 1.15, f"server->client: {down:.2f} x 256 kbit/s"

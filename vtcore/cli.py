@@ -217,7 +217,7 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     """Run the server (vtund -s)."""
     from vtcore import notify
     from vtcore.runtime import loop
-    from vtcore.runtime.server import Server, ServerOptions, serve_inetd
+    from vtcore.runtime.server import ListenError, Server, ServerOptions, serve_inetd
 
     plugins = _plugins(ctx)
     config = _load(config_path, plugins)
@@ -233,6 +233,8 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     server = Server(config_path, config, plugins, overrides)
     try:
         server.listener = notify.listen_socket() or server.make_listener()
+    except ListenError as exc:
+        _fail(str(exc))  # names the address and port
     except (OSError, ValueError) as exc:
         _fail(f"cannot listen: {getattr(exc, 'strerror', None) or exc}")
     _check_metrics(config)
@@ -364,7 +366,8 @@ def config_check(ctx: click.Context, config_path: str) -> None:
         click.echo(str(err), err=True)
     if errors:
         sys.exit(1)
-    click.echo(f"{config_path}: ok ({len(cfg.hosts)} hosts)")
+    count = len(cfg.hosts)
+    click.echo(f"{config_path}: ok ({count} host{'' if count == 1 else 's'})")
 
 
 def _plugins(ctx: click.Context):

@@ -49,6 +49,10 @@ KEYWORD_DOCS: dict[str, tuple[str, frozenset[str], dict[str, tuple[str, str]]]] 
     }),
     "host": ("HOST SECTIONS", kw.HOST, {
         "passwd": ("WORD", "The shared password (required); alias \\fBpassword\\fP."),
+        "passwd_file": ("PATH", "vt only, instead of \\fBpasswd\\fP: read the password from "
+                        "the first line of PATH (relative to the config's directory), a "
+                        "regular file owned by root or the user vt runs as, mode 0600 or "
+                        "stricter; else the config is refused. Never abbreviated."),
         "device": ("NAME", "Name of the tun/tap device to create or open."),
         "type": ("tun|ether|tty|pipe", "Tunnel type: IP (tun), Ethernet (ether, a tap "
                  "device), a pty, or a pipe to the up command (default tty)."),
@@ -59,7 +63,8 @@ KEYWORD_DOCS: dict[str, tuple[str, frozenset[str], dict[str, tuple[str, str]]]] 
                     "(aead and its suites) between two vt ends."),
         "keepalive": ("yes|no|INTERVAL:COUNT", "Echo requests on an idle link; the link "
                       "is dead after COUNT unanswered ones (default 30:4)."),
-        "speed": ("KBPS|IN:OUT", "Shape the tunnel to this rate in kbit/s."),
+        "speed": ("KBPS|IN:OUT", "Shape the tunnel to this rate in kbit/s; IN:OUT: IN from the "
+                  "server to the client, OUT from the client to the server (each side paces what it sends)."),
         "timeout": ("SECONDS", "Connect timeout of this host's client."),
         "persist": ("yes|no|keep", "Client: reconnect when the session ends; keep: keep "
                     "the device between sessions."),

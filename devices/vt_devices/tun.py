@@ -32,6 +32,19 @@ from vt_devices.base import DeviceError
 from vt_devices.gro import PLAIN, coalesce
 
 TUN_PATH = "/dev/net/tun"
+NEEDS_NET_ADMIN = ("needs the CAP_NET_ADMIN capability: run vt as root, or grant it, e.g. "
+                   "AmbientCapabilities=CAP_NET_ADMIN in its systemd unit")
+_NO_ACCESS = (f" (vt needs read-write access to {TUN_PATH} and CAP_NET_ADMIN: run it as root, "
+              "or grant both, e.g. DeviceAllow= and AmbientCapabilities= in systemd)")
+_TUN_PATH_HINTS = {
+    errno.ENOENT: f" (no {TUN_PATH}: load the tun module, 'modprobe tun'; in a container, "
+                  f"pass the device in, e.g. --device {TUN_PATH})",
+    errno.ENODEV: " (the kernel has no tun driver: load the tun module, 'modprobe tun')",
+    errno.ENXIO: " (the kernel has no tun driver: load the tun module, 'modprobe tun')",
+    errno.EACCES: _NO_ACCESS,
+    errno.EPERM: _NO_ACCESS,
+}
+"""Why ``/dev/net/tun`` would not open, in words an operator can act on."""
 IFNAMSIZ = 16
 
 # <linux/if_tun.h>
@@ -116,7 +129,8 @@ def open_tun(
     try:
         fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
-        raise DeviceError(f"cannot open {TUN_PATH}: {err.strerror}", err.errno) from None
+        hint = _TUN_PATH_HINTS.get(err.errno or 0, "")
+        raise DeviceError(f"cannot open {TUN_PATH}: {err.strerror}{hint}", err.errno) from None
     try:
         try:
             res = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", raw, flags))
@@ -127,6 +141,8 @@ def open_tun(
                 hint = " (exists as another kind of device, or with other flags)"
             elif err.errno == errno.EBUSY:
                 hint = " (already in use)"
+            elif err.errno == errno.EPERM:
+                hint = f" ({NEEDS_NET_ADMIN})"
             raise DeviceError(
                 f"cannot open {kind} device {what}: {err.strerror}{hint}", err.errno
             ) from None

@@ -8,13 +8,13 @@ where cipher names become vtund codes.
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from collections.abc import Callable, Iterable
 
 from vtcore.api import Registry
-from vtcore.config.errors import ConfigError, ConfigErrors, shown
+from vtcore.config import keywords as kw
+from vtcore.config.errors import ConfigError, ConfigErrors, did_you_mean, shown
 from vtcore.config.model import Config, Host
 
 VTUND_CIPHERS = {
@@ -25,6 +25,9 @@ VTUND_CIPHERS = {
     "oldblowfish128ecb": 999,
 }  # fmt: skip
 """vtund's cipher names (used in messages when no encryption plugin is installed)."""
+SECURE_WORDS = ("aead", "chacha20poly1305", "aes256gcm")
+"""vt-crypto's secure-mode words: listed among the valid values, and named as needing
+that plugin, when it is not installed."""
 
 EXTRAS = {"zlib": "zlib", "lzo": "lzo", "encrypt": "crypto", "speed": "shaper"}
 """Feature -> the ``vtcore[extra]`` that installs its plugin (distribution ``vt-<extra>``)."""
@@ -37,8 +40,7 @@ def needs(what: str, extra: str) -> str:
 def unknown_word(text: str, word: str, installed: Iterable[str]) -> str:
     """``'type foo'``: no installed plugin answers it; lists those that do, and the closest."""
     have = sorted(set(installed))
-    close = difflib.get_close_matches(word, have, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(word, have)
     return (f"'{shown(text)}': no installed plugin answers '{shown(word)}' "
             f"(installed: {', '.join(have) or 'none'}){hint}")
 
@@ -101,16 +103,16 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
         _check_encrypt(host, registry, err, written)
 
     if host.speed != (0, 0) and not registry.answers("speed"):
-        out_kbps, in_kbps = host.speed
-        fallback = str(out_kbps) if out_kbps == in_kbps else f"{out_kbps}:{in_kbps}"
+        to_client, from_client = host.speed
+        fallback = str(to_client) if to_client == from_client else f"{to_client}:{from_client}"
         err("speed", needs(written("speed", fallback), EXTRAS["speed"]))
 
     for key, value in host.extras.items():
         item = registry.answering(key)
         if item is None:
-            keywords = {m.keyword for m in registry.frame_modules.values()}
-            close = difflib.get_close_matches(key, sorted(keywords), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            # A typo of a core keyword ('tmeout') lands here too: suggest from both.
+            keywords = {m.keyword for m in registry.frame_modules.values()} | kw.HOST
+            hint = did_you_mean(key, keywords)
             err(key, f"unknown keyword '{shown(key)}' (no installed plugin answers "
                      f"'{shown(key)} {shown(value)}'){hint}")
         elif item.words and value not in item.words:
@@ -142,12 +144,12 @@ def _check_encrypt(
         if value in known:
             host.encrypt = known[value]
             return
-        if not mods and value in VTUND_CIPHERS:
+        if not mods and (value in VTUND_CIPHERS or value in SECURE_WORDS):
             err("encrypt", needs(text, EXTRAS["encrypt"]))
             return
-        names = sorted({*(known or VTUND_CIPHERS), *registry.words("encrypt")})
-        close = difflib.get_close_matches(value, names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        names = sorted({*(known or VTUND_CIPHERS), *registry.words("encrypt"),
+                        *(() if mods else SECURE_WORDS)})
+        hint = did_you_mean(value, names)
         err("encrypt", f"'{text}': unknown cipher '{shown(value)}'; valid names: "
                        f"{', '.join(names)}{hint}")
         return
@@ -155,7 +157,9 @@ def _check_encrypt(
         err("encrypt", needs(text, EXTRAS["encrypt"]))
     elif value not in known.values() and all(m.words for m in mods):
         codes = ", ".join(f"{c} ({w})" for w, c in sorted(known.items(), key=lambda kv: kv[1]))
-        err("encrypt", f"'{text}': unknown cipher code {value}; valid codes: {codes}")
+        secure = ", ".join(sorted(w for m in registry.secure_modes.values() for w in m.words))
+        also = f"; or a secure-mode word: {secure}" if secure else ""
+        err("encrypt", f"'{text}': unknown cipher code {value}; valid codes: {codes}{also}")
 
 
 # --------------------------------------------------------------------------- warnings
@@ -181,7 +185,7 @@ def _at(path: str, host: Host, keyword: str, message: str) -> ConfigError:
 
 def _readable_passwords(config: Config) -> list[ConfigError]:
     """As ssh and wg-quick do: a file holding passwords is for its owner's eyes only."""
-    holders = [h for h in config.hosts.values() if h.passwd]
+    holders = [h for h in config.hosts.values() if h.passwd and not h.passwd_file]
     try:
         mode = os.stat(config.path).st_mode
     except OSError:

@@ -7,6 +7,9 @@ collects all of them and raises a single :class:`ConfigErrors`.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ConfigError(Exception):
     """One problem at one place in a configuration file."""
@@ -49,6 +52,13 @@ class ConfigErrors(Exception):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``candidates``, or ``""``: a typo
+    reads as what it was meant to be, in every error that lists valid words."""
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1)
+    return f"; did you mean '{shown(close[0])}'?" if close else ""
 
 
 def shown(text: str, limit: int = 40) -> str:

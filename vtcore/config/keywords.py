@@ -26,9 +26,11 @@ HOST = frozenset(
     {
         "passwd", "device", "type", "proto", "compress", "encrypt", "keepalive", "speed",
         "timeout", "persist", "multi", "stat", "nat_hack", "srcaddr", "sslauth", "up",
-        "down", "vtmode",
+        "down", "vtmode", "passwd_file",
     }
 )  # fmt: skip
+FULL_ONLY = frozenset({"passwd_file"})
+"""vt-only keywords never reached by abbreviation: ``pass`` must stay vtund's ``passwd``."""
 BINDADDR = frozenset({"addr", "iface"})
 SRCADDR = frozenset({"addr", "iface", "port"})
 COMMANDS = frozenset({"program", "ppp", "ifconfig", "route", "firewall", "ip"})
@@ -52,7 +54,8 @@ def resolve_keyword(word: str, spellings: Mapping[str, str] = SPELLINGS) -> str:
     if exact is not None:
         return exact
     if len(word) >= MIN_ABBREV:
-        found = sorted({canon for spelt, canon in spellings.items() if spelt.startswith(word)})
+        found = sorted({canon for spelt, canon in spellings.items()
+                        if spelt.startswith(word) and spelt not in FULL_ONLY})
         if len(found) == 1:
             return found[0]
         if found:

@@ -76,6 +76,8 @@ class Host:
 
     name: str
     passwd: str = field(default="", repr=False)
+    passwd_file: str | None = None
+    """Where the password came from (``passwd_file PATH;``), if not from this config."""
     device: str | None = None
     type: str = "tty"
     proto: str = "tcp"
@@ -87,7 +89,8 @@ class Host:
     keepalive: tuple[int, int] | None = None
     """(interval, count); ``None`` when off."""
     speed: tuple[int, int] = (0, 0)
-    """(out, in) kbit/s; (0, 0) = no shaping."""
+    """(in, out) kbit/s as vtund.conf(5) writes it: to the client, from the client;
+    (0, 0) = no shaping."""
     timeout: int = 30
     persist: str = "no"
     multi: str = "yes"
@@ -122,11 +125,13 @@ class Host:
             self,
             name=name,
             passwd="",
+            passwd_file=None,
             line=line,
             srcaddr=replace(self.srcaddr) if self.srcaddr else None,
             up=list(self.up),
             down=list(self.down),
-            positions={k: v for k, v in self.positions.items() if k != "passwd"},
+            positions={k: v for k, v in self.positions.items()
+                       if k not in ("passwd", "passwd_file")},
             raw=dict(self.raw),
             extras=dict(self.extras),
         )

@@ -7,15 +7,17 @@ quoted passwords, several entries in ``bindaddr { }``, ``;`` after any ``}``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
 
 from vtcore.config import keywords as kw
-from vtcore.config.errors import ConfigError
+from vtcore.config.errors import ConfigError, did_you_mean
 from vtcore.config.lexer import Kind, Token
 from vtcore.config.model import Addr, Command, Config, Host, Options
 from vtcore.config.parser import Section, Stmt
+from vtcore.config.secrets import PasswordFileError, read_password_file
 
 _NUM = re.compile(r"[0-9]{1,9}")
 _PAIR = re.compile(r"([0-9]{1,9}):([0-9]{1,9})")
@@ -112,7 +114,8 @@ def _choice(tok: Token, name: str, table: dict[str, str]) -> str:
     value = table.get(tok.text)
     if value is None:
         valid = ", ".join(sorted({k for k in table if not k.isdigit()}))
-        raise _Bad(tok, f"'{name}' takes one of {valid}; got {tok.describe()}")
+        hint = did_you_mean(tok.text, (k for k in table if not k.isdigit()))
+        raise _Bad(tok, f"'{name}' takes one of {valid}; got {tok.describe()}{hint}")
     return value
 
 
@@ -176,7 +179,7 @@ def encrypt_value(tok: Token) -> int | str | None:
         return int(text) or None
     if _CIPHER_WORD.fullmatch(text):
         return text  # resolved against the plugin registry by check_config
-    raise _Bad(tok, f"'encrypt' takes yes, no, a cipher name or code; got {tok.describe()}")
+    raise _Bad(tok, f"'encrypt' takes yes, no, a cipher name or code, or aead (vt's secure mode); got {tok.describe()}")
 
 
 def keepalive_value(tok: Token, current: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -201,7 +204,7 @@ def speed_value(tok: Token) -> tuple[int, int]:
     m = _PAIR.fullmatch(text)
     if m:
         return (int(m[1]), int(m[2]))
-    raise _Bad(tok, f"'speed' takes kbit/s as N or out:in; got {tok.describe()}")
+    raise _Bad(tok, f"'speed' takes kbit/s as N or in:out (in: to the client, out: from it); got {tok.describe()}")
 
 
 # ----------------------------------------------------------------- builder
@@ -234,7 +237,8 @@ class _Builder:
             except kw.KeywordError as exc:
                 if host is not None and self.plugin_keyword(host, stmt):
                     continue
-                self.err(stmt.key, f"{exc} in {CONTEXT_NAMES[allowed]}")
+                hint = did_you_mean(stmt.key.text, allowed)
+                self.err(stmt.key, f"{exc} in {CONTEXT_NAMES[allowed]}{hint}")
                 continue
             if name not in allowed:
                 self.err(stmt.key, f"'{name}' is not valid in {CONTEXT_NAMES[allowed]}")
@@ -352,6 +356,12 @@ class _Builder:
         self.each(_block(stmt, name), allowed, entry)
         return addr
 
+    def beside_config(self, path: str) -> str:
+        """A relative path is read from the config file's directory, not the cwd."""
+        if os.path.isabs(path) or self.path.startswith("<"):
+            return path
+        return os.path.join(os.path.dirname(self.path), path)
+
     # ------------------------------------------------------------- host options
 
     def host_option(self, host: Host, name: str, stmt: Stmt) -> None:
@@ -360,17 +370,26 @@ class _Builder:
         elif name == "srcaddr":
             host.srcaddr = self.addr_block(stmt, name, kw.SRCADDR, host.srcaddr)
         else:
-            tok = _one(stmt, name, strings=name in ("passwd", "device"))
+            tok = _one(stmt, name, strings=name in ("passwd", "device", "passwd_file"))
             self.host_value(host, name, tok)
             if name != "passwd":
                 host.raw[name] = tok.text
         host.positions[name] = (stmt.key.line, stmt.key.col)
 
     def host_value(self, host: Host, name: str, tok: Token) -> None:
+        if name in ("passwd", "passwd_file") and ({"passwd", "passwd_file"} - {name}) & \
+                set(host.positions):
+            raise _Bad(tok, "both passwd and passwd_file in one host: keep one")
         if name == "passwd":
             if not tok.text:
                 raise _Bad(tok, "empty password")
             host.passwd = tok.text
+        elif name == "passwd_file":
+            try:
+                host.passwd = read_password_file(self.beside_config(tok.text))
+            except PasswordFileError as exc:
+                raise _Bad(tok, str(exc)) from None
+            host.passwd_file = tok.text
         elif name == "device":
             if not tok.text:
                 raise _Bad(tok, "empty device name")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import socket
 import time
@@ -25,7 +26,7 @@ from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Denied
 from vtcore.protocol.flags import format_flags, parse_flags
 from vtcore.protocol.handshake import MAX_TEXT, MESG_SIZE, ClientHandshake
-from vtcore.runtime import fsguard, trust
+from vtcore.runtime import fsguard, reconnect, trust
 from vtcore.runtime.native import (
     HOST_TOKEN,
     compressor_offer,
@@ -38,21 +39,27 @@ from vtcore.runtime.session import Session, SessionError, client_settings, flag_
 from vtcore.runtime.status import StatusServer, session_status
 from vtcore.runtime.trust import legacy_warnings
 
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 """A session that lasted this long resets the back-off."""
 QUICK_RETRY_FOR = 10.0
 """After a session in which the server's side ran (we heard from it), attempts follow
-every ``BACKOFF_FIRST`` s for this long before the back-off grows: a restarted server
+every ``reconnect.FIRST`` s for this long before the back-off grows: a restarted server
 is back in seconds.  A server that fails each session before its tunnel runs (its
 device busy...) does not qualify, so it cannot draw an attempt a second for ever."""
+
+SECURE_AUTH_FAILED = "authentication failed"
+"""What a secure mode's refusal says for a wrong password or an unknown host
+(vt_crypto.secure.errors.AUTH_FAILED): the same words to the peer for both."""
 
 log = structlog.get_logger("vt.client")
 
 
 class ConnectError(Exception):
     """Connecting or authenticating failed (one line, for the log)."""
+
+
+class AuthFailed(ConnectError):
+    """The server refused this host's authentication: retrying soon will not help."""
 
 
 @dataclass
@@ -132,12 +139,13 @@ class Client:
 
     async def _run(self) -> int:
         device = None
-        backoff = BACKOFF_FIRST
+        delay = reconnect.FIRST
         status = 0
         quick_until = 0.0
         while not self.stopping:
             started = time.monotonic()
             peer_lost = False
+            ceiling = reconnect.MAX
             try:
                 try:
                     sock, flags, secure = await self.connect()
@@ -164,6 +172,8 @@ class Client:
             except (ConnectError, SessionError) as exc:
                 self.log.error("session failed", error=str(exc))
                 status = 1
+                if isinstance(exc, AuthFailed):
+                    ceiling, quick_until = reconnect.AUTH_MAX, 0.0
             finally:
                 if self.session is not None:
                     metrics.fold_session(self.closed, session_status(self.session))
@@ -175,17 +185,18 @@ class Client:
             if restart or peer_lost:
                 # SIGHUP, or the server stopped answering (most likely it is being
                 # restarted): try at once; a refused connect then backs off as usual.
-                backoff = BACKOFF_FIRST
+                delay = reconnect.FIRST
                 self.log.info("reconnecting", delay=0)
                 continue
             if time.monotonic() - started > STABLE_AFTER:
-                backoff = BACKOFF_FIRST
+                delay = reconnect.FIRST
             self._wake.clear()
-            self.log.info("reconnecting", delay=backoff)
+            wait = reconnect.jittered(delay, random.random())
+            self.log.info("reconnecting", delay=round(wait, 2), ceiling=ceiling)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
+                await asyncio.wait_for(self._wake.wait(), wait)
             if time.monotonic() >= quick_until:
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                delay = reconnect.grown(delay, ceiling)
         if device is not None:
             device.close()
         return 0 if self.stopping else status
@@ -212,6 +223,7 @@ class Client:
             except socket.gaierror as exc:
                 raise ConnectError(f"cannot resolve {self.server}: {exc.strerror}") from None
         last: Exception | None = None
+        tried = f"{self.server}:{self.port}"
         for fam, typ, proto, _, addr in infos:
             sock = socket.socket(fam, typ, proto)
             sock.setblocking(False)
@@ -228,7 +240,9 @@ class Client:
                 return sock
             except (OSError, TimeoutError) as exc:
                 sock.close()
-                last = exc
+                last, tried = exc, peer_name(addr)
+        if isinstance(last, ConnectionRefusedError):
+            raise ConnectError(f"connection refused by {tried} (nothing listens there)")
         reason = "timed out" if isinstance(last, TimeoutError) else getattr(last, "strerror", last)
         raise ConnectError(f"cannot connect to {self.server}:{self.port}: {reason}")
 
@@ -285,6 +299,11 @@ class Client:
         if error is not None:
             raise ConnectError(error)
 
+    def _auth_failed(self) -> AuthFailed:
+        return AuthFailed(f"authentication failed for host {self.host.name}: {self.server} "
+                          "refused it (wrong password, unknown host, or the host busy or "
+                          "broken there)")
+
     async def connect(self):
         """Connect and authenticate; return the socket, the server's flags and the
         secure mode's ``(mode, established)`` (None on vtund's path)."""
@@ -337,12 +356,15 @@ class Client:
                     self._check_confirmed(wanted, token, event.flags.extra)
                     return sock, event.flags, None
                 if isinstance(event, Denied):
-                    why = f": {event.reason}" if event.reason else ""
-                    raise ConnectError(f"connection denied by {self.server}{why}")
+                    if event.reason:  # a vt server says why (a plugin feature not offered)
+                        raise ConnectError(f"connection denied by {self.server}: {event.reason}")
+                    raise self._auth_failed()
                 if event is None:
                     hs.receive_data(await recv_some(sock, timeout, hs.bytes_needed))
         except HandshakeRefused as exc:
             sock.close()
+            if str(exc) == SECURE_AUTH_FAILED:
+                raise self._auth_failed() from None
             raise ConnectError(f"{self.server}: {exc}") from None
         except ProtocolError as exc:
             sock.close()
@@ -358,4 +380,4 @@ class Client:
             raise
 
 
-__all__ = ["Client", "ClientOptions", "ConnectError", "peer_name"]
+__all__ = ["AuthFailed", "Client", "ClientOptions", "ConnectError", "peer_name"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -64,6 +65,13 @@ def _own_task() -> asyncio.Task:
     if task is None:
         raise RuntimeError("a connection is handled outside its own task")
     return task
+
+
+class ListenError(OSError):
+    """The listening socket could not be made; ``str()`` names the address and port."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass
@@ -131,9 +139,16 @@ class Server:
         family, addr = self._listen_addr()
         port = self.overrides.port or self.config.options.port
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((addr, port))
-        sock.listen(128)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((addr, port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            hint = (" (another program listens there: 'ss -ltnp' shows which; or give "
+                    "-P PORT)") if exc.errno == errno.EADDRINUSE else ""
+            raise ListenError(f"cannot listen on {peer_name((addr, port))}: "
+                              f"{exc.strerror or exc}{hint}") from None
         sock.setblocking(False)
         return sock
 
@@ -278,7 +293,7 @@ class Server:
             try:
                 async with asyncio.timeout_at(deadline + 2.0) as guard:
                     self._guards[_own_task()] = guard
-                    accepted = await self._authenticate(conn, plog, deadline)
+                    accepted = await self._authenticate(conn, plog, deadline, peer)
             except TimeoutError:
                 self.handshake_results["denied"] += 1
                 plog.warning("denied: handshake timed out", host="?")
@@ -335,11 +350,11 @@ class Server:
                          failures=notice.failures, interval=notice.interval,
                          refused=notice.refused)
 
-    async def _authenticate(self, conn: socket.socket, plog: Any,
-                            deadline: float) -> tuple[Host, Any, str, Any] | None:
+    async def _authenticate(self, conn: socket.socket, plog: Any, deadline: float,
+                            peer: str) -> tuple[Host, Any, Session] | None:
         """Run the server side of the handshake, all of it by ``deadline`` (loop time);
-        return ``(host, lock, features, established)`` (the arguments of
-        :meth:`_run_session`) or None."""
+        return ``(host, lock, session)`` (the arguments of :meth:`_run_session`, the
+        session's device open) or None."""
         hs = ServerHandshake()
         loop = asyncio.get_running_loop()
         name = "?"
@@ -370,7 +385,7 @@ class Server:
                     mode, offer = self._secure_offer(event)
                     if offer is not None:
                         return await self._secure(conn, mode, offer, greeting + host_block,
-                                                  event, plog, deadline)
+                                                  event, plog, deadline, peer)
                     await send_all(conn, hs.send_challenge(os.urandom(16)), left())
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
@@ -381,7 +396,9 @@ class Server:
                     ok = self._password_ok(hs, host)
                     lock = None
                     if not ok:
-                        plog.warning("denied: authentication failed", host=event.host)
+                        # The operator's log tells the two apart; the peer's ERR does not.
+                        plog.warning("denied: unknown host" if host is None
+                                     else "denied: authentication failed", host=event.host)
                         self._verdict(name, False, plog)
                     else:
                         self._verdict(name, True, plog)
@@ -398,17 +415,27 @@ class Server:
                         return None
                     assert host is not None  # ok: the password matched its profile
                     features = server_features(host, hs.host_extra)
+                    session = self._new_session(host, features, None, peer)
                     try:
+                        # Its device first: a server that cannot open it says ERR now
+                        # rather than OK and a session that ends at once.
+                        session.open_device()
                         await send_all(conn, hs.accept(server_flags(host, features,
                                                                     self.letters)),
                                        self.timeout)
-                    except BaseException:
+                    except BaseException as exc:
                         locks.release(lock)
                         self._claimed.discard(host.name)
-                        raise
+                        session.close_device()
+                        if not isinstance(exc, SessionError):
+                            raise
+                        plog.error("denied: cannot set up the host", host=host.name,
+                                   error=str(exc))
+                        await send_all(conn, hs.reject(), min(1.0, left()))
+                        return None
                     for warning in legacy_warnings(host.sslauth):
                         plog.warning("weak authentication", host=host.name, detail=warning)
-                    return host, lock, features, None
+                    return host, lock, session
         except HandshakeRefused as exc:
             plog.warning("denied: secure mode", host=name, error=str(exc))
             with contextlib.suppress(OSError, TimeoutError, RuntimeError):
@@ -440,8 +467,10 @@ class Server:
         return (mode, offer) if offer is not None else (None, None)
 
     async def _secure(self, conn: socket.socket, mode, offer: bytes, prefix: bytes,
-                      event: HostAnnounced, plog, deadline: float):
-        """Run a secure-mode handshake; return ``(host, lock, features, established)``."""
+                      event: HostAnnounced, plog, deadline: float, peer: str):
+        """Run a secure-mode handshake; return ``(host, lock, session)``.  Its settings
+        travel inside the sealed handshake, so a device that will not open can only
+        end the connection afterwards (the client sees it close at once)."""
         loop = asyncio.get_running_loop()
         backoff = False
 
@@ -457,8 +486,8 @@ class Server:
                 raise HandshakeRefused("host in back-off")
             self._attempts[task] = event.host
 
-        peer = conn.getpeername()[0] if conn.family != socket.AF_UNIX else "local"
-        if not mode.admit(peer, loop.time()):
+        source = conn.getpeername()[0] if conn.family != socket.AF_UNIX else "local"
+        if not mode.admit(source, loop.time()):
             plog.warning("denied: too many secure handshakes", host=event.host)
             await send_all(conn, pack_msg("ERR\n"), 1.0)
             return None
@@ -477,7 +506,10 @@ class Server:
             if backoff:
                 plog.debug("denied: host in back-off", host=event.host)
                 return None
-            plog.warning("denied: secure mode", host=event.host, error=str(exc))
+            if host is None:
+                plog.warning("denied: unknown host", host=event.host, error=str(exc))
+            else:
+                plog.warning("denied: secure mode", host=event.host, error=str(exc))
             self._verdict(event.host, False, plog)  # if msg1 reached the PAKE: a guess
             return None
         finally:
@@ -491,7 +523,17 @@ class Server:
             plog.warning("denied: host already connected", host=event.host)
             return None
         plog.info("secure mode established", host=event.host, **safe_log_fields(established))
-        return host, lock, features, (mode, established)
+        assert host is not None  # established: the password matched its profile
+        session = self._new_session(host, features, (mode, established), peer)
+        try:
+            session.open_device()
+        except SessionError as exc:
+            if lock is not None:
+                locks.release(lock)
+            self._claimed.discard(host.name)
+            plog.error("cannot set up the host", host=host.name, error=str(exc))
+            return None
+        return host, lock, session
 
     @staticmethod
     def _refusal(host, tokens: tuple[str, ...], plog) -> str | None:
@@ -567,11 +609,14 @@ class Server:
         except TimeoutError:
             return False
 
-    async def _run_session(self, conn: socket.socket, host, lock, features: str,
-                           established, peer: str) -> None:
+    def _new_session(self, host, features: str, established, peer: str) -> Session:
         settings = server_settings(host, features, established)
-        session = Session(host=host, options=self.config.options, settings=settings,
-                          registry=self.plugins.registry, peer=peer, stat=host.stat)
+        return Session(host=host, options=self.config.options, settings=settings,
+                       registry=self.plugins.registry, peer=peer, stat=host.stat)
+
+    async def _run_session(self, conn: socket.socket, host, lock, session: Session,
+                           peer: str) -> None:
+        settings = session.settings
         task = _own_task()
         live = _Live(session, task, lock)
         self.live.setdefault(host.name, []).append(live)
@@ -592,6 +637,7 @@ class Server:
                 self.live.pop(host.name, None)
             if lock is not None:
                 locks.release(lock)
+            session.close_device()  # opened before OK: the link may have failed first
             metrics.fold_session(self.closed, session_status(session))
             slog.info("session closed", reason=reason, **session.counters.as_dict())
 

@@ -14,6 +14,7 @@ from typing import cast
 
 import structlog
 from vt_api import (
+    CONN_CLOSE,
     ClosableModule,
     DatagramLink,
     Device,
@@ -218,7 +219,9 @@ class Session:
             return True
         return await tunnel.probe()
 
-    def _open_device(self) -> Device:
+    def open_device(self) -> Device:
+        """The session's device, opened now if it is not yet (``run`` opens it too): a
+        server opens it before it accepts the client."""
         offload = bool(self.settings.options.get("offload"))
         if self.device is not None:
             if bool(getattr(self.device, "offload", False)) == offload:
@@ -238,6 +241,12 @@ class Session:
         except OSError as exc:
             raise SessionError(f"cannot open {self.settings.tunnel_type} device: {exc}") from exc
         return self.device
+
+    def close_device(self) -> None:
+        """Release a device opened for a session that will not run."""
+        if self.device is not None:
+            self.device.close()
+            self.device = None
 
     def _peer_learnt(self, addr: tuple) -> None:
         self.udp_peer = peer_name(addr)
@@ -267,8 +276,12 @@ class Session:
             mode, established = cast("tuple[SecureMode, object]", secure)
             link = mode.wrap_link(established, link, self.settings.role)
         try:
-            device = self._open_device()
+            device = self.open_device()
         except SessionError:
+            # Tell the peer, or over udp its session would hold its addresses until
+            # its keep-alive gives up.
+            with contextlib.suppress(OSError):
+                link.write_frames([link.framing.control(CONN_CLOSE), b""])
             link.close()
             raise
         ends = link.endpoints

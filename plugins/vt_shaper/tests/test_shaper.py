@@ -121,7 +121,7 @@ def test_registration_and_factory() -> None:
     assert reg.answering("speed") is None  # no frame module answers it
     (name, pacer), = reg.pacers_for(LinkSettings(host="h", role="client", speed_out=64))
     assert name == "plugin shaper (shaper)" and isinstance(pacer, Shaper)
-    assert item.describe == "speed N | IN:OUT kbit/s"
+    assert item.describe == "speed N | IN:OUT kbit/s (IN: to the client, OUT: from it)"
     assert create(LinkSettings(host="h", role="server")) is None
     shaper = create(LinkSettings(host="h", role="client", speed_out=512))
     assert isinstance(shaper, Shaper) and shaper.rate == vtund_limit(512)

@@ -16,7 +16,7 @@ def create(settings: LinkSettings) -> Shaper | None:
 
 
 SHAPER = PacerType(name="shaper", keyword="speed", create=create,
-                   describe="speed N | IN:OUT kbit/s")
+                   describe="speed N | IN:OUT kbit/s (IN: to the client, OUT: from it)")
 
 
 @hookimpl
