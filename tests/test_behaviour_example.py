@@ -73,7 +73,8 @@ def test_founding_example_as_written() -> None:
             srv_dev = wait_for(lambda: _tun_with(ns, "192.168.0.2"), 15, "server ifconfig")
             cli_dev = wait_for(lambda: _tun_with(ns, "192.168.0.1"), 15, "client ifconfig")
             assert srv_dev != cli_dev
-            c.wait_log(r"connected.*proto='udp'.*keepalive=True", timeout=5)
+            # vtund's letters: U = udp, K = keep-alive.
+            c.wait_log(r"connected.*flags=<U[^>]*K", timeout=5)
             s.wait_log(r"session up.*proto=udp", timeout=5)
             # The server's route has an unreachable gateway: logged, and the session goes on.
             s.wait_log(r"command failed.*route", timeout=10)

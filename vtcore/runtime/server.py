@@ -397,8 +397,10 @@ class Server:
                     lock = None
                     if not ok:
                         # The operator's log tells the two apart; the peer's ERR does not.
-                        plog.warning("denied: unknown host" if host is None
-                                     else "denied: authentication failed", host=event.host)
+                        if host is None:
+                            plog.warning("denied: unknown host", host=event.host)
+                        else:
+                            plog.warning("denied: authentication failed", host=event.host)
                         self._verdict(name, False, plog)
                     else:
                         self._verdict(name, True, plog)
