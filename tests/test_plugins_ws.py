@@ -95,20 +95,24 @@ bytes both ways) to the backend, answers 404 to any other path."""
 
 
 @pytest.mark.netns
-def test_vt_to_vt_tunnel_inside_a_websocket(site: Path) -> None:
-    """Pings, a byte-identical file both ways and iperf3 both ways through ``proto ws``;
-    the bytes on the wire are a WebSocket upgrade then binary frames."""
+@pytest.mark.parametrize("secure", [False, True], ids=["legacy", "aead"])
+def test_vt_to_vt_tunnel_inside_a_websocket(site: Path, secure: bool) -> None:
+    """Pings, a byte-identical file both ways and iperf3 both ways through ``proto ws``,
+    with vtund's authentication and with secure mode (its handshake inside too)."""
     from netns import iperf3, transfer_file, two_hosts, wait_ping
     from peers import VtClient, VtServer
 
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices("wsrv", "wcli")
-        with with_site(VtServer, site)(p.a, config("wsrv", proto="ws")) as server, \
-                with_site(VtClient, site)(p.b, config("wcli", proto="ws"), "wt",
+        extra = {"encrypt": "aead"} if secure else {}
+        with with_site(VtServer, site)(p.a, config("wsrv", proto="ws", **extra)) as server, \
+                with_site(VtClient, site)(p.b, config("wcli", proto="ws", **extra), "wt",
                                           p.a_addr) as client:
             wait_ping(p.b, ta, timeout=15)
             for peer in (server, client):
                 peer.wait_log(r"session up.*proto=ws", timeout=10)
+            if secure:
+                client.wait_log(r"secure mode established", timeout=5)
             assert transfer_file(p.b, p.a, ta, nbytes=1 << 20)
             assert transfer_file(p.a, p.b, tb, nbytes=256 << 10)
             for reverse in (False, True):
