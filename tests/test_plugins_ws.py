@@ -102,16 +102,20 @@ bytes both ways) to the backend, answers 404 to any other path."""
 
 @pytest.mark.netns
 @pytest.mark.parametrize("secure", [False, True], ids=["legacy", "aead"])
-def test_vt_to_vt_tunnel_inside_a_websocket(site: Path, secure: bool) -> None:
+def test_vt_to_vt_tunnel_inside_a_websocket(site: Path, secure: bool, tmp_path: Path) -> None:
     """Pings, a byte-identical file both ways and iperf3 both ways through ``proto ws``,
-    with vtund's authentication and with secure mode (its handshake inside too)."""
+    with vtund's authentication and with secure mode (its handshake inside too); the up
+    commands' ``%a:%p`` are the real peer's, not the wrapped stream's."""
     from netns import transfer_file, two_hosts, wait_ping
     from peers import VtClient, VtServer
 
     with two_hosts() as p:
         ta, tb = p.add_tunnel_devices("wsrv", "wcli")
-        extra = {"encrypt": "aead"} if secure else {}
-        with with_site(VtServer, site)(p.a, config("wsrv", proto="ws", **extra)) as server, \
+        extra: dict[str, object] = {"encrypt": "aead"} if secure else {}
+        seen = tmp_path / "peer"
+        up = [f"program /bin/sh \"-c 'echo %a:%p > {seen}'\" wait"]
+        with with_site(VtServer, site)(p.a, config("wsrv", proto="ws", up=up, **extra)) \
+                as server, \
                 with_site(VtClient, site)(p.b, config("wcli", proto="ws", **extra), "wt",
                                           p.a_addr) as client:
             wait_ping(p.b, ta, timeout=15)
@@ -119,6 +123,8 @@ def test_vt_to_vt_tunnel_inside_a_websocket(site: Path, secure: bool) -> None:
                 peer.wait_log(r"session up.*proto=ws", timeout=10)
             if secure:
                 client.wait_log(r"secure mode established", timeout=5)
+            addr, port = seen.read_text().split(":")
+            assert addr == p.b_addr and 1024 <= int(port) < 65536
             assert transfer_file(p.b, p.a, ta, nbytes=1 << 20)
             for res in carries_both_ways(p, ta, tb, server, client):
                 print(f"proto ws ({'aead' if secure else 'legacy'}): "
