@@ -100,3 +100,17 @@ def test_the_plugin_registers_the_wrapping_transport_and_the_keyword() -> None:
     ws = registry.transports["ws"]
     assert (ws.flag, ws.greets_with) == ("W", b"GET ") and ws.wrap is not None
     assert registry.answers("ws_path", "/tunnel")
+
+
+@pytest.mark.parametrize("path", ["tunnel", "/a b", "/x\r\nHost: evil"])
+def test_a_bad_ws_path_is_refused_before_anything_is_sent(path: str) -> None:
+    async def main() -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            with pytest.raises(ValueError, match=r"ws_path must be an absolute request path"):
+                await wrap(a, "client", {"ws_path": path}, 1)
+            b.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                b.recv(1)
+
+    asyncio.run(main())

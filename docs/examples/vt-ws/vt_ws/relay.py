@@ -104,9 +104,12 @@ async def upgrade(sock: socket.socket, state: Upgrade, timeout: float) -> None:
 async def wrap(sock: socket.socket, role: str, options: Mapping[str, object],
                timeout: float) -> socket.socket:
     """``TransportType.wrap`` for ``proto ws``: upgrade, start the relay, return vt's end."""
+    path = str(options.get("ws_path") or DEFAULT_PATH)
+    if not path.startswith("/") or not path.isprintable() or " " in path:
+        raise ValueError(f"ws_path must be an absolute request path such as /tunnel, "
+                         f"not {path!r}")
     own = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
     own.setblocking(False)
-    path = str(options.get("ws_path") or DEFAULT_PATH)
     state = Upgrade(role, str(options.get("server", "")), path)
     try:
         await upgrade(own, state, timeout)
