@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from vt_api.hookspecs import hookimpl
 
-CONTRACT_VERSION = (1, 0)
+CONTRACT_VERSION = (1, 1)
 """(major, minor) of this contract; see the module doc for the promise."""
 
 HOST_TOKEN = "vt2"
@@ -371,6 +371,18 @@ socket; with ``nat_hack`` a datagram link is not ``ready()`` until its peer's fi
 datagram names the peer's address."""
 
 
+WrapStream = Callable[[socket.socket, Role, Mapping[str, object], float],
+                      Awaitable[socket.socket]]
+"""``wrap(sock, role, options, timeout)`` (contract 1.1): carries the whole TCP connection,
+vtun's handshake included, inside another protocol (a WebSocket ...).  It runs on the
+client right after the TCP connect, on the server right after the accept, and returns
+the stream the core then uses as if it were the connection (typically one end of a
+``socket.socketpair()`` whose other end the wrapper relays).  From then on it owns
+``sock``.  ``options``: the host's plugin keywords plus ``"server"`` (the name dialled)
+on the client; empty on the server (the host is not known yet).  Errors: ``OSError``
+(``ConnectionError``), ``EOFError``, ``TimeoutError`` or ``ValueError``, one line."""
+
+
 @dataclass(frozen=True)
 class TransportType:
     """Registration record of a transport (``vt_register_transports``)."""
@@ -381,6 +393,14 @@ class TransportType:
     """Its letter in the ``OK FLAGS`` string (``T``, ``U``)."""
     open_link: OpenLink
     describe: str = ""
+    wrap: WrapStream | None = None
+    """Contract 1.1: a stream wrapper (:data:`WrapStream`).  A wrapping transport's frames
+    travel as on ``proto tcp`` inside the wrapped stream: the core opens the ``tcp`` link
+    on it and never calls this record's ``open_link``."""
+    greets_with: bytes = b""
+    """Contract 1.1, with ``wrap``: the bytes a wrapping client sends first (``b"GET "``).
+    A server whose config has a host with this ``proto`` waits a moment after each accept
+    for them (vtund's clients send nothing first) and wraps the connection when they come."""
 
 
 # --------------------------------------------------------------------------- secure modes
@@ -696,5 +716,6 @@ __all__ = [
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
     "Framing", "HandshakeRefused", "Kind", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",
     "PluginFailed", "Registry", "RegistryError", "ResyncingModule", "Role", "SansIOHandshake",
-    "SecureMode", "Stage", "StdioDevice", "TransportType", "UnreachableLink", "hookimpl",
+    "SecureMode", "Stage", "StdioDevice", "TransportType", "UnreachableLink", "WrapStream",
+    "hookimpl",
 ]

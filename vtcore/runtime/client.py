@@ -38,6 +38,7 @@ from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import Session, SessionError, client_settings, flag_letters
 from vtcore.runtime.status import StatusServer, session_status
 from vtcore.runtime.trust import legacy_warnings
+from vtcore.runtime.wrapping import WrapFailed, wrap, wrapper_for
 
 STABLE_AFTER = 30.0
 """A session that lasted this long resets the back-off."""
@@ -148,7 +149,7 @@ class Client:
             ceiling = reconnect.MAX
             try:
                 try:
-                    sock, flags, secure = await self.connect()
+                    sock, flags, secure, endpoints = await self.connect()
                 except ConnectError:
                     self.handshake_results["failed"] += 1
                     raise
@@ -159,9 +160,11 @@ class Client:
                     registry=self.plugins.registry, peer=self.server, device=device,
                     keep_device=self.host.persist == "keep", stat=self.host.stat,
                 )
-                self.log.info("connected", flags=format_flags(flags))
+                letters = flag_letters(self.plugins.registry)
+                self.log.info("connected", flags=format_flags(flags, letters))
                 self.sessions_run += 1
-                reason = await self.session.run(sock, nat_hack=self.host.nat_hack == "client")
+                reason = await self.session.run(sock, nat_hack=self.host.nat_hack == "client",
+                                                endpoints=endpoints)
                 device = self.session.device
                 peer_lost = self.session.tunnel is not None and self.session.tunnel.peer_lost
                 self.log.info("session closed", reason=reason, **self.session.counters.as_dict())
@@ -305,11 +308,28 @@ class Client:
                           "broken there)")
 
     async def connect(self):
-        """Connect and authenticate; return the socket, the server's flags and the
-        secure mode's ``(mode, established)`` (None on vtund's path)."""
-        sock = await self._open_socket()
+        """Connect, wrap (``proto ws`` ...) and authenticate; return the socket, the
+        server's flags, the secure mode's ``(mode, established)`` (None on vtund's path)
+        and, for a wrapped stream, the real connection's endpoints (else None)."""
+        sock, endpoints = await self._wrapped(await self._open_socket())
+        sock, flags, secure = await self._authenticate(sock)
+        return sock, flags, secure, endpoints
+
+    async def _wrapped(self, sock: socket.socket):
+        """``sock`` inside the host's wrapping transport, if its ``proto`` names one."""
+        transport = wrapper_for(self.plugins.registry, self.host.proto)
+        if transport is None:
+            return sock, None
         timeout = float(self.o.timeout or self.config.options.timeout or 30)
-        token = (HOST_TOKEN,) if getattr(self.host, "vtmode", True) else ()
+        options = {**self.host.extras, "server": self.server}
+        try:
+            return await wrap(transport, sock, "client", options, timeout)
+        except WrapFailed as exc:
+            raise ConnectError(f"{self.server}: {exc}") from None
+
+    async def _authenticate(self, sock: socket.socket):
+        timeout = float(self.o.timeout or self.config.options.timeout or 30)
+        token: tuple[str, ...] = (HOST_TOKEN,) if getattr(self.host, "vtmode", True) else ()
         mode = self._secure_mode()
         configured = self.plugins.registry.secure_mode_for(self.host.encrypt) is not None
         try:

@@ -43,6 +43,7 @@ from vtcore.runtime.session import (
 )
 from vtcore.runtime.status import StatusServer, session_status
 from vtcore.runtime.trust import legacy_warnings
+from vtcore.runtime.wrapping import WrapFailed, sniff, sniffers, wrap, wrapper_for
 
 MAX_PENDING_HANDSHAKES = 256
 """Connections still in the handshake.  A new one is never queued: it takes a slot,
@@ -293,7 +294,12 @@ class Server:
             try:
                 async with asyncio.timeout_at(deadline + 2.0) as guard:
                     self._guards[_own_task()] = guard
-                    accepted = await self._authenticate(conn, plog, deadline, peer)
+                    conn, wrapped, endpoints = await self._unwrap(conn, deadline)
+                    accepted = await self._authenticate(conn, plog, deadline, peer, wrapped)
+            except WrapFailed as exc:
+                self.handshake_results["denied"] += 1
+                plog.warning("denied: bad stream wrapping", host="?", error=str(exc))
+                return
             except TimeoutError:
                 self.handshake_results["denied"] += 1
                 plog.warning("denied: handshake timed out", host="?")
@@ -303,7 +309,7 @@ class Server:
             self.handshake_results["denied" if accepted is None else "accepted"] += 1
             if accepted is None:
                 return
-            await self._run_session(conn, *accepted, peer)
+            await self._run_session(conn, *accepted, peer, endpoints)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # one session's bug must never reach the listener
@@ -311,6 +317,17 @@ class Server:
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
+
+    async def _unwrap(self, conn: socket.socket, deadline: float):
+        """``(stream, transport name, real endpoints)``: the connection inside the wrapping
+        transport whose greeting the client sent first, or ``(conn, "", None)``."""
+        protos = {host.proto for host in self.config.hosts.values()}
+        found = await sniff(conn, sniffers(self.plugins.registry, protos))
+        if found is None:
+            return conn, "", None
+        left = max(0.1, deadline - asyncio.get_running_loop().time())
+        inner, endpoints = await wrap(found, conn, "server", {}, left)
+        return inner, found.name, endpoints
 
     def _authenticated(self) -> None:
         """The handshake of the current task is over (proven or not): its slot is free
@@ -351,7 +368,7 @@ class Server:
                          refused=notice.refused)
 
     async def _authenticate(self, conn: socket.socket, plog: Any, deadline: float,
-                            peer: str) -> tuple[Host, Any, Session] | None:
+                            peer: str, wrapped: str = "") -> tuple[Host, Any, Session] | None:
         """Run the server side of the handshake, all of it by ``deadline`` (loop time);
         return ``(host, lock, session)`` (the arguments of :meth:`_run_session`, the
         session's device open) or None."""
@@ -385,7 +402,7 @@ class Server:
                     mode, offer = self._secure_offer(event)
                     if offer is not None:
                         return await self._secure(conn, mode, offer, greeting + host_block,
-                                                  event, plog, deadline, peer)
+                                                  event, plog, deadline, peer, wrapped)
                     await send_all(conn, hs.send_challenge(os.urandom(16)), left())
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
@@ -405,7 +422,7 @@ class Server:
                     else:
                         self._verdict(name, True, plog)
                         self._authenticated()
-                        why = self._refusal(host, hs.host_extra, plog)
+                        why = self._refusal(host, hs.host_extra, plog, wrapped)
                         if why is not None:
                             await send_all(conn, hs.reject(why), min(1.0, left()))
                             return None
@@ -469,7 +486,7 @@ class Server:
         return (mode, offer) if offer is not None else (None, None)
 
     async def _secure(self, conn: socket.socket, mode, offer: bytes, prefix: bytes,
-                      event: HostAnnounced, plog, deadline: float, peer: str):
+                      event: HostAnnounced, plog, deadline: float, peer: str, wrapped: str = ""):
         """Run a secure-mode handshake; return ``(host, lock, session)``.  Its settings
         travel inside the sealed handshake, so a device that will not open can only
         end the connection afterwards (the client sees it close at once)."""
@@ -518,7 +535,7 @@ class Server:
             mode.release()
         self._verdict(event.host, True, plog)
         self._authenticated()
-        if self._refusal(host, tokens, plog) is not None:
+        if self._refusal(host, tokens, plog, wrapped) is not None:
             return None
         ok, lock = await self._take_lock(host, plog)
         if not ok:
@@ -537,11 +554,14 @@ class Server:
             return None
         return host, lock, session
 
-    @staticmethod
-    def _refusal(host, tokens: tuple[str, ...], plog) -> str | None:
+    def _refusal(self, host, tokens: tuple[str, ...], plog, wrapped: str = "") -> str | None:
         """Log and return (for ``ERR``) why an authenticated peer cannot have this host
-        (a plugin feature it did not offer), or None."""
+        (a plugin feature it did not offer, or a wrapping ``proto`` it did not use), or None."""
         why = refusal(host, tokens)
+        if why is None and wrapper_for(self.plugins.registry, host.proto) is not None \
+                and wrapped != host.proto:
+            why = (f"host {host.name} needs proto {host.proto}, which the peer did not speak "
+                   f"(vtund, or vt without proto {host.proto})", f"needs proto {host.proto}")
         if why is None:
             return None
         plog.warning("denied: feature not offered", host=host.name, error=why[0])
@@ -617,7 +637,7 @@ class Server:
                        registry=self.plugins.registry, peer=peer, stat=host.stat)
 
     async def _run_session(self, conn: socket.socket, host, lock, session: Session,
-                           peer: str) -> None:
+                           peer: str, endpoints=None) -> None:
         settings = session.settings
         task = _own_task()
         live = _Live(session, task, lock)
@@ -627,7 +647,8 @@ class Server:
         slog.info("session opened", proto=settings.transport, type=settings.tunnel_type)
         reason = "?"
         try:
-            reason = await session.run(conn, nat_hack=host.nat_hack == "server")
+            reason = await session.run(conn, nat_hack=host.nat_hack == "server",
+                                       endpoints=endpoints)
         except SessionError as exc:
             reason = str(exc)
             slog.error("session failed", error=reason)

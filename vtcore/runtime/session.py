@@ -19,6 +19,7 @@ from vt_api import (
     DatagramLink,
     Device,
     DeviceRequest,
+    Endpoints,
     FrameModule,
     LinkSettings,
     PacingModule,
@@ -252,11 +253,16 @@ class Session:
         self.udp_peer = peer_name(addr)
         self.log.info("udp peer learnt", addr=addr[0], port=addr[1], nat_hack=True)
 
-    async def run(self, sock, *, nat_hack: bool = False) -> str:
+    async def run(self, sock, *, nat_hack: bool = False,
+                  endpoints: Endpoints | None = None) -> str:
+        """Carry the session on ``sock``; ``endpoints``: the real connection's, when
+        ``sock`` is a wrapped stream (:mod:`vtcore.runtime.wrapping`)."""
         transport = self.registry.transports.get(self.settings.transport)
         if transport is None:
             sock.close()
             raise SessionError(f"no transport {self.settings.transport}")
+        if transport.wrap is not None:  # its frames travel as tcp's inside the wrapped stream
+            transport = self.registry.transports["tcp"]
         try:
             named = build_chain(self.registry, self.settings)
             pacers = build_pacers(self.registry, self.settings)
@@ -269,6 +275,8 @@ class Session:
             link = await transport.open_link(sock, self.settings, timeout, nat_hack)
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             raise SessionError(f"{self.settings.transport} link failed: {exc}") from exc
+        if endpoints is not None and hasattr(link, "endpoints"):
+            link.endpoints = endpoints  # type: ignore[misc]  # TcpLink's is an attribute
         if not link.ready() and isinstance(link, DatagramLink):
             link.on_peer = self._peer_learnt
         secure = self.settings.options.get("secure")

@@ -24,6 +24,8 @@ VTUN_FRAMING = Framing(_vtun_pack, _vtun_pack, FSIZE_MASK)
 
 
 def endpoints_of(sock: socket.socket) -> Endpoints:
+    if sock.family == socket.AF_UNIX:  # the core's end of a wrapped stream
+        return Endpoints("wrapped", 0, "wrapped", 0)
     local = sock.getsockname()
     remote = sock.getpeername()
     return Endpoints(local[0], local[1], remote[0], remote[1])

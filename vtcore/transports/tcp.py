@@ -27,8 +27,9 @@ class TcpLink:
 
     def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME, native: bool = False) -> None:
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if sock.family != socket.AF_UNIX:  # a wrapped stream (``TransportType.wrap``) is not
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock = sock
         self.endpoints: Endpoints = endpoints_of(sock)
         self.decoder: NativeStreamDecoder | StreamDecoder

@@ -1,0 +1,1 @@
+"""vt-ws: the vt tunnel carried inside a WebSocket connection (``proto ws;``)."""
