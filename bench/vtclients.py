@@ -28,7 +28,7 @@ import time
 
 from vtcore import testing
 from vtcore.protocol import ProtocolError
-from vtcore.protocol.events import Accepted, Denied
+from vtcore.protocol.events import Accepted, Answer, Challenged, Denied
 from vtcore.protocol.frames import ECHO_REP, ECHO_REQ, StreamDecoder, frame
 from vtcore.protocol.handshake import ClientHandshake
 from vtcore.transports.base import VTUN_FRAMING
@@ -78,19 +78,17 @@ class Session:
             )
             self.writer = writer
             hs = ClientHandshake(self.host, a.password, sslauth=True)
-            while True:
-                need = hs.bytes_needed
-                if need == 0:
-                    break
-                data = await asyncio.wait_for(reader.read(need), a.timeout)
+            ev = None
+            while ev is None or isinstance(ev, Challenged):
+                if isinstance(ev, Challenged):
+                    writer.write(hs.send(Answer()))
+                data = await asyncio.wait_for(reader.read(hs.bytes_needed), a.timeout)
                 if not data:
                     raise ConnectionError("server closed during handshake")
                 hs.receive_data(data)
-                out = hs.data_to_send()
-                if out:
-                    writer.write(out)
-                    await writer.drain()
-            ev = hs.next_event()
+                writer.write(hs.data_to_send())
+                await writer.drain()
+                ev = hs.next_event()
             if not isinstance(ev, Accepted):
                 raise ConnectionError("denied" if isinstance(ev, Denied) else "no verdict")
             self.handshake_s = time.monotonic() - t0

@@ -139,7 +139,7 @@ def file_size(path: Path) -> int:
 PROBE_SCRIPT = r"""
 import json, socket, sys, time
 from vtcore.protocol.handshake import ClientHandshake, pack_msg
-from vtcore.protocol.events import Accepted, Denied
+from vtcore.protocol.events import Accepted, Answer, Challenged, Denied
 addr, port, kind, host, pw, limit = sys.argv[1:7]
 port = int(port); limit = float(limit)
 fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
@@ -174,8 +174,7 @@ if kind in ("auth", "badpw", "unknown"):
     while len(chal) < 50:
         chal += s.recv(50 - len(chal))
     hs.receive_data(chal)
-    hs.next_event()
-    s.sendall(hs.data_to_send())
+    s.sendall(hs.send(Answer()) if isinstance(hs.next_event(), Challenged) else b"")
     data, end = read_all()
 elif kind == "garbage":
     s.recv(50)

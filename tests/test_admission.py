@@ -4,8 +4,9 @@ failure budget with exponential back-off.  Pure; time is passed in (a fake clock
 from __future__ import annotations
 
 import pytest
+from vt_api.wire import source_key
 
-from vtcore.admission import HandshakeSlots, HostBackoff, source_key
+from vtcore.admission import HandshakeSlots, HostBackoff
 
 
 def test_a_source_at_its_cap_evicts_its_own_oldest() -> None:

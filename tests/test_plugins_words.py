@@ -17,7 +17,7 @@ from vtcore.cli import cli
 from vtcore.config import parse_config
 from vtcore.plugins import load_plugins
 from vtcore.protocol.errors import ProtocolError
-from vtcore.protocol.events import Accepted
+from vtcore.protocol.events import Accept, Accepted, Answer, Challenge, Challenged
 from vtcore.protocol.flags import Flags, parse_flags
 from vtcore.protocol.handshake import ClientHandshake, ServerHandshake
 from vtcore.runtime.session import flag_letters, server_flags
@@ -89,13 +89,14 @@ def test_words_are_accepted_only_when_an_installed_plugin_answers_them(site, tmp
 def handshake(client: ClientHandshake, flags: str) -> object:
     """The vtund handshake in memory, the server accepting with ``flags``."""
     server = ServerHandshake()
-    client.receive_data(server.initiate())
+    client.receive_data(server.data_to_send())
     server.receive_data(client.data_to_send())
     server.next_event()
-    client.receive_data(server.send_challenge(bytes(range(16))))
-    server.receive_data(client.data_to_send())
+    client.receive_data(server.send(Challenge(bytes(range(16)))))
+    assert isinstance(client.next_event(), Challenged)
+    server.receive_data(client.send(Answer()))
     server.next_event()
-    client.receive_data(server.accept(flags))
+    client.receive_data(server.send(Accept(flags)))
     return client.next_event()
 
 

@@ -23,7 +23,7 @@ from plugin_dist import (
 from test_plugins_words import handshake
 
 from vtcore.config import parse_config
-from vtcore.protocol.events import Accepted, Denied
+from vtcore.protocol.events import Accepted, Denied, Reject
 from vtcore.protocol.handshake import MAX_TEXT, ClientHandshake, ServerHandshake
 from vtcore.runtime.native import (
     HOST_TOKEN,
@@ -99,10 +99,10 @@ def test_the_reason_after_err_goes_to_a_vt_client_only() -> None:
     for extra, told in [((HOST_TOKEN,), "needs compress zstd, not offered"), ((), "")]:
         server = ServerHandshake()
         client = ClientHandshake("zt", b"x", host_extra=extra)
-        client.receive_data(server.initiate())
+        client.receive_data(server.data_to_send())
         server.receive_data(client.data_to_send())
         server.next_event()
-        block = server.reject("needs compress zstd, not offered")
+        block = server.send(Reject("needs compress zstd, not offered"))
         assert block.rstrip(b"\0") == (f"ERR {told}\n" if told else "ERR\n").encode()
         client.receive_data(block)
         assert client.next_event() == Denied(told)

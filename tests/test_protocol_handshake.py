@@ -9,7 +9,17 @@ from hypothesis import strategies as st
 
 from vtcore.protocol.challenge import decode_chal
 from vtcore.protocol.errors import ProtocolError
-from vtcore.protocol.events import Accepted, ChallengeAnswered, Denied, HostAnnounced
+from vtcore.protocol.events import (
+    Accept,
+    Accepted,
+    Answer,
+    Challenge,
+    ChallengeAnswered,
+    Challenged,
+    Denied,
+    HostAnnounced,
+    Reject,
+)
 from vtcore.protocol.flags import Flags
 from vtcore.protocol.handshake import (
     MESG_SIZE,
@@ -48,11 +58,11 @@ def test_pack_and_unpack() -> None:
 
 def test_server_matches_capture() -> None:
     server = ServerHandshake(greeting="VTUN server ver 3.X 05/14/2022")
-    assert server.initiate() == GREETING
+    assert server.data_to_send() == GREETING
     server.receive_data(HOST)
     assert server.next_event() == HostAnnounced("t1")
     assert server.next_event() is None
-    assert server.send_challenge(CHAL_BYTES) == OK_CHAL
+    assert server.send(Challenge(CHAL_BYTES)) == OK_CHAL
     server.receive_data(CHAL[:7])
     assert server.next_event() is None
     server.receive_data(CHAL[7:])
@@ -61,7 +71,7 @@ def test_server_matches_capture() -> None:
     assert "response" not in repr(event)
     assert server.check(PASSWORD)
     assert not server.check(b"wrong")
-    assert server.accept("<Tu>") == OK_FLAGS
+    assert server.send(Accept("<Tu>")) == OK_FLAGS
     assert server.state is ServerState.DONE
 
 
@@ -74,7 +84,10 @@ def test_client_matches_capture() -> None:
     assert client.data_to_send() == HOST
     assert client.peer_greeting == "VTUN server ver 3.X 05/14/2022"
     client.receive_data(OK_CHAL)
-    assert client.data_to_send() == CHAL
+    assert client.data_to_send() == b"" and client.bytes_needed == 0
+    assert client.next_event() == Challenged(OK_CHAL)
+    assert client.transcript == GREETING + HOST + OK_CHAL and client.reply == OK_CHAL
+    assert client.send(Answer()) == CHAL
     assert client.next_event() is None
     client.receive_data(OK_FLAGS + b"\x20\x00")  # server's first ECHO_REQ right behind
     assert client.next_event() == Accepted(Flags(type="tun"), "<Tu>")
@@ -102,16 +115,22 @@ def run_pair(
         for i in range(0, len(data), chunk):
             server.receive_data(data[i : i + chunk])
 
-    to_client(server.initiate())
+    def client_says() -> bytes:
+        out = client.data_to_send()
+        if isinstance(client.next_event(), Challenged):
+            out += client.send(Answer())
+        return out
+
+    to_client(server.data_to_send())
     for _ in range(4):
-        to_server(client.data_to_send())
+        to_server(client_says())
         event = server.next_event()
         if isinstance(event, HostAnnounced):
-            to_client(server.send_challenge(bytes(range(16))))
+            to_client(server.send(Challenge(bytes(range(16)))))
         elif isinstance(event, ChallengeAnswered):
             pwd = profiles.get(event.host)
             ok = pwd is not None and server.check(pwd)
-            to_client(server.accept(flags) if ok else server.reject())
+            to_client(server.send(Accept(flags)) if ok else server.send(Reject()))
             return
     raise AssertionError("handshake did not finish")
 
@@ -141,11 +160,12 @@ def test_pair_sslauth_no() -> None:
     # there is no negotiation: the runtime checks with the profile's sslauth setting
     server2 = ServerHandshake()
     client2 = ClientHandshake("t1", PASSWORD, sslauth=False)
-    client2.receive_data(server2.initiate())
+    client2.receive_data(server2.data_to_send())
     server2.receive_data(client2.data_to_send())
     server2.next_event()
-    client2.receive_data(server2.send_challenge(b"\x11" * 16))
-    server2.receive_data(client2.data_to_send())
+    client2.receive_data(server2.send(Challenge(b"\x11" * 16)))
+    assert isinstance(client2.next_event(), Challenged)
+    server2.receive_data(client2.send(Answer()))
     assert isinstance(server2.next_event(), ChallengeAnswered)
     assert server2.check(PASSWORD, sslauth=False)
     assert not server2.check(PASSWORD, sslauth=True)
@@ -154,16 +174,17 @@ def test_pair_sslauth_no() -> None:
 def test_native_extension_points() -> None:
     server = ServerHandshake(greeting="VTUN server ver 3.X vt native/1")
     client = ClientHandshake("t1", PASSWORD, host_extra=("vt1",))
-    client.receive_data(server.initiate())
+    client.receive_data(server.data_to_send())
     assert client.peer_greeting == "VTUN server ver 3.X vt native/1"
     host_msg = client.data_to_send()
     assert host_msg == pack_msg("HOST: t1 vt1\n")
     server.receive_data(host_msg)
     assert server.next_event() == HostAnnounced("t1", ("vt1",))
-    client.receive_data(server.send_challenge(bytes(16)))
-    server.receive_data(client.data_to_send())
+    client.receive_data(server.send(Challenge(bytes(16))))
+    assert isinstance(client.next_event(), Challenged)
+    server.receive_data(client.send(Answer()))
     assert isinstance(server.next_event(), ChallengeAnswered)
-    client.receive_data(server.accept(Flags(type="tun", extra="n1")))
+    client.receive_data(server.send(Accept(Flags(type="tun", extra="n1"))))
     assert client.next_event() == Accepted(Flags(type="tun", extra="n1"), "<TuFn1>")
 
 
@@ -189,7 +210,7 @@ def test_server_rejects_bad_host_message(first: str) -> None:
     with pytest.raises(ProtocolError):
         server.receive_data(pack_msg(first))
     assert server.state is ServerState.FAILED
-    assert server.reject() == ERR
+    assert server.send(Reject()) == ERR
 
 
 @pytest.mark.parametrize(
@@ -200,10 +221,10 @@ def test_server_rejects_bad_answer(answer: str) -> None:
     server = ServerHandshake()
     server.receive_data(HOST)
     server.next_event()
-    server.send_challenge(bytes(16))
+    server.send(Challenge(bytes(16)))
     with pytest.raises(ProtocolError):
         server.receive_data(pack_msg(answer))
-    assert server.reject() == ERR
+    assert server.send(Reject()) == ERR
 
 
 def test_server_refuses_pipelined_messages() -> None:
@@ -219,12 +240,12 @@ def test_server_refuses_pipelined_messages() -> None:
 def test_server_out_of_order_calls_are_local_errors() -> None:
     server = ServerHandshake()
     with pytest.raises(RuntimeError):
-        server.send_challenge(bytes(16))
+        server.send(Challenge(bytes(16)))
     with pytest.raises(RuntimeError):
-        server.accept("<Tu>")
+        server.send(Accept("<Tu>"))
     server.receive_data(HOST)
     with pytest.raises(ValueError):
-        server.send_challenge(b"short")
+        server.send(Challenge(b"short"))
     with pytest.raises(ValueError):
         ServerHandshake(greeting="HELLO")
 
@@ -260,8 +281,13 @@ def test_client_rejects_garbage(stage: int, message: str) -> None:
     client = ClientHandshake("t1", PASSWORD)
     for block in (GREETING, OK_CHAL)[:stage]:
         client.receive_data(block)
+    if stage == 2:
+        assert isinstance(client.next_event(), Challenged)
+        client.send(Answer())
     with pytest.raises(ProtocolError):
         client.receive_data(pack_msg(message))
+        if isinstance(client.next_event(), Challenged):  # not a challenge: fails on answering
+            client.send(Answer())
     assert client.state is ClientState.FAILED
     client.receive_data(OK_FLAGS)  # ignored once failed
     assert client.next_event() is None
@@ -272,6 +298,8 @@ def test_client_err_at_challenge_is_denied() -> None:
     client.receive_data(GREETING)
     client.receive_data(ERR)
     assert client.next_event() == Denied()
+    # A client that requires a secure mode sees this ERR before anything else.
+    assert client.reply == ERR and client.transcript.endswith(ERR)
 
 
 def test_client_refuses_server_speaking_out_of_turn() -> None:
@@ -318,15 +346,15 @@ def test_fuzz_server(data: list[bytes]) -> None:
             server.receive_data(piece)
         except ProtocolError:
             assert server.state is ServerState.FAILED
-            assert server.reject() == ERR
+            assert server.send(Reject()) == ERR
             return
         assert len(server._buf) < MESG_SIZE
         event = server.next_event()
         if isinstance(event, HostAnnounced):
-            server.send_challenge(bytes(16))
+            server.send(Challenge(bytes(16)))
         elif isinstance(event, ChallengeAnswered):
             assert not server.check(PASSWORD)
-            server.reject()
+            server.send(Reject())
             return
 
 
@@ -344,4 +372,10 @@ def test_fuzz_client(data: list[bytes]) -> None:
             assert len(client._buf) < MESG_SIZE
         client.data_to_send()
         event = client.next_event()
-        assert event is None or isinstance(event, Accepted | Denied)
+        assert event is None or isinstance(event, Challenged | Accepted | Denied)
+        if isinstance(event, Challenged):
+            try:
+                client.send(Answer())
+            except ProtocolError:
+                assert client.state is ClientState.FAILED
+                return

@@ -17,7 +17,17 @@ from contextlib import contextmanager
 
 import pytest
 
-from vtcore.protocol.events import Accepted, ChallengeAnswered, Denied, HostAnnounced
+from vtcore.protocol.events import (
+    Accept,
+    Accepted,
+    Answer,
+    Challenge,
+    ChallengeAnswered,
+    Challenged,
+    Denied,
+    HostAnnounced,
+    Reject,
+)
 from vtcore.protocol.flags import Flags
 from vtcore.protocol.frames import CONN_CLOSE, ECHO_REQ, StreamDecoder
 from vtcore.protocol.handshake import ClientHandshake, ServerHandshake
@@ -82,7 +92,9 @@ def run_client(port: int, hs: ClientHandshake) -> Accepted | Denied:
             if out:
                 sock.sendall(out)
             event = hs.next_event()
-            if event is not None:
+            if isinstance(event, Challenged):
+                sock.sendall(hs.send(Answer()))
+            elif event is not None:
                 assert isinstance(event, Accepted | Denied)
                 return event
     raise AssertionError("no decision from vtund")
@@ -119,7 +131,7 @@ def serve_one(listener: socket.socket, password: bytes) -> tuple[bool, list[tupl
     with conn:
         conn.settimeout(5)
         hs = ServerHandshake()
-        conn.sendall(hs.initiate())
+        conn.sendall(hs.data_to_send())
         for _ in range(4):
             data = conn.recv(hs.bytes_needed)
             assert data
@@ -127,12 +139,12 @@ def serve_one(listener: socket.socket, password: bytes) -> tuple[bool, list[tupl
             event = hs.next_event()
             if isinstance(event, HostAnnounced):
                 assert event == HostAnnounced("t1")
-                conn.sendall(hs.send_challenge(os.urandom(16)))
+                conn.sendall(hs.send(Challenge(os.urandom(16))))
             elif isinstance(event, ChallengeAnswered):
                 if not hs.check(password):
-                    conn.sendall(hs.reject())
+                    conn.sendall(hs.send(Reject()))
                     return False, []
-                conn.sendall(hs.accept(Flags(type="tty", keepalive=True)))
+                conn.sendall(hs.send(Accept(Flags(type="tty", keepalive=True))))
                 break
         # vtund enters the tunnel and sends an ECHO_REQ at once (spec 2.2)
         decoder = StreamDecoder()

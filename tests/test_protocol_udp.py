@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from vtcore.protocol.errors import ProtocolError
-from vtcore.protocol.udp import PortExchange, pack_port, unpack_port
+from vtcore.protocol.udp import PeerPort, PortExchange, pack_port, unpack_port
 from vtcore.transports.base import Endpoints
 from vtcore.transports.udp import UdpLink
 
@@ -42,10 +42,16 @@ def test_pack_rejects_bad_port() -> None:
 
 def test_port_exchange() -> None:
     ex = PortExchange(35639, tcp_peer_port=5000)
-    assert ex.data_to_send() == b"\x37\x8b"
-    assert ex.data_to_send() == b""
-    assert ex.receive_data(b"\x13") is None
-    assert ex.receive_data(b"\x88") == 5000  # big endian peer recognised
+    assert ex.data_to_send() == b""  # speaks only when told: the server connects first
+    assert ex.announce() == b"\x37\x8b"
+    with pytest.raises(RuntimeError):
+        ex.announce()
+    assert ex.bytes_needed == 2
+    ex.receive_data(b"\x13")
+    assert ex.next_event() is None and ex.bytes_needed == 1
+    ex.receive_data(b"\x88")
+    assert ex.next_event() == PeerPort(5000)  # big endian peer recognised
+    assert ex.next_event() is None and ex.bytes_needed == 0
     with pytest.raises(ProtocolError):
         ex.receive_data(b"x")
     ex2 = PortExchange(5000)

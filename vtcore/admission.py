@@ -14,27 +14,12 @@ interval, the interval doubling with each further failure up to ``max_interval``
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 Ticket = TypeVar("Ticket", bound=Hashable)
-
-
-def source_key(address: str) -> str:
-    """The bucket a peer address falls in: the IPv4 address, or the IPv6 /64 (one host
-    usually owns a whole /64, so per-address buckets would be free to multiply)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class HandshakeSlots(Generic[Ticket]):

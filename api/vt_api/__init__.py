@@ -22,8 +22,17 @@ from enum import IntEnum
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from vt_api.hookspecs import hookimpl
+from vt_api.wire import (
+    HANDSHAKE_LENGTH_SIZE,
+    MAX_HANDSHAKE_MESSAGE,
+    MAX_TEXT,
+    MESG_SIZE,
+    pack_msg,
+    source_key,
+    unpack_msg,
+)
 
-CONTRACT_VERSION = (1, 1)
+CONTRACT_VERSION = (1, 2)
 """(major, minor) of this contract; see the module doc for the promise."""
 
 HOST_TOKEN = "vt2"
@@ -413,9 +422,11 @@ class HandshakeRefused(Exception):
 class SansIOHandshake(Protocol):
     """A handshake extension's state machine, driven by the core's socket loop.
 
-    Messages on the wire are a 2-byte big-endian length and a body of at most
-    ``MAX_MESSAGE`` bytes; the core reads exactly one message at a time, so nothing of
-    the tunnel is read into the handshake.  Errors: :class:`HandshakeRefused`.
+    Messages on the wire are a :data:`HANDSHAKE_LENGTH_SIZE`-byte big-endian length and a
+    body of 1 to :data:`MAX_HANDSHAKE_MESSAGE` bytes; the core reads exactly one message
+    at a time (the length, then the body: ``receive_data`` gets each as it completes), so
+    nothing of the tunnel is read into the handshake, and it runs ``receive_data`` off
+    the event loop (a PAKE step may take milliseconds).  Errors: :class:`HandshakeRefused`.
     """
 
     def receive_data(self, data: bytes) -> None: ...
@@ -718,4 +729,7 @@ __all__ = [
     "PluginFailed", "Registry", "RegistryError", "ResyncingModule", "Role", "SansIOHandshake",
     "SecureMode", "Stage", "StdioDevice", "TransportType", "UnreachableLink", "WrapStream",
     "hookimpl",
+    # the handshake's wire constants (vt_api.wire, contract 1.2)
+    "HANDSHAKE_LENGTH_SIZE", "MAX_HANDSHAKE_MESSAGE", "MAX_TEXT", "MESG_SIZE", "pack_msg",
+    "source_key", "unpack_msg",
 ]

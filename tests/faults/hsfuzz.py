@@ -20,7 +20,7 @@ import random
 import sys
 import time
 
-from vtcore.protocol.events import Accepted
+from vtcore.protocol.events import Accepted, Answer, Challenged
 from vtcore.protocol.handshake import MESG_SIZE, ClientHandshake
 
 
@@ -75,8 +75,8 @@ async def attempt(a: argparse.Namespace, i: int, out: dict[str, int]) -> None:
         else:
             writer.write(host_block)
             hs.receive_data(await _exact(reader, MESG_SIZE, 5))
-            hs.next_event()
-            writer.write(mutate(hs.data_to_send(), rng))
+            challenged = isinstance(hs.next_event(), Challenged)
+            writer.write(mutate(hs.send(Answer()) if challenged else b"", rng))
         await writer.drain()
         kind = await _verdict(reader, a.wait)
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
@@ -97,13 +97,15 @@ async def good_login(a: argparse.Namespace) -> float | None:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(a.server, a.port, local_addr=(a.good_source, 0)), 5)
         hs = ClientHandshake(a.host, a.password.encode())
-        while hs.bytes_needed:
+        event = None
+        while event is None or isinstance(event, Challenged):
+            if isinstance(event, Challenged):
+                writer.write(hs.send(Answer()))
             hs.receive_data(await _exact(reader, hs.bytes_needed, 10))
-            out = hs.data_to_send()
-            if out:
-                writer.write(out)
-                await writer.drain()
-        if not isinstance(hs.next_event(), Accepted):
+            writer.write(hs.data_to_send())
+            await writer.drain()
+            event = hs.next_event()
+        if not isinstance(event, Accepted):
             return None
         return time.monotonic() - t0
     except (OSError, TimeoutError, asyncio.IncompleteReadError):

@@ -32,7 +32,7 @@ import structlog
 
 from vtcore import testing
 from vtcore.plugins import load_plugins
-from vtcore.protocol.events import Accepted
+from vtcore.protocol.events import Accepted, Answer, Challenged
 from vtcore.protocol.frames import (
     BAD_FRAME,
     CONN_CLOSE,
@@ -71,15 +71,16 @@ class RawPeer:
         a = self.a
         hs = ClientHandshake(a.host, a.password.encode())
         deadline = time.monotonic() + a.timeout
-        while hs.bytes_needed and time.monotonic() < deadline:
+        ev = None
+        while (ev is None or isinstance(ev, Challenged)) and time.monotonic() < deadline:
+            if isinstance(ev, Challenged):
+                self.sock.sendall(hs.send(Answer()))
             data = self.sock.recv(hs.bytes_needed)
             if not data:
                 raise ConnectionError("server closed during the handshake")
             hs.receive_data(data)
-            out = hs.data_to_send()
-            if out:
-                self.sock.sendall(out)
-        ev = hs.next_event()
+            self.sock.sendall(hs.data_to_send())
+            ev = hs.next_event()
         if not isinstance(ev, Accepted):
             raise ConnectionError(f"not accepted: {ev!r}")
         self.flags = ev.flags

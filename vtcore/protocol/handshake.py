@@ -1,12 +1,14 @@
-"""The vtun 3 handshake as two sans-I/O state machines (spec 1).
+"""The vtun 3 handshake as two sans-I/O state machines (spec 1), one interface for both.
 
-Every message is a fixed 50-byte block: text, NUL padding, byte 49 always NUL.  The
-runtime moves bytes: ``receive_data`` what the socket gave, send what the methods return
-(or ``data_to_send()`` on the client), and act on ``next_event()``.  Bad peer input
-raises :class:`ProtocolError`; the server's runtime then sends ``reject()`` and closes.
-Time-outs are the runtime's business (vtund: ``timeout`` seconds for each message).
+Every message is a fixed 50-byte block (:mod:`vt_api.wire`).  Both roles, h11's way:
+``receive_data(bytes)`` what the socket gave (at most ``bytes_needed``, so nothing of the
+tunnel is read into the handshake); ``next_event()`` what the peer did; ``send(decision)``
+the bytes for what this side decided; ``data_to_send()`` what the machine says on its own
+(the server's greeting, the client's ``HOST:``).  :func:`vtcore.runtime.netio.drive` is the
+one loop that pumps them (and secure mode's, and the UDP port exchange).  Bad peer input
+raises :class:`ProtocolError`; the server's runtime then sends ``Reject()`` and closes.
 
-Room for a native vt mode (not implemented here).  What a vtund peer tolerates:
+What a vtund peer tolerates, which vt uses to recognise a vt peer:
 
 * Server greeting: a vtund client checks only the ``VTUN`` prefix, so text after the
   version (up to 47 characters in all) may carry a marker; the client keeps it in
@@ -18,8 +20,8 @@ Room for a native vt mode (not implemented here).  What a vtund peer tolerates:
 * ``OK FLAGS``: a vtund client fails on any unknown letter except ``F``.  ``Flags.extra``
   (written ``F<extra>``) must only be sent to a client that announced itself through a
   HOST token; a client with ``host_extra`` reads it back.
-* Nothing may grow a message beyond 50 bytes or add a round trip: a native mode would
-  switch protocols after ``OK FLAGS``, when both ends know the other is vt.
+* Nothing may grow a message beyond 50 bytes or add a round trip: a secure mode replaces
+  ``OK CHAL`` with its offer, and a native mode switches after ``OK FLAGS``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import re
 from collections import deque
 from typing import NoReturn
 
+from vt_api.wire import MAX_TEXT, MESG_SIZE, pack_msg, unpack_msg
+
 from vtcore.protocol.challenge import (
     CHAL_SIZE,
     chal_response,
@@ -37,29 +41,24 @@ from vtcore.protocol.challenge import (
     encode_chal,
 )
 from vtcore.protocol.errors import ProtocolError
-from vtcore.protocol.events import Accepted, ChallengeAnswered, Denied, Event, HostAnnounced
+from vtcore.protocol.events import (
+    Accept,
+    Accepted,
+    Answer,
+    Challenge,
+    ChallengeAnswered,
+    Challenged,
+    Decision,
+    Denied,
+    Event,
+    HostAnnounced,
+    Reject,
+)
 from vtcore.protocol.flags import VTUND_LETTERS, Flags, Letters, format_flags, parse_flags
-
-MESG_SIZE = 50
-MAX_TEXT = MESG_SIZE - 2
-"""vtund formats into the block with ``vsnprintf(buf, 49, ...)``: 48 characters at most."""
 
 DEFAULT_GREETING = "VTUN server ver 3.X vt"
 _TOKEN_SPLIT = re.compile(r"[ :]+")
 _BAD_TOKEN_CHARS = frozenset(" :\r\n\0")
-
-
-def pack_msg(text: str) -> bytes:
-    """``text`` as one 50-byte block, truncated to 48 characters as vtund does."""
-    raw = text.encode("latin-1")[:MAX_TEXT]
-    return raw + b"\0" * (MESG_SIZE - len(raw))
-
-
-def unpack_msg(block: bytes) -> str:
-    """One 50-byte block -> its text: byte 49 forced to NUL, cut at the first NUL."""
-    if len(block) != MESG_SIZE:
-        raise ValueError(f"a handshake message is {MESG_SIZE} bytes, got {len(block)}")
-    return block[: MESG_SIZE - 1].split(b"\0", 1)[0].decode("latin-1")
 
 
 def _server_tokens(text: str) -> list[str]:
@@ -88,10 +87,10 @@ def _check_token(kind: str, value: str) -> None:
 class ServerState(enum.Enum):
     WAIT_HOST = "wait_host"
     NEED_CHALLENGE = "need_challenge"
-    """HostAnnounced was produced; the runtime must call ``send_challenge``."""
+    """HostAnnounced was produced; the runtime must ``send(Challenge(...))``."""
     WAIT_CHAL = "wait_chal"
     NEED_VERDICT = "need_verdict"
-    """ChallengeAnswered was produced; the runtime must ``accept`` or ``reject``."""
+    """ChallengeAnswered was produced; the runtime must ``send(Accept(...))`` or ``Reject``."""
     DONE = "done"
     FAILED = "failed"
 
@@ -99,6 +98,8 @@ class ServerState(enum.Enum):
 class ClientState(enum.Enum):
     WAIT_GREETING = "wait_greeting"
     WAIT_CHAL = "wait_chal"
+    NEED_ANSWER = "need_answer"
+    """Challenged was produced; the runtime must ``send(Answer())`` (or switch modes)."""
     WAIT_FLAGS = "wait_flags"
     DONE = "done"
     FAILED = "failed"
@@ -116,12 +117,15 @@ class ServerHandshake:
     def __init__(self, greeting: str = DEFAULT_GREETING) -> None:
         if not greeting.startswith("VTUN") or len(greeting) > MAX_TEXT - 1:
             raise ValueError("the greeting must start with 'VTUN' and fit in 47 characters")
-        greeting.encode("latin-1")
         self.greeting = greeting
         self.state = ServerState.WAIT_HOST
         self.host: str | None = None
         self.host_extra: tuple[str, ...] = ()
         self.chal_extra: tuple[str, ...] = ()
+        self._out = pack_msg(greeting + "\n")
+        self.transcript = self._out
+        """The blocks so far, in order: the greeting, then the ``HOST:`` line (what a
+        secure mode binds its keys to)."""
         self._buf = b""
         self._events: deque[Event] = deque()
         self._chal: bytes | None = None
@@ -131,9 +135,10 @@ class ServerHandshake:
     def __repr__(self) -> str:
         return f"<ServerHandshake state={self.state.value} host={self.host!r}>"
 
-    def initiate(self) -> bytes:
-        """The greeting block, sent as soon as the connection is accepted."""
-        return pack_msg(self.greeting + "\n")
+    def data_to_send(self) -> bytes:
+        """The greeting (once; empty afterwards)."""
+        out, self._out = self._out, b""
+        return out
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the client.  Raises ProtocolError on a bad message."""
@@ -149,6 +154,8 @@ class ServerHandshake:
             self._fail("client sent more than one message")
         if len(self._buf) == MESG_SIZE:
             block, self._buf = self._buf, b""
+            if self.state is ServerState.WAIT_HOST:
+                self.transcript += block
             self._handle(unpack_msg(block))
 
     @property
@@ -159,17 +166,19 @@ class ServerHandshake:
         return MESG_SIZE - len(self._buf)
 
     def next_event(self) -> Event | None:
-        """The next event, or None when more data is needed (or a local call is due)."""
+        """The next event, or None when more data is needed (or a decision is due)."""
         return self._events.popleft() if self._events else None
 
-    def send_challenge(self, chal: bytes) -> bytes:
-        """After HostAnnounced: the ``OK CHAL`` block for 16 random bytes (``os.urandom``)."""
-        self._expect(ServerState.NEED_CHALLENGE)
-        if len(chal) != CHAL_SIZE:
-            raise ValueError(f"a challenge is {CHAL_SIZE} bytes")
-        self._chal = bytes(chal)
-        self.state = ServerState.WAIT_CHAL
-        return pack_msg(f"OK CHAL: {encode_chal(self._chal)}\n")
+    def send(self, decision: Decision) -> bytes:
+        """The block for ``Challenge`` (after HostAnnounced), ``Accept`` (after a
+        password that ``check`` passed) or ``Reject`` (at any time before ``Accept``)."""
+        if isinstance(decision, Challenge):
+            return self._challenge(decision.chal)
+        if isinstance(decision, Accept):
+            return self._accept(decision.flags)
+        if isinstance(decision, Reject):
+            return self._reject(decision.reason)
+        raise TypeError(f"a server does not send {decision!r}")
 
     def check(self, password: bytes, sslauth: bool = True) -> bool:
         """After ChallengeAnswered: does the answer match ``password``?"""
@@ -177,8 +186,22 @@ class ServerHandshake:
         assert self._chal is not None and self._response is not None
         return check_response(self._chal, self._response, password, sslauth)
 
-    def accept(self, flags: str | Flags) -> bytes:
-        """The ``OK FLAGS`` block; the handshake is done."""
+    def trailing_data(self) -> bytes:
+        """Bytes received after ``Accept`` (belong to the tunnel); returned once."""
+        out, self._trailing = self._trailing, b""
+        return out
+
+    # -- internals
+
+    def _challenge(self, chal: bytes) -> bytes:
+        self._expect(ServerState.NEED_CHALLENGE)
+        if len(chal) != CHAL_SIZE:
+            raise ValueError(f"a challenge is {CHAL_SIZE} bytes")
+        self._chal = bytes(chal)
+        self.state = ServerState.WAIT_CHAL
+        return pack_msg(f"OK CHAL: {encode_chal(self._chal)}\n")
+
+    def _accept(self, flags: str | Flags) -> bytes:
         self._expect(ServerState.NEED_VERDICT)
         text = flags if isinstance(flags, str) else format_flags(flags)
         msg = f"OK FLAGS: {text}\n"
@@ -187,23 +210,14 @@ class ServerHandshake:
         self.state = ServerState.DONE
         return pack_msg(msg)
 
-    def reject(self, reason: str = "") -> bytes:
-        """The ``ERR`` block (any failure, including after a ProtocolError); then close.
-        ``reason`` follows ``ERR`` only for a client that announced itself with a HOST
-        token: vtund's client gets vtund's bare ``ERR``."""
+    def _reject(self, reason: str) -> bytes:
+        """vtund's client gets vtund's bare ``ERR``; a vt client may be told why."""
         if self.state is ServerState.DONE:
             raise RuntimeError("handshake already accepted")
         self.state = ServerState.FAILED
         self._events.clear()
         told = f" {reason}" if reason and self.host_extra else ""
         return pack_msg(f"ERR{told}\n")
-
-    def trailing_data(self) -> bytes:
-        """Bytes received after ``accept`` (belong to the tunnel); returned once."""
-        out, self._trailing = self._trailing, b""
-        return out
-
-    # -- internals
 
     def _expect(self, state: ServerState) -> None:
         if self.state is not state:
@@ -238,13 +252,13 @@ class ServerHandshake:
 
 
 class ClientHandshake:
-    """Client side: answers the greeting with HOST and the challenge with its response.
+    """Client side: answers the greeting with HOST, stops at the server's reply
+    (:class:`Challenged`: a challenge, or a secure mode's offer) for the runtime to decide,
+    answers the challenge on ``send(Answer())`` and reads the verdict.
 
-    Messages are processed as soon as they are complete, so ``data_to_send()`` has the
-    reply right after ``receive_data``.  The server may start the tunnel right behind
-    ``OK FLAGS`` (an ECHO_REQ, or the UDP port): those bytes are kept for
-    ``trailing_data()``.  A client created with ``host_extra`` announces itself (see
-    module doc) and accepts ``F<extra>`` in the flags.
+    The server may start the tunnel right behind ``OK FLAGS`` (an ECHO_REQ, or the UDP
+    port): those bytes are kept for ``trailing_data()``.  A client created with
+    ``host_extra`` announces itself (see module doc) and accepts ``F<extra>`` in the flags.
     """
 
     def __init__(
@@ -265,8 +279,14 @@ class ClientHandshake:
         self.state = ClientState.WAIT_GREETING
         self.peer_greeting: str | None = None
         """The server's greeting text (without newline), e.g. ``VTUN server ver 3.X ...``."""
+        self.transcript = b""
+        """The blocks so far, in order: greeting, ``HOST:`` line, the server's reply to it."""
+        self.reply: bytes | None = None
+        """The server's reply to ``HOST:`` as received (a challenge, an offer or ``ERR``):
+        what a client that requires a secure mode checks before anything else."""
         self._buf = b""
         self._out = b""
+        self._reply = ""
         self._events: deque[Event] = deque()
         self._trailing = b""
 
@@ -280,10 +300,11 @@ class ClientHandshake:
             return
         if self.state is ClientState.FAILED or not data:
             return
+        if self.state is ClientState.NEED_ANSWER:
+            self._fail("server spoke out of turn")
         self._buf += data
-        while len(self._buf) >= MESG_SIZE and self.state not in (
-            ClientState.DONE,
-            ClientState.FAILED,
+        while len(self._buf) >= MESG_SIZE and self.state in (
+            ClientState.WAIT_GREETING, ClientState.WAIT_CHAL, ClientState.WAIT_FLAGS,
         ):
             block, self._buf = self._buf[:MESG_SIZE], self._buf[MESG_SIZE:]
             if self.state is not ClientState.WAIT_FLAGS and self._buf:
@@ -296,20 +317,35 @@ class ClientHandshake:
 
     @property
     def bytes_needed(self) -> int:
-        """Bytes that complete the current message (0 when finished): receive at most
-        this many so that nothing of the tunnel is read into the handshake."""
-        if self.state in (ClientState.DONE, ClientState.FAILED):
+        """Bytes that complete the server's current message (0 when none is due)."""
+        if self.state not in (ClientState.WAIT_GREETING, ClientState.WAIT_CHAL,
+                              ClientState.WAIT_FLAGS):
             return 0
         return MESG_SIZE - len(self._buf)
 
     def next_event(self) -> Event | None:
-        """``Accepted`` or ``Denied`` once the server decided, else None."""
+        """``Challenged``, then ``Accepted`` or ``Denied``; None while more is needed."""
         return self._events.popleft() if self._events else None
 
     def data_to_send(self) -> bytes:
-        """Blocks to write to the server (empty when none); returned once."""
+        """The ``HOST:`` line once the greeting came (once; empty afterwards)."""
         out, self._out = self._out, b""
         return out
+
+    def send(self, decision: Decision) -> bytes:
+        """The ``CHAL:`` block for ``Answer()`` after Challenged.  Raises ProtocolError
+        when the server's reply was not a challenge."""
+        if not isinstance(decision, Answer):
+            raise TypeError(f"a client does not send {decision!r}")
+        if self.state is not ClientState.NEED_ANSWER:
+            raise RuntimeError(f"not allowed in state {self.state.value}")
+        try:
+            chal = decode_chal(self._reply)
+        except ProtocolError as exc:
+            self._fail(str(exc))
+        resp = chal_response(chal, self._password, self._sslauth)
+        self.state = ClientState.WAIT_FLAGS
+        return pack_msg(f"CHAL: {encode_chal(resp)}\n")
 
     def trailing_data(self) -> bytes:
         """Bytes that came after ``OK FLAGS`` (tunnel or UDP port); returned once."""
@@ -331,8 +367,12 @@ class ClientHandshake:
             self.peer_greeting = text.split("\n", 1)[0].rstrip("\r")
             words = " ".join((self.host, *self.host_extra))
             self._out += pack_msg(f"HOST: {words}\n")
+            self.transcript += block + self._out
             self.state = ClientState.WAIT_CHAL
             return
+        if self.state is ClientState.WAIT_CHAL:
+            self.reply = block
+            self.transcript += block
         if text.startswith("ERR"):
             self.state = ClientState.FAILED
             reason = text[3:].split("\n", 1)[0].strip() if self.host_extra else ""
@@ -340,13 +380,12 @@ class ClientHandshake:
             return
         if not text.startswith("OK"):
             self._fail("expected OK or ERR")
+        if self.state is ClientState.WAIT_CHAL:
+            self._reply = text
+            self.state = ClientState.NEED_ANSWER
+            self._events.append(Challenged(block))
+            return
         try:
-            if self.state is ClientState.WAIT_CHAL:
-                chal = decode_chal(text)
-                resp = chal_response(chal, self._password, self._sslauth)
-                self._out += pack_msg(f"CHAL: {encode_chal(resp)}\n")
-                self.state = ClientState.WAIT_FLAGS
-                return
             flags = parse_flags(text, allow_extra=bool(self.host_extra), letters=self._letters)
         except ProtocolError as exc:
             self._fail(str(exc))
@@ -354,3 +393,9 @@ class ClientHandshake:
         raw = text[start : text.index(">", start) + 1]
         self.state = ClientState.DONE
         self._events.append(Accepted(flags, raw))
+
+
+__all__ = [
+    "DEFAULT_GREETING", "MAX_TEXT", "MESG_SIZE", "ClientHandshake", "ClientState",
+    "ServerHandshake", "ServerState", "pack_msg", "unpack_msg",
+]

@@ -8,6 +8,8 @@ order can be told apart by comparing with the peer's TCP source port.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vtcore.protocol.errors import ProtocolError
 
 PORT_SIZE = 2
@@ -38,36 +40,58 @@ def unpack_port(b: bytes, tcp_peer_port: int | None = None) -> int:
     return little
 
 
-class PortExchange:
-    """Sans-I/O wrapper: bytes to send, bytes in, the peer's port out.
+@dataclass(frozen=True)
+class PeerPort:
+    """The peer's UDP port arrived (its 2 bytes, read in whichever order fits)."""
 
-    ``receive_data`` may be given more than 2 bytes only if the peer broke the protocol
-    (it closes TCP after its port): that raises :class:`ProtocolError`.
+    port: int
+
+
+class PortExchange:
+    """The port exchange as a sans-I/O machine, driven like the handshake
+    (:func:`vtcore.runtime.netio.drive`): ``announce()`` gives our 2 bytes, the driver
+    reads ``bytes_needed`` and ``next_event()`` gives :class:`PeerPort`.
+
+    The order is the caller's: a client announces first; the server reads the client's
+    port, connects its UDP socket to it and only then announces (see
+    :func:`vtcore.transports.udp.open_udp_link`).  Bytes after the peer's port break the
+    protocol (it closes TCP after its port): :class:`ProtocolError`.
     """
 
     def __init__(
         self, local_port: int, tcp_peer_port: int | None = None, little_endian: bool = True
     ) -> None:
-        self._out = pack_port(local_port, little_endian)
+        self._port = pack_port(local_port, little_endian)
         self._tcp_peer_port = tcp_peer_port
         self._buf = b""
+        self._event: PeerPort | None = None
         self.peer_port: int | None = None
 
-    def data_to_send(self) -> bytes:
-        """Our 2 bytes (once; empty afterwards)."""
-        out, self._out = self._out, b""
+    def announce(self) -> bytes:
+        """Our 2 bytes (once)."""
+        if not self._port:
+            raise RuntimeError("the port was already announced")
+        out, self._port = self._port, b""
         return out
 
-    def receive_data(self, data: bytes) -> int | None:
-        """Feed TCP bytes; returns the peer's port once complete, else None."""
-        if self.peer_port is not None:
+    def data_to_send(self) -> bytes:
+        """Nothing: this side speaks only through :meth:`announce`."""
+        return b""
+
+    @property
+    def bytes_needed(self) -> int:
+        return 0 if self.peer_port is not None else PORT_SIZE - len(self._buf)
+
+    def receive_data(self, data: bytes) -> None:
+        if self.peer_port is not None or len(self._buf) + len(data) > PORT_SIZE:
             if data:
                 raise ProtocolError("UDP port: unexpected data after the port")
-            return self.peer_port
+            return
         self._buf += data
-        if len(self._buf) > PORT_SIZE:
-            raise ProtocolError("UDP port: unexpected data after the port")
-        if len(self._buf) < PORT_SIZE:
-            return None
-        self.peer_port = unpack_port(self._buf, self._tcp_peer_port)
-        return self.peer_port
+        if len(self._buf) == PORT_SIZE:
+            self.peer_port = unpack_port(self._buf, self._tcp_peer_port)
+            self._event = PeerPort(self.peer_port)
+
+    def next_event(self) -> PeerPort | None:
+        event, self._event = self._event, None
+        return event

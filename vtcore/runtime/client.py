@@ -23,9 +23,9 @@ from vtcore.api import HandshakeRefused
 from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
-from vtcore.protocol.events import Accepted, Denied
+from vtcore.protocol.events import Accepted, Answer, Challenged, Denied
 from vtcore.protocol.flags import format_flags, parse_flags
-from vtcore.protocol.handshake import MAX_TEXT, MESG_SIZE, ClientHandshake
+from vtcore.protocol.handshake import MAX_TEXT, ClientHandshake
 from vtcore.runtime import fsguard, reconnect, trust
 from vtcore.runtime.native import (
     HOST_TOKEN,
@@ -33,7 +33,7 @@ from vtcore.runtime.native import (
     confirmation_error,
     plugin_compressor,
 )
-from vtcore.runtime.netio import peer_name, recv_some, send_all
+from vtcore.runtime.netio import drive, peer_name, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import Session, SessionError, client_settings, flag_letters
 from vtcore.runtime.status import StatusServer, session_status
@@ -283,17 +283,6 @@ class Client:
                              detail="a man in the middle could downgrade later sessions",
                              error=str(exc))
 
-    async def _block(self, sock: socket.socket, hs: ClientHandshake, timeout: float) -> bytes:
-        """Exactly one 50-byte handshake block, within ``timeout``."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        block = b""
-        while len(block) < MESG_SIZE:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise TimeoutError
-            block += await recv_some(sock, left, MESG_SIZE - len(block))
-        return block
-
     def _check_confirmed(self, wanted: str | None, offer: tuple[str, ...],
                          features: str) -> None:
         """Refuse, before any frame, a session whose compressor the two ends did not agree
@@ -348,14 +337,13 @@ class Client:
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
                              host_extra=token, letters=letters)
         try:
-            greeting = await self._block(sock, hs, timeout)
-            hs.receive_data(greeting)
-            host_block = hs.data_to_send()
-            await send_all(sock, host_block, timeout)
-            reply = await self._block(sock, hs, timeout)
-            if mode is not None and token and self._accepts(mode, reply, require, pinned):
-                ch = mode.client_handshake(reply, self.host.name, self.host.password_bytes(),
-                                           greeting + host_block + reply)
+            event = await drive(sock, hs, timeout)
+            # The reply to HOST (challenge, offer or ERR) goes to the secure mode first: a
+            # client that requires it refuses anything else (a downgrade).
+            if mode is not None and token and hs.reply is not None and self._accepts(
+                    mode, hs.reply, require, pinned):
+                ch = mode.client_handshake(hs.reply, self.host.name,
+                                           self.host.password_bytes(), hs.transcript)
                 established = await drive_secure(sock, ch, timeout)
                 flags = parse_flags(established.settings.flags, letters=letters)
                 features = str(established.settings.options.get("features", ""))
@@ -364,23 +352,18 @@ class Client:
                     self._remember()
                 self._check_confirmed(wanted, token, features)
                 return sock, replace(flags, extra=features), (mode, established)
-            hs.receive_data(reply)
-            while True:
-                event = hs.next_event()
-                out = hs.data_to_send()
-                if out:
-                    await send_all(sock, out, timeout)
-                if isinstance(event, Accepted):
-                    for warning in legacy_warnings(self.host.sslauth):
-                        self.log.warning("weak authentication", detail=warning)
-                    self._check_confirmed(wanted, token, event.flags.extra)
-                    return sock, event.flags, None
-                if isinstance(event, Denied):
-                    if event.reason:  # a vt server says why (a plugin feature not offered)
-                        raise ConnectError(f"connection denied by {self.server}: {event.reason}")
-                    raise self._auth_failed()
-                if event is None:
-                    hs.receive_data(await recv_some(sock, timeout, hs.bytes_needed))
+            if isinstance(event, Challenged):
+                await send_all(sock, hs.send(Answer()), timeout)
+                event = await drive(sock, hs, timeout)
+            if isinstance(event, Accepted):
+                for warning in legacy_warnings(self.host.sslauth):
+                    self.log.warning("weak authentication", detail=warning)
+                self._check_confirmed(wanted, token, event.flags.extra)
+                return sock, event.flags, None
+            if isinstance(event, Denied) and event.reason:
+                # a vt server says why (a plugin feature not offered)
+                raise ConnectError(f"connection denied by {self.server}: {event.reason}")
+            raise self._auth_failed()
         except HandshakeRefused as exc:
             sock.close()
             if str(exc) == SECURE_AUTH_FAILED:

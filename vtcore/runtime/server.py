@@ -18,21 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from vt_api.wire import source_key
 
 from vtcore import metrics
-from vtcore.admission import HandshakeSlots, HostBackoff, source_key
+from vtcore.admission import HandshakeSlots, HostBackoff
 from vtcore.api import HandshakeRefused
 from vtcore.config import ConfigErrors, check_config, load_config
 from vtcore.config.model import Config, Host
 from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
-from vtcore.protocol.events import ChallengeAnswered, HostAnnounced
+from vtcore.protocol.events import Accept, Challenge, ChallengeAnswered, HostAnnounced, Reject
 from vtcore.protocol.handshake import ServerHandshake, pack_msg
 from vtcore.protocol.keepalive import PROBE_TIMEOUT
 from vtcore.runtime import fsguard, locks
 from vtcore.runtime.native import HOST_TOKEN, refusal, server_features
-from vtcore.runtime.netio import peer_name, recv_some, send_all
+from vtcore.runtime.netio import drive, peer_name, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import (
     Session,
@@ -350,7 +351,7 @@ class Server:
         the log): the back-off notice, once per window, and ``vt status`` tell."""
         plog.debug("denied: host in back-off", host=host)
         with contextlib.suppress(OSError, TimeoutError):
-            await send_all(conn, hs.reject(), 1.0)
+            await send_all(conn, hs.send(Reject()), 1.0)
 
     def _verdict(self, host: str, ok: bool, plog) -> None:
         """The current attempt for ``host`` proved the password, or spent a guess.  A
@@ -375,8 +376,6 @@ class Server:
         hs = ServerHandshake()
         loop = asyncio.get_running_loop()
         name = "?"
-        greeting = hs.initiate()
-        host_block = b""
 
         def left() -> float:
             remaining = deadline - loop.time()
@@ -385,15 +384,8 @@ class Server:
             return remaining
 
         try:
-            await send_all(conn, greeting, left())
             while True:
-                event = hs.next_event()
-                if event is None:
-                    data = await recv_some(conn, left(), hs.bytes_needed)
-                    if not name or name == "?":
-                        host_block += data
-                    hs.receive_data(data)
-                    continue
+                event = await drive(conn, hs, self.timeout, deadline)
                 if isinstance(event, HostAnnounced):
                     name = event.host
                     if not self.backoff.allow(name, loop.time(), reserve=False):
@@ -401,9 +393,9 @@ class Server:
                         return None
                     mode, offer = self._secure_offer(event)
                     if offer is not None:
-                        return await self._secure(conn, mode, offer, greeting + host_block,
+                        return await self._secure(conn, mode, offer, hs.transcript,
                                                   event, plog, deadline, peer, wrapped)
-                    await send_all(conn, hs.send_challenge(os.urandom(16)), left())
+                    await send_all(conn, hs.send(Challenge(os.urandom(16))), left())
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
                     if not self.backoff.allow(name, loop.time()):
@@ -424,13 +416,13 @@ class Server:
                         self._authenticated()
                         why = self._refusal(host, hs.host_extra, plog, wrapped)
                         if why is not None:
-                            await send_all(conn, hs.reject(why), min(1.0, left()))
+                            await send_all(conn, hs.send(Reject(why)), min(1.0, left()))
                             return None
                         ok, lock = await self._take_lock(host, plog)
                         if not ok:
                             plog.warning("denied: host already connected", host=event.host)
                     if not ok:
-                        await send_all(conn, hs.reject(), min(1.0, left()))
+                        await send_all(conn, hs.send(Reject()), min(1.0, left()))
                         return None
                     assert host is not None  # ok: the password matched its profile
                     features = server_features(host, hs.host_extra)
@@ -439,9 +431,8 @@ class Server:
                         # Its device first: a server that cannot open it says ERR now
                         # rather than OK and a session that ends at once.
                         session.open_device()
-                        await send_all(conn, hs.accept(server_flags(host, features,
-                                                                    self.letters)),
-                                       self.timeout)
+                        flags = server_flags(host, features, self.letters)
+                        await send_all(conn, hs.send(Accept(flags)), self.timeout)
                     except BaseException as exc:
                         locks.release(lock)
                         self._claimed.discard(host.name)
@@ -450,7 +441,7 @@ class Server:
                             raise
                         plog.error("denied: cannot set up the host", host=host.name,
                                    error=str(exc))
-                        await send_all(conn, hs.reject(), min(1.0, left()))
+                        await send_all(conn, hs.send(Reject()), min(1.0, left()))
                         return None
                     for warning in legacy_warnings(host.sslauth):
                         plog.warning("weak authentication", host=host.name, detail=warning)
@@ -458,16 +449,16 @@ class Server:
         except HandshakeRefused as exc:
             plog.warning("denied: secure mode", host=name, error=str(exc))
             with contextlib.suppress(OSError, TimeoutError, RuntimeError):
-                await send_all(conn, hs.reject(), 1.0)
+                await send_all(conn, hs.send(Reject()), 1.0)
         except (ProtocolError, UnicodeError) as exc:
             plog.warning("denied: bad handshake", host=name, error=str(exc))
             with contextlib.suppress(OSError, TimeoutError):
-                await send_all(conn, hs.reject(), 1.0)
+                await send_all(conn, hs.send(Reject()), 1.0)
         except TimeoutError:
             plog.warning("denied: handshake timed out", host=name)
             # vtund answers a timed-out handshake with ERR too.
             with contextlib.suppress(OSError, TimeoutError, RuntimeError):
-                await send_all(conn, hs.reject(), 1.0)
+                await send_all(conn, hs.send(Reject()), 1.0)
         except (EOFError, OSError) as exc:
             plog.info("handshake aborted by peer", host=name, error=str(exc))
         return None

@@ -3,19 +3,19 @@
 Both sides bind a datagram socket to the local address and port of their TCP socket,
 write their port as two bytes on TCP, read the peer's, close TCP and from then on
 speak only UDP (spec section 3).  Debian's vtund writes the port little-endian; we
-write it that way too and read either order (see :func:`unpack_port`).
+write it that way too and read either order (see :func:`~vtcore.protocol.udp.unpack_port`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 import struct
 from collections.abc import Callable
 
 from vtcore.protocol.frames import MAX_FRAME, decode_datagram
-from vtcore.protocol.udp import pack_port, unpack_port
+from vtcore.protocol.udp import PeerPort, PortExchange
+from vtcore.runtime.netio import drive, send_all
 from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, endpoints_of
 
 RECV_SIZE = 65535
@@ -234,17 +234,6 @@ class UdpLink:
             pass
 
 
-async def _read_exact(sock: socket.socket, n: int) -> bytes:
-    loop = asyncio.get_running_loop()
-    buf = b""
-    while len(buf) < n:
-        chunk = await loop.sock_recv(sock, n - len(buf))
-        if not chunk:
-            raise EOFError("connection closed during the UDP port exchange")
-        buf += chunk
-    return buf
-
-
 async def open_udp_link(tcp: socket.socket, settings, timeout: float,
                         nat_hack: bool = False) -> UdpLink:
     """Exchange UDP ports over ``tcp``, close it, and return the datagram link."""
@@ -256,22 +245,23 @@ async def open_udp_link(tcp: socket.socket, settings, timeout: float,
         udp.bind(local)
         udp.setblocking(False)
         tcp.setblocking(False)
-        loop = asyncio.get_running_loop()
         # The server's UDP port is shared by all its sessions: until this socket is
         # connected, a datagram from another client setting up at the same moment could land
         # here (and this client's first one elsewhere, fatal to a zlib stream).  So the
         # server reads the client's port and connects before it tells its own: its client
         # sends nothing over UDP before then.  Every client writes first, so no deadlock.
+        exchange = PortExchange(local[1], tcp_peer_port=remote[1])
         server_first = settings.role == "server"
         if not server_first:
-            await asyncio.wait_for(loop.sock_sendall(tcp, pack_port(local[1])), timeout)
-        raw = await asyncio.wait_for(_read_exact(tcp, 2), timeout)
-        peer_port = unpack_port(raw, remote[1])
+            await send_all(tcp, exchange.announce(), timeout)
+        event = await drive(tcp, exchange, timeout)
+        assert isinstance(event, PeerPort)
+        peer_port = event.port
         peer = (remote[0], peer_port, *remote[2:])
         if not nat_hack:
             udp.connect(peer)
         if server_first:
-            await asyncio.wait_for(loop.sock_sendall(tcp, pack_port(local[1])), timeout)
+            await send_all(tcp, exchange.announce(), timeout)
     except BaseException:
         udp.close()
         raise

@@ -53,7 +53,7 @@ def test_server_refuses_secure_host_without_token(word: str) -> None:
 
 def test_host_token_survives_vtcore_server_parse() -> None:
     server = ServerHandshake()
-    server.initiate()
+    server.data_to_send()
     server.receive_data(pack_msg("HOST: home vt2\n"))
     event = server.next_event()
     assert event is not None and HOST_TOKEN in event.extra  # type: ignore[union-attr]

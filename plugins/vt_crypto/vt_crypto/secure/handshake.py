@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
+from vt_api import MESG_SIZE
 
 from vt_crypto.secure.cpace import POINT_SIZE, CPace, lv_cat
 from vt_crypto.secure.errors import AUTH_FAILED, SecureHandshakeError
@@ -112,9 +113,9 @@ class _Handshake:
     role: Role
 
     def __init__(self, host: str, transcript_prefix: bytes) -> None:
-        if len(transcript_prefix) < 50:
+        if len(transcript_prefix) < MESG_SIZE:
             raise ValueError("transcript_prefix must end with the OK VT3 offer block")
-        if not parse_offer(transcript_prefix[-50:]):
+        if not parse_offer(transcript_prefix[-MESG_SIZE:]):
             raise ValueError("transcript_prefix must end with the OK VT3 offer block")
         self.host = host
         self.state = State.FAILED

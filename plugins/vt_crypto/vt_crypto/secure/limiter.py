@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from vtcore.admission import source_key
+from vt_api import source_key
 
 __all__ = ["HandshakeLimiter", "source_key"]
 

@@ -13,11 +13,10 @@ host name from another (the server's choice stays on the :class:`Offer` object).
 
 from __future__ import annotations
 
-from vt_api import HOST_TOKEN
+from vt_api import HOST_TOKEN, MESG_SIZE, pack_msg, unpack_msg
 
 from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.suites import AUTO_WORD, SECURE_WORDS, SUITES, choose_suite
-from vtcore.protocol.handshake import MESG_SIZE, pack_msg, unpack_msg
 
 OFFER_TEXT = "OK VT3"
 OLD_OFFER_PREFIXES = ("OK VT2 ",)
