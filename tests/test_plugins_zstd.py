@@ -62,7 +62,7 @@ def test_the_client_offers_its_plugin_compressors_and_the_server_confirms_by_nam
     assert isinstance(flags, Accepted)
     client = client_settings(HOST, flags.flags)
     assert client.compress == server_settings(HOST, features).compress == ("zstd", 7)
-    assert client.options["native"] and client.options["offload"]  # letters still read
+    assert client.native and client.offload  # letters still read
     assert confirmation_error("zstd", tokens, features, "srv") is None
     assert confirmation_error(None, tokens, features, "srv") is None  # the server dictates
 

@@ -89,7 +89,23 @@ class LinkSettings:
     password: bytes = field(default=b"", repr=False)
     """The shared secret; never logged (``repr=False``)."""
     options: Mapping[str, object] = field(default_factory=dict)
-    """Room for plugin-specific negotiated values (native vt mode)."""
+    """The host section's plugin keywords (``pcap``, ``ws_path`` ...), plain values.  For
+    plugins written against contract 1.0/1.1 it also mirrors ``native``,
+    ``native_framing``, ``offload`` and ``max_frame`` below (to go in 2.0)."""
+    native: bool = False
+    """Contract 1.2.  Both ends are vt and agreed on vt-native module formats (``OK
+    FLAGS`` features ``n``/``m``): a module may use its own, leaner encoding."""
+    native_framing: bool = False
+    """Contract 1.2.  TCP frames carry vt-native 4-byte headers (up to ``max_frame``)."""
+    offload: bool = False
+    """Contract 1.2.  The devices move whole GSO super-packets (``IFF_VNET_HDR``)."""
+    max_frame: int | None = None
+    """Contract 1.2.  The largest frame the session carries, the bound of a module's
+    decoded output; None: vtund's (2148 bytes on the wire)."""
+    secure: str | None = None
+    """Contract 1.2.  ``"<mode> <suite>"`` when a secure mode authenticated the session
+    (its link seals every frame); a label, never the live objects (the session keeps
+    those)."""
 
 
 @runtime_checkable

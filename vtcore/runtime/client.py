@@ -35,7 +35,13 @@ from vtcore.runtime.native import (
 )
 from vtcore.runtime.netio import drive, peer_name, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
-from vtcore.runtime.session import Session, SessionError, client_settings, flag_letters
+from vtcore.runtime.session import (
+    Session,
+    SessionError,
+    client_settings,
+    flag_letters,
+    secure_label,
+)
 from vtcore.runtime.status import StatusServer, session_status
 from vtcore.runtime.trust import legacy_warnings
 from vtcore.runtime.wrapping import WrapFailed, wrap, wrapper_for
@@ -154,11 +160,13 @@ class Client:
                     self.handshake_results["failed"] += 1
                     raise
                 self.handshake_results["accepted"] += 1
-                settings = client_settings(self.host, flags, secure)
+                label = secure_label(*secure) if secure is not None else None
+                settings = client_settings(self.host, flags, label)
                 self.session = Session(
                     host=self.host, options=self.config.options, settings=settings,
                     registry=self.plugins.registry, peer=self.server, device=device,
                     keep_device=self.host.persist == "keep", stat=self.host.stat,
+                    secure=secure,
                 )
                 letters = flag_letters(self.plugins.registry)
                 self.log.info("connected", flags=format_flags(flags, letters))

@@ -11,7 +11,7 @@ itself.  Features:
 ``o``  tun/tap opened with ``IFF_VNET_HDR`` and offloads on both ends: frames carry
        whole GSO super-packets (up to 64 KiB), segmented by the receiving kernel.
 ``m``  over UDP: modules may use their native formats (the framing stays one datagram
-       per frame); ``n`` implies it.  Plugins see both as ``options["native"]``.
+       per frame); ``n`` implies it.  Plugins see both as ``LinkSettings.native``.
 
 ``vtmode no;`` in a host section turns all of it off (vtun framing, one packet per
 frame, exactly what vtund would send) -- for trouble-shooting and measurement.
@@ -29,13 +29,15 @@ does not confirm (vtund never does) stops with a clear error for the same reason
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from vt_api import HOST_TOKEN
 
 from vtcore.protocol.native import MAX_NATIVE_FRAME
 
 __all__ = [
     "HOST_TOKEN", "compressor_offer", "confirmation_error", "confirmed_compressor",
-    "feature_options", "legacy_cipher", "plugin_compressor", "refusal", "server_features",
+    "feature_settings", "legacy_cipher", "plugin_compressor", "refusal", "server_features",
 ]
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
@@ -130,16 +132,22 @@ def confirmation_error(wanted: str | None, offer: tuple[str, ...], features: str
     return None
 
 
-def feature_options(features: str) -> dict[str, object]:
-    """``LinkSettings.options`` entries for the granted features."""
+class FeatureSettings(TypedDict):
+    native: bool
+    native_framing: bool
+    offload: bool
+    max_frame: int | None
+
+
+def feature_settings(features: str) -> FeatureSettings:
+    """The :class:`~vt_api.LinkSettings` fields the granted features set."""
     features = features.partition(CONFIRM)[0]
-    opts: dict[str, object] = {}
-    if NATIVE_FRAMING in features:
-        opts["native"] = True
-        opts["native_framing"] = True
-        opts["max_frame"] = MAX_NATIVE_FRAME
-    if MODULE_FORMATS in features:
-        opts["native"] = True
-    if OFFLOAD in features:
-        opts["offload"] = True
-    return opts
+    native_framing = NATIVE_FRAMING in features
+    return {
+        "native": native_framing or MODULE_FORMATS in features,
+        "native_framing": native_framing,
+        "offload": OFFLOAD in features,
+        "max_frame": MAX_NATIVE_FRAME if native_framing else None,
+    }
+
+

@@ -39,6 +39,7 @@ from vtcore.runtime.session import (
     Session,
     SessionError,
     flag_letters,
+    secure_label,
     server_flags,
     server_settings,
 )
@@ -622,10 +623,12 @@ class Server:
         except TimeoutError:
             return False
 
-    def _new_session(self, host, features: str, established, peer: str) -> Session:
-        settings = server_settings(host, features, established)
+    def _new_session(self, host, features: str, secure, peer: str) -> Session:
+        label = secure_label(*secure) if secure is not None else None
+        settings = server_settings(host, features, label)
         return Session(host=host, options=self.config.options, settings=settings,
-                       registry=self.plugins.registry, peer=peer, stat=host.stat)
+                       registry=self.plugins.registry, peer=peer, stat=host.stat,
+                       secure=secure)
 
     async def _run_session(self, conn: socket.socket, host, lock, session: Session,
                            peer: str, endpoints=None) -> None:

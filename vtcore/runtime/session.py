@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import cast
+from typing import Any
 
 import structlog
 from vt_api import (
@@ -32,9 +32,10 @@ from vt_api import (
 from vtcore.protocol.flags import VTUND_LETTERS, Flags, Letters, format_flags
 from vtcore.protocol.keepalive import KeepAlive
 from vtcore.runtime.commands import Substitutions, run_commands
-from vtcore.runtime.native import confirmed_compressor, feature_options, legacy_cipher
+from vtcore.runtime.native import confirmed_compressor, feature_settings, legacy_cipher
 from vtcore.runtime.netio import peer_name
 from vtcore.runtime.priority import PROCESS as LINK_PRIORITY
+from vtcore.runtime.secure import safe_log_fields
 from vtcore.runtime.stats import write_stats_forever
 from vtcore.runtime.status import module_names
 from vtcore.runtime.tunnel import PROBES, Counters, Tunnel
@@ -57,10 +58,10 @@ def _compress(host) -> tuple[str, int] | None:
     return (method, max(1, int(level)))
 
 
-def server_settings(host, features: str = "", secure: tuple | None = None) -> LinkSettings:
+def server_settings(host, features: str = "", secure: str | None = None) -> LinkSettings:
     """What the server's profile dictates for a session (``features``: vt-native ones
     granted to a vt client, see :mod:`vtcore.runtime.native`; ``secure``: the secure
-    mode and its established handshake, when one ran)."""
+    mode's label, when one ran)."""
     return LinkSettings(
         host=host.name,
         role="server",
@@ -71,15 +72,22 @@ def server_settings(host, features: str = "", secure: tuple | None = None) -> Li
         speed_out=int(host.speed[0]) if host.speed else 0,
         keepalive=host.keepalive is not None,
         password=host.password_bytes(),
-        options=_options(host, features, secure),
+        **_negotiated(host, features, secure),
     )
 
 
-def _options(host, features: str, secure: tuple | None) -> dict[str, object]:
-    opts: dict[str, object] = {**host.extras, **feature_options(features)}
-    if secure is not None:
-        opts["secure"] = secure
-    return opts
+def _negotiated(host, features: str, secure: str | None) -> dict[str, Any]:
+    """The typed fields the vt-native features and a secure mode set, and ``options``:
+    the host's plugin keywords plus, for contract 1.0/1.1 plugins, the old mirror."""
+    typed = feature_settings(features)
+    mirror = {key: value for key, value in typed.items() if value}
+    return {**typed, "secure": secure, "options": {**host.extras, **mirror}}
+
+
+def secure_label(mode: SecureMode, established: object) -> str:
+    """``"<mode> <suite>"`` for :attr:`LinkSettings.secure` (what status and logs show)."""
+    suite = safe_log_fields(established).get("suite", "")
+    return " ".join(w for w in (mode.name, suite) if w)
 
 
 def flag_letters(registry: Registry) -> Letters:
@@ -108,7 +116,7 @@ def server_flags(host, features: str = "", letters: Letters = VTUND_LETTERS) -> 
     )
 
 
-def client_settings(host, flags: Flags, secure: tuple | None = None) -> LinkSettings:
+def client_settings(host, flags: Flags, secure: str | None = None) -> LinkSettings:
     """The client keeps its password, device and keep-alive timing; the rest is the server's."""
     comp = None
     if flags.zlib is not None:
@@ -127,7 +135,7 @@ def client_settings(host, flags: Flags, secure: tuple | None = None) -> LinkSett
         speed_out=int(flags.speed or 0),
         keepalive=flags.keepalive,
         password=host.password_bytes(),
-        options=_options(host, flags.extra, secure),
+        **_negotiated(host, flags.extra, secure),
     )
 
 
@@ -179,6 +187,7 @@ class Session:
         device: Device | None = None,
         keep_device: bool = False,
         stat: bool = False,
+        secure: tuple[SecureMode, object] | None = None,
     ) -> None:
         self.host = host
         self.options = options
@@ -188,6 +197,9 @@ class Session:
         self.device = device
         self.keep_device = keep_device
         self.stat = stat
+        self.secure = secure
+        """The secure mode and its established handshake, which wraps the link
+        (``settings.secure`` is its label)."""
         self.counters = Counters()
         self.tunnel: Tunnel | None = None
         self.started = time.time()
@@ -223,7 +235,7 @@ class Session:
     def open_device(self) -> Device:
         """The session's device, opened now if it is not yet (``run`` opens it too): a
         server opens it before it accepts the client."""
-        offload = bool(self.settings.options.get("offload"))
+        offload = self.settings.offload
         if self.device is not None:
             if bool(getattr(self.device, "offload", False)) == offload:
                 return self.device
@@ -279,9 +291,8 @@ class Session:
             link.endpoints = endpoints  # type: ignore[misc]  # TcpLink's is an attribute
         if not link.ready() and isinstance(link, DatagramLink):
             link.on_peer = self._peer_learnt
-        secure = self.settings.options.get("secure")
-        if secure is not None:
-            mode, established = cast("tuple[SecureMode, object]", secure)
+        if self.secure is not None:
+            mode, established = self.secure
             link = mode.wrap_link(established, link, self.settings.role)
         try:
             device = self.open_device()
@@ -319,7 +330,7 @@ class Session:
                 )
             self.log.info("session up", proto=self.settings.transport,
                           type=self.settings.tunnel_type,
-                          native=bool(self.settings.options.get("native")),
+                          native=self.settings.native,
                           compress=":".join(map(str, self.settings.compress or ())) or None,
                           offload=bool(getattr(device, "offload", False)),
                           gro=bool(getattr(device, "gro", False)),

@@ -37,7 +37,6 @@ def run_dir() -> Path:
 
 def session_status(session) -> dict[str, object]:
     """One session, for the status document."""
-    opts = session.settings.options
     tunnel = getattr(session, "tunnel", None)
     if tunnel is not None:
         tunnel.pull_counters()  # live figures, not the last session's end
@@ -51,9 +50,9 @@ def session_status(session) -> dict[str, object]:
         "proto": session.settings.transport,
         "type": session.settings.tunnel_type,
         "device": getattr(session.device, "name", None),
-        "native": bool(opts.get("native")),
-        "offload": bool(opts.get("offload")),
-        "secure": opts.get("secure") is not None,
+        "native": session.settings.native,
+        "offload": session.settings.offload,
+        "secure": session.settings.secure is not None,
         "compress": compression_name(session.settings),
         "cipher": cipher_name(session.settings),
         "counters": counters,
@@ -72,11 +71,8 @@ def compression_name(settings) -> str | None:
 def cipher_name(settings) -> str | None:
     """vtund's cipher name (``aes128cbc``), ``secure <mode> <suite>`` for vt's secure
     mode (never a vtund cipher: secure mode replaces it), None without encryption."""
-    secure = settings.options.get("secure")
-    if secure is not None:
-        mode, established = secure
-        suite = getattr(getattr(established, "keys", None), "suite", None)
-        return " ".join(str(w) for w in ("secure", getattr(mode, "name", None), suite) if w)
+    if settings.secure is not None:
+        return f"secure {settings.secure}"
     if settings.encrypt is None:
         return None
     return CIPHER_NAMES.get(settings.encrypt, f"cipher {settings.encrypt}")

@@ -128,6 +128,5 @@ class TcpLink:
 
 async def open_tcp_link(sock: socket.socket, settings, timeout: float, nat_hack: bool = False):
     """The TCP transport keeps using the handshake's connection."""
-    return TcpLink(sock, max_frame=int(settings.options.get("max_frame", MAX_FRAME)),
-                   native=bool(settings.options.get("native_framing")
-                               or settings.options.get("secure")))
+    return TcpLink(sock, max_frame=settings.max_frame or MAX_FRAME,
+                   native=settings.native_framing or settings.secure is not None)

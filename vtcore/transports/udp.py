@@ -269,5 +269,5 @@ async def open_udp_link(tcp: socket.socket, settings, timeout: float,
         tcp.close()
     ends = Endpoints(local[0], local[1], remote[0], peer_port)
     return UdpLink(udp, ends, connected=not nat_hack,
-                   max_frame=int(settings.options.get("max_frame", MAX_FRAME)),
-                   raw=bool(settings.options.get("secure")))
+                   max_frame=settings.max_frame or MAX_FRAME,
+                   raw=settings.secure is not None)

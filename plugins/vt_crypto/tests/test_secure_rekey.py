@@ -7,6 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from secure_helpers import det_rng
+from vt_api import LinkSettings
 from vt_crypto.secure import FRAME_DATA, Opener
 from vt_crypto.secure.keys import SessionKeys
 from vt_crypto.secure.rekey import (
@@ -281,8 +282,7 @@ def test_rekeys_reach_the_session_status() -> None:
     session = Session(
         host=SimpleNamespace(name="office"), peer="10.0.0.2:4000", udp_peer=None,
         started=0.0, device=None, counters=Counters(),
-        settings=SimpleNamespace(options={}, transport="tcp", tunnel_type="tun",
-                                 compress=None, encrypt=None),
+        settings=LinkSettings(host="office", role="server", transport="tcp", tunnel_type="tun"),
         tunnel=SimpleNamespace(link=link, pull_counters=lambda: None,
                                link_idle=lambda now: 0.25, device_idle=lambda now: 0.5),
     )

@@ -20,8 +20,7 @@ def create(settings: LinkSettings) -> FrameModule | None:
     if not settings.encrypt:
         return None
     # Native framing (vt <-> vt) lifts vtund's 4095-byte frame limit.
-    limit = settings.options.get("max_frame")
-    max_frame = max(MAX_FRAME, limit) if isinstance(limit, int) else MAX_FRAME
+    max_frame = max(MAX_FRAME, settings.max_frame or 0)
     codec = make_codec(settings.encrypt, settings.password, max_frame=max_frame)
     log.info(
         "cipher initialized",

@@ -114,8 +114,7 @@ def test_bad_frames_dropped_and_later_good_frames_decode(bad: bytes) -> None:
 def test_keeps_the_linker_contract(native: bool, level: int) -> None:
     """vtcore.testing's check: round trips between two sessions' modules; damaged, cut and
     random frames never raise and never decode beyond max_frame."""
-    opts = {"native": True, "max_frame": 65535} if native else {}
-    s = link_settings(compress=("lzo", level), options=opts)
+    s = link_settings(compress=("lzo", level), native=native, max_frame=65535 if native else None)
     report = check_frame_module(lambda: create(s), max_output=max_frame(s))
     assert report.hostile_dropped > 0 and report.broken == 0  # stateless: nothing to break
 
@@ -130,7 +129,7 @@ def test_registration_and_factory() -> None:
     assert item.words == {"lzo": 2} and item.levels == (1, 9)
     assert create(link_settings()) is None
     assert create(link_settings(compress=("zlib", 1))) is None
-    mod = create(link_settings(compress=("lzo", 9), options={"max_frame": 1500}))
+    mod = create(link_settings(compress=("lzo", 9), max_frame=1500))
     assert isinstance(mod, FrameModule) and isinstance(mod, LzoModule)
     assert mod.max_frame == 1500
     assert mod.decode(lzo.compress(b"z" * 1501, 1, False)) is None
@@ -171,5 +170,5 @@ def test_vtun_wire_has_no_marker_and_factory_passes_native() -> None:
     tx = LzoModule(1)
     assert tx.adaptive is None
     assert tx.encode(PACKETS[0]).hex() == VECTORS[1][0]
-    assert create(link_settings(compress=("lzo", 1), options={"native": True})).native
+    assert create(link_settings(compress=("lzo", 1), native=True)).native
     assert not create(link_settings(compress=("lzo", 1))).native

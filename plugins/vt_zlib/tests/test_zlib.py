@@ -183,8 +183,7 @@ def test_inflate_error_breaks_stream() -> None:
 def test_keeps_the_linker_contract(transport: str, native: bool, level: int) -> None:
     """vtcore.testing's check: round trips between two sessions' modules; damaged, cut and
     random frames never raise, stay within max_frame, and a broken stream only drops."""
-    opts = {"native": True, "max_frame": 65535} if native else {}
-    s = link_settings(compress=("zlib", level), transport=transport, options=opts)
+    s = link_settings(compress=("zlib", level), transport=transport, native=native, max_frame=65535 if native else None)
     report = check_frame_module(lambda: create(s), max_output=max_frame(s))
     assert report.broken > 0  # bad input ends a zlib stream, as vtund's does
 
@@ -216,7 +215,7 @@ def test_registration_and_factory() -> None:
 
 
 def test_factory_reads_max_frame() -> None:
-    mod = create(link_settings(compress=("zlib", 1), transport="udp", options={"max_frame": 1500}))
+    mod = create(link_settings(compress=("zlib", 1), transport="udp", max_frame=1500))
     assert mod is not None
     assert mod.max_frame == 1500
 
@@ -276,6 +275,6 @@ def test_vtun_wire_has_no_marker() -> None:
 
 
 def test_factory_passes_native() -> None:
-    mod = create(link_settings(compress=("zlib", 1), options={"native": True, "max_frame": 131072}))
+    mod = create(link_settings(compress=("zlib", 1), native=True, max_frame=131072))
     assert mod is not None and mod.native and mod.max_frame == 131072
     assert not create(link_settings(compress=("zlib", 1))).native

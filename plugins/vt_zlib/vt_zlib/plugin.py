@@ -8,9 +8,8 @@ from vt_zlib.codec import DEFAULT_MAX_FRAME, ZlibModule
 
 
 def max_frame(settings: LinkSettings) -> int:
-    """The decoded-frame limit: ``options["max_frame"]`` when the core sets it."""
-    value = settings.options.get("max_frame", DEFAULT_MAX_FRAME)
-    return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_FRAME
+    """The decoded-frame limit: the session's ``max_frame`` when the core sets one."""
+    return settings.max_frame or DEFAULT_MAX_FRAME
 
 
 def create(settings: LinkSettings) -> ZlibModule | None:
@@ -18,7 +17,7 @@ def create(settings: LinkSettings) -> ZlibModule | None:
     if settings.compress is None or settings.compress[0] != "zlib":
         return None
     return ZlibModule(settings.compress[1], max_frame(settings),
-                      native=bool(settings.options.get("native")))
+                      native=settings.native)
 
 
 @hookimpl

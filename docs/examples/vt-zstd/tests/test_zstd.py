@@ -20,8 +20,9 @@ from vt_zstd.module import DEFAULT_MAX_FRAME, ZstdModule
 TEXT = b"GET /index.html HTTP/1.1\r\nHost: example.org\r\n" * 30
 
 
-def settings(compress: tuple[str, int] | None = ("zstd", 3), **options: object) -> LinkSettings:
-    return link_settings(tunnel_type="tun", compress=compress, options=options)
+def settings(compress: tuple[str, int] | None = ("zstd", 3),
+             max_frame: int | None = None) -> LinkSettings:
+    return link_settings(tunnel_type="tun", compress=compress, max_frame=max_frame)
 
 
 def test_keeps_the_linker_contract() -> None:
