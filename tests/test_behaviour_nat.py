@@ -93,7 +93,11 @@ def test_without_nat_hack_the_same_nat_breaks_the_tunnel() -> None:
         with SERVERS["vt"](p.a, scfg) as s, CLIENTS["vt"](p.b, ccfg, HOST, p.a_addr) as c:
             s.wait_log(r"session up", timeout=15)
             assert ping(p.b, ta, count=3, interval=0.2, timeout=3).received == 0
-            assert s.alive() and c.alive()
+            # Neither crashes.  The server's datagrams hit the NAT's closed port and its
+            # ICMP errors start dead-peer probes: the client (not persistent) may have
+            # ended its session already, cleanly, as its peer did not answer.
+            assert s.alive()
+            assert c.alive() or "peer did not answer a probe" in c.log(), c.log()[-2000:]
 
 
 @pytest.mark.netns
