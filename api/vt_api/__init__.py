@@ -42,7 +42,7 @@ HOST_TOKEN = "vt2"
 CONN_CLOSE = 0x1000
 ECHO_REQ = 0x2000
 ECHO_REP = 0x4000
-"""vtun's control flags: what ``Framing.control`` frames and ``Link.read_frames`` reports."""
+"""vtun's control flags: what ``Link.send_control`` sends and ``Link.read_frames`` reports."""
 
 Role = Literal["server", "client"]
 _T = TypeVar("_T")
@@ -303,7 +303,9 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class Framing:
-    """How a link frames: vtun's 2-byte header, vt-native's 4 bytes, or sealed frames."""
+    """A header scheme: vtun's 2-byte header, vt-native's 4 bytes, or none (sealed
+    datagrams).  A transport's own business (the tunnel never frames); published for
+    links written against contract 1.0/1.1, which exposed it as ``Link.framing``."""
 
     header: Callable[[int], bytes]
     """Header of a data frame with that many payload bytes."""
@@ -311,8 +313,7 @@ class Framing:
     """A whole control frame for a vtun flag (CONN_CLOSE, ECHO_REQ, ECHO_REP)."""
     max_payload: int
     data: Callable[[bytes], tuple[bytes, bytes]] | None = None
-    """Payload -> (head, body) to send; defaults to ``(header(len(p)), p)``.  A link
-    that transforms frames (secure mode seals them) sets its own."""
+    """Payload -> (head, body) to send; defaults to ``(header(len(p)), p)``."""
 
     def data_fn(self) -> Callable[[bytes], tuple[bytes, bytes]]:
         if self.data is not None:
@@ -323,11 +324,16 @@ class Framing:
 
 class Link(Protocol):
     """What a transport hands the tunnel after the handshake: a non-blocking carrier of
-    frames.  It owns its framing (:attr:`framing`); a secure link seals and opens inside.
-    The linker calls ``read_frames`` when :meth:`fileno` is readable, ``write_frames``
-    for outgoing frames, ``flush`` when it is writable again."""
+    frames that owns its framing.  The tunnel only moves batches: ``send`` payloads (the
+    link frames them, and a secure link seals them), ``send_control`` for vtun's control
+    flags, ``read_frames`` when :meth:`fileno` is readable (a secure link opens them
+    there), ``flush`` when it is writable again (contract 1.2; a 1.0/1.1 link with
+    ``framing`` and ``write_frames`` is adapted by the core, see :class:`LegacyLink`)."""
 
-    framing: Framing
+    @property
+    def max_payload(self) -> int:
+        """The largest payload ``send`` carries (a longer one is the caller's to drop)."""
+        ...
 
     @property
     def endpoints(self) -> Endpoints: ...
@@ -345,14 +351,21 @@ class Link(Protocol):
     def fileno(self) -> int: ...
 
     def read_frames(self, limit: int) -> list[tuple[int, bytes]]:
-        """Frames available now as ``(flags, payload)``; empty when none.
+        """Events available now, as ``(flags, payload)``: ``(0, data)`` for a data frame,
+        ``(CONN_CLOSE | ECHO_REQ | ECHO_REP, b"")`` for a control frame; empty when none.
 
         Raises ``EOFError`` when the peer closed the connection."""
         ...
 
-    def write_frames(self, parts: list[bytes]) -> None:
-        """Queue frames given as ``[header, payload, header, payload, ...]`` (a control
-        frame is ``[frame, b""]``) and send what the kernel takes now."""
+    def send(self, payloads: list[bytes]) -> None:
+        """Frame (seal) each payload in order and send what the kernel takes now: a
+        stream queues the rest (see :meth:`backlog`), a datagram link drops it (counted
+        in :attr:`dropped_out`)."""
+        ...
+
+    def send_control(self, flag: int) -> None:
+        """One control frame (``CONN_CLOSE``, ``ECHO_REQ``, ``ECHO_REP``), after what
+        was sent before."""
         ...
 
     def backlog(self) -> int:
@@ -368,6 +381,17 @@ class Link(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LegacyLink(Protocol):
+    """A link written against contract 1.0/1.1: the tunnel framed for it (``framing``)
+    and handed it ``[header, payload, ...]`` lists.  Still accepted: the core wraps it
+    into a :class:`Link`.  New links implement ``send``/``send_control`` instead."""
+
+    framing: Framing
+
+    def write_frames(self, parts: list[bytes]) -> None: ...
 
 
 @runtime_checkable
@@ -741,7 +765,7 @@ __all__ = [
     "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice",
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
-    "Framing", "HandshakeRefused", "Kind", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",
+    "Framing", "HandshakeRefused", "Kind", "LegacyLink", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",
     "PluginFailed", "Registry", "RegistryError", "ResyncingModule", "Role", "SansIOHandshake",
     "SecureMode", "Stage", "StdioDevice", "TransportType", "UnreachableLink", "WrapStream",
     "hookimpl",

@@ -39,6 +39,7 @@ from vtcore.runtime.secure import safe_log_fields
 from vtcore.runtime.stats import write_stats_forever
 from vtcore.runtime.status import module_names
 from vtcore.runtime.tunnel import PROBES, Counters, Tunnel
+from vtcore.transports.base import as_link
 
 DEFAULT_KEEPALIVE = (30, 4)
 
@@ -284,7 +285,7 @@ class Session:
         chain = [module for _, module in named]
         timeout = float(getattr(self.host, "timeout", 30) or 30)
         try:
-            link = await transport.open_link(sock, self.settings, timeout, nat_hack)
+            link = as_link(await transport.open_link(sock, self.settings, timeout, nat_hack))
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             raise SessionError(f"{self.settings.transport} link failed: {exc}") from exc
         if endpoints is not None and hasattr(link, "endpoints"):
@@ -300,7 +301,7 @@ class Session:
             # Tell the peer, or over udp its session would hold its addresses until
             # its keep-alive gives up.
             with contextlib.suppress(OSError):
-                link.write_frames([link.framing.control(CONN_CLOSE), b""])
+                link.send_control(CONN_CLOSE)
             link.close()
             raise
         ends = link.endpoints

@@ -1,7 +1,7 @@
 """The linker: moves packets between a device and a link through the frame-module chain.
 
 Device -> network: each packet runs through the modules in ascending stage (compress,
-encrypt, ...), gets its 2-byte vtun header and is queued on the link.  Network ->
+encrypt, ...) and the batch goes to the link, which frames (and seals) it.  Network ->
 device: each data frame runs through the modules in reverse.  A module returning
 ``None`` drops that one frame (counted); nothing a peer sends can end the session
 except a close, EOF or keep-alive silence.  Nothing an off-path attacker sends can
@@ -134,10 +134,7 @@ class Tunnel:
         pacers: Sequence[PacingModule] = (),
     ) -> None:
         self.link = link
-        framing = link.framing
-        self._data = framing.data_fn()
-        self._control = framing.control
-        self._max_payload = framing.max_payload
+        self._max_payload = link.max_payload
         self.device = device
         self.modules = list(chain)
         self.names = list(names) if names is not None else [type(m).__name__ for m in chain]
@@ -260,7 +257,6 @@ class Tunnel:
             return
         c = self.counters
         encoders = self.encoders
-        data = self._data
         max_payload = self._max_payload
         frames: list[bytes] = []
         sent = 0
@@ -283,7 +279,7 @@ class Tunnel:
                     c.dropped_encode += 1
                     continue
                 sent += n
-                frames += data(p)
+                frames.append(p)
         except Exception as exc:  # a module broke its contract: this session ends, no other
             if enc is None:
                 raise
@@ -292,11 +288,11 @@ class Tunnel:
         if not frames:
             return
         c.comp_out += sent
-        c.frames_out += len(frames) // 2
+        c.frames_out += len(frames)
         if not self.link.ready():
             return
         try:
-            self.link.write_frames(frames)
+            self.link.send(frames)
         except OSError as exc:
             self.stop(f"network error: {exc.strerror or exc}", send_close=False)
             return
@@ -344,8 +340,7 @@ class Tunnel:
             self._resume_device()
 
     def _send_ctrl(self, flag: int) -> None:
-        """Control frames are framed at send time: a sealing link counts every frame."""
-        self.link.write_frames([self._control(flag), b""])
+        self.link.send_control(flag)
         if self.link.backlog():
             self._want_writer()
 
@@ -456,7 +451,7 @@ class Tunnel:
                 return
         if p and len(p) <= self._max_payload and self.link.ready():
             try:
-                self.link.write_frames(list(self._data(p)))
+                self.link.send([p])
             except OSError:
                 return
             self.counters.frames_out += 1

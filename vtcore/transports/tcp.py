@@ -1,9 +1,11 @@
-"""vtun framing over the TCP connection the handshake ran on."""
+"""Frames over the TCP connection the handshake ran on: vtun's 2-byte headers, or
+vt-native 4-byte ones between two vt ends (``native_framing``, secure mode)."""
 
 from __future__ import annotations
 
 import mmap
 import socket
+from collections.abc import Callable
 
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.frames import MAX_FRAME, StreamDecoder
@@ -13,7 +15,7 @@ from vtcore.protocol.native import (
     native_control,
     native_header,
 )
-from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, endpoints_of
+from vtcore.transports.base import VTUN_FRAMING, Endpoints, endpoints_of
 
 RECV_SIZE = 256 * 1024
 MAX_BACKLOG = 4 * 1024 * 1024
@@ -33,12 +35,16 @@ class TcpLink:
         self.sock = sock
         self.endpoints: Endpoints = endpoints_of(sock)
         self.decoder: NativeStreamDecoder | StreamDecoder
+        self._header: Callable[[int], bytes]
+        self._control: Callable[[int], bytes]
         if native:
             self.decoder = NativeStreamDecoder(MAX_NATIVE_FRAME)
-            self.framing = Framing(native_header, native_control, MAX_NATIVE_FRAME)
+            self._header, self._control = native_header, native_control
+            self.max_payload = MAX_NATIVE_FRAME
         else:
             self.decoder = StreamDecoder(max_frame=max_frame)
-            self.framing = VTUN_FRAMING
+            self._header, self._control = VTUN_FRAMING.header, VTUN_FRAMING.control
+            self.max_payload = VTUN_FRAMING.max_payload
         self.out = bytearray()
         self.dropped_out = 0
         # One receive buffer for the session: ``recv(RECV_SIZE)`` would mmap a fresh
@@ -75,7 +81,17 @@ class TcpLink:
         except ProtocolError as exc:
             raise EOFError(f"protocol error: {exc}") from None
 
-    def write_frames(self, parts: list[bytes]) -> None:
+    def send(self, payloads: list[bytes]) -> None:
+        header = self._header
+        parts: list[bytes] = []
+        for p in payloads:
+            parts += (header(len(p)), p)
+        self._write(parts)
+
+    def send_control(self, flag: int) -> None:
+        self._write([self._control(flag), b""])
+
+    def _write(self, parts: list[bytes]) -> None:
         """Queue frames given as header/payload pairs; gather-write when nothing waits."""
         out = self.out
         if not out:

@@ -85,7 +85,9 @@ class UdpLink:
         """Largest datagram GSO took on this path (learnt from EMSGSIZE/EINVAL)."""
         self.raw = raw
         """Datagrams are opaque frames (secure mode seals them): no vtun header."""
-        self.framing = RAW_FRAMING if raw else VTUN_FRAMING
+        framing = RAW_FRAMING if raw else VTUN_FRAMING
+        self._header, self._control = framing.header, framing.control
+        self.max_payload = framing.max_payload
         self.sock = sock
         self.endpoints = endpoints
         self.connected = connected
@@ -155,7 +157,17 @@ class UdpLink:
             self.on_peer(addr)
         return frame
 
-    def write_frames(self, parts: list[bytes]) -> None:
+    def send(self, payloads: list[bytes]) -> None:
+        header = self._header
+        parts: list[bytes] = []
+        for p in payloads:
+            parts += (header(len(p)), p)
+        self._write(parts)
+
+    def send_control(self, flag: int) -> None:
+        self._write([self._control(flag), b""])
+
+    def _write(self, parts: list[bytes]) -> None:
         """One datagram per header/payload pair; what the kernel refuses is dropped.
 
         Runs of equal-sized datagrams go out in one ``sendmsg`` with ``UDP_SEGMENT``

@@ -55,22 +55,22 @@ def test_forged_first_datagrams_do_not_name_the_peer() -> None:
         other_srv, other_cli = _udp("127.0.0.1"), _udp("127.0.0.1")
         try:
             _, stranger = _links(other_srv, other_cli)
-            forged = stranger.framing.data_fn()(b"not yours")[1]
+            forged = stranger.seal_data(b"not yours")
         finally:
             other_srv.close()
             other_cli.close()
         for junk in (forged, b"\x00" * 40, b"x"):
             forger.sendto(junk, srv.getsockname())
         assert not server.ready()
-        client.write_frames(list(client.framing.data_fn()(b"hello")))
+        client.send([b"hello"])
         assert _read(server, 1) == [(0, b"hello")]  # opened once, so not taken for a replay
         assert server.ready() and server.inner.peer_addr == cli.getsockname()
         assert server.bad_frames == 3
         # The server now answers the real client, and no longer hears the forger.
-        server.write_frames([server.framing.control(ECHO_REQ), b""])
+        server.send_control(ECHO_REQ)
         assert _read(client, 1) == [(ECHO_REQ, b"")]
         forger.sendto(forged, srv.getsockname())
-        client.write_frames(list(client.framing.data_fn()(b"again")))
+        client.send([b"again"])
         assert _read(server, 1) == [(0, b"again")]
     finally:
         for s in (srv, cli, forger):

@@ -40,7 +40,7 @@ def test_only_an_authenticated_frame_answers_a_probe() -> None:
         spoofer = None
         try:
             # What the real server sent earlier: read once by the client, kept to replay.
-            sent = [server.framing.control(ECHO_REP), server.framing.data_fn()(b"E" * 84)[1]]
+            sent = [server.seal_control(ECHO_REP), server.seal_data(b"E" * 84)]
             for frame in sent:
                 b.send(frame)
             await asyncio.sleep(0.2)
@@ -48,7 +48,7 @@ def test_only_an_authenticated_frame_answers_a_probe() -> None:
 
             # The real peer answers a probe with a fresh sealed frame: alive.
             answer = t.probe()
-            b.send(server.framing.control(ECHO_REP))
+            b.send(server.seal_control(ECHO_REP))
             assert await asyncio.wait_for(answer, 2) is True
 
             # The server's process dies; someone sends from its address from now on.

@@ -233,17 +233,16 @@ def test_sealed_links_rekey_after_their_byte_budget() -> None:
                 await asyncio.sleep(0)
                 return got
 
-            data = c.framing.data_fn()
             for _ in range(10):
-                c.write_frames(list(data(bytes(100))))
+                c.send([bytes(100)])
             assert c.rekeys == 0  # nothing inside the batch: INIT goes after it
             assert len(await shuttle(c, s)) == 10  # rekey frames never reach the tunnel
             for src, dst in ((c, s), (s, c), (c, s)):  # INIT, RESP, DONE
                 await shuttle(src, dst)
             assert c.rekeys == s.rekeys == 1
-            c.write_frames(list(data(b"new epoch")))
+            c.send([b"new epoch"])
             assert await shuttle(c, s) == [(0, b"new epoch")]
-            s.write_frames(list(s.framing.data_fn()(b"back")))
+            s.send([b"back"])
             assert await shuttle(s, c) == [(0, b"back")]
             assert c.crypto.sealer.epoch == s.crypto.opener.epoch == 1
             assert s.crypto.sealer.epoch == c.crypto.opener.epoch == 1

@@ -12,7 +12,7 @@ import zstandard
 from vt_api.compression import MARK_PACKED, MARK_RAW, PACKED, RAW, AdaptiveSkip
 
 DEFAULT_MAX_FRAME = 65536
-"""The decoded-frame limit when the core does not set ``options["max_frame"]``."""
+"""The decoded-frame limit when the core sets no ``LinkSettings.max_frame``."""
 
 
 class ZstdModule:

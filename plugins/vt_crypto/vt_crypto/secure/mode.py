@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, TypedDict, cast
 
 import structlog
-from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Framing, Link, Role
+from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Link, Role
 
 from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
@@ -78,8 +78,8 @@ class SealedLink:
         self._seal = crypto.sealer.seal  # the data path: one call, no wrapper
         self.stream = stream
         self.rejected = 0
-        self._head = inner.framing.header  # a stream's frames keep the transport's header
-        self.framing = Framing(inner.framing.header, self._control, max_payload, self._data)
+        self.max_payload = max_payload
+        """What the tunnel may hand :meth:`send`: the inner link's less the seal."""
         self._first: tuple[int, bytes] | None = None
         """The (flag, payload) of the datagram that named a nat_hack peer, opened already."""
         if not stream and not inner.ready() and hasattr(inner, "admit_first"):
@@ -121,10 +121,7 @@ class SealedLink:
         crypto = self.crypto
         frames = crypto.data_to_send(time.monotonic())
         if frames and self.inner.ready():
-            parts: list[bytes] = []
-            for sealed in frames:
-                parts += (self._head(len(sealed)), sealed) if self.stream else (sealed, b"")
-            self.inner.write_frames(parts)
+            self.inner.send(frames)
             self._arm()
         if crypto.rekeys != self._rekeys_logged:
             self._rekeys_logged = crypto.rekeys
@@ -177,18 +174,24 @@ class SealedLink:
             self._timer = None
         self.inner.close()
 
-    def write_frames(self, parts: list[bytes]) -> None:
-        self.inner.write_frames(parts)
-
-    def _data(self, payload: bytes) -> tuple[bytes, bytes]:
-        sealed = self._seal(FRAME_DATA, payload, time.monotonic())
+    def send(self, payloads: list[bytes]) -> None:
+        """Sealed here, in order; the inner link frames them (its header on a stream,
+        one datagram each over udp)."""
+        seal = self._seal
+        now = time.monotonic()
+        self.inner.send([seal(FRAME_DATA, p, now) for p in payloads])
         if self._sealer.due and not self._flush_pending and not self.crypto.exchanging:
             self._flush_soon()  # 1 GiB sent: a new key, once this batch is out
-        return (self._head(len(sealed)) if self.stream else b""), sealed
 
-    def _control(self, flag: int) -> bytes:
-        sealed = self._seal(_TO_TYPE[flag], b"", time.monotonic())
-        return (self._head(len(sealed)) + sealed) if self.stream else sealed
+    def send_control(self, flag: int) -> None:
+        self.inner.send([self.seal_control(flag)])
+
+    def seal_data(self, payload: bytes) -> bytes:
+        """One data frame sealed as :meth:`send` would (for tools that craft frames)."""
+        return self._seal(FRAME_DATA, payload, time.monotonic())
+
+    def seal_control(self, flag: int) -> bytes:
+        return self._seal(_TO_TYPE[flag], b"", time.monotonic())
 
     def _admit_first(self, frame: bytes) -> bool:
         """Opened here, once: :meth:`read_frames` hands on the result (a second open
@@ -269,7 +272,7 @@ class AeadSecureMode:
         crypto = SessionCrypto(established.keys, role, time.monotonic(),
                                window=None if stream else UDP_WINDOW, **rekey_timers())
         # Room for a 64 KiB GSO packet and its virtio header (offload), sealed.
-        max_payload = min(link.framing.max_payload - OVERHEAD, 65535 + 64)
+        max_payload = min(link.max_payload - OVERHEAD, 65535 + 64)
         return SealedLink(link, crypto, stream, max_payload)
 
     def admit(self, source: str, now: float) -> bool:

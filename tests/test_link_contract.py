@@ -1,0 +1,109 @@
+"""The link owns its framing (issue 14 item 1): the tunnel hands it payloads and control
+flags and never builds a header; a link written for contract 1.0/1.1 (``framing`` +
+``write_frames``) still carries a tunnel through the core's adapter.  Real UDP sockets on
+loopback, a real Tunnel, an in-memory device."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from vt_api import CONN_CLOSE, ECHO_REQ, Framing, LegacyLink
+
+from vtcore.protocol.frames import decode_datagram
+from vtcore.runtime.tunnel import Tunnel
+from vtcore.testing import QueueDevice, udp_pair
+from vtcore.transports.base import VTUN_FRAMING, Endpoints, as_link
+from vtcore.transports.udp import UdpLink
+
+ENDS = Endpoints("127.0.0.1", 0, "127.0.0.1", 0)
+
+
+class OldLink:
+    """A third party's datagram link as contract 1.1 had it: the tunnel framed for it."""
+
+    stream = False
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.framing = Framing(VTUN_FRAMING.header, VTUN_FRAMING.control, 1400)
+        self.endpoints = ENDS
+        self.bad_frames = self.dropped_out = 0
+        self.writes: list[list[bytes]] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_frames(self, limit: int) -> list[tuple[int, bytes]]:
+        try:
+            frame = decode_datagram(self.sock.recv(65535), 2148)
+        except BlockingIOError:
+            return []
+        return [frame] if frame is not None else []
+
+    def write_frames(self, parts: list[bytes]) -> None:
+        self.writes.append(parts)
+        for i in range(0, len(parts), 2):
+            self.sock.send(parts[i] + parts[i + 1])
+
+    def backlog(self) -> int:
+        return 0
+
+    def flush(self) -> None: ...
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_the_tunnel_sends_payloads_the_link_frames_them() -> None:
+    a, b = udp_pair()
+    link = UdpLink(a, ENDS, connected=True)
+    try:
+        link.send([b"one", b"two" * 10])
+        link.send_control(ECHO_REQ)
+        got = [decode_datagram(b.recv(100), 2148) for _ in range(3)]
+        assert got == [(0, b"one"), (0, b"two" * 10), (ECHO_REQ, b"")]
+    finally:
+        link.close()
+        b.close()
+
+
+def test_a_contract_1_1_link_still_carries_a_tunnel() -> None:
+    a, b = udp_pair()
+    old = OldLink(a)
+    assert isinstance(old, LegacyLink) and not hasattr(old, "send")
+    link = as_link(old)
+    assert link.max_payload == 1400 and link.fileno() == a.fileno()
+    peer = UdpLink(b, ENDS, connected=True)
+
+    async def main() -> tuple[list[bytes], list]:
+        device = QueueDevice()
+        tunnel = Tunnel(link, device, [])
+        task = asyncio.ensure_future(tunnel.run())
+        try:
+            device.inject(b"x" * 100)
+            device.inject(b"y" * 1500)  # over the link's max_payload: dropped, counted
+            peer.send([b"from the peer"])
+            await asyncio.sleep(0.3)
+            frames = peer.read_frames(8)
+            tunnel.stop("done")  # sends CONN_CLOSE through the adapter
+            await asyncio.wait_for(task, 2)
+            await asyncio.sleep(0.05)
+            return device.written, frames + peer.read_frames(8)
+        finally:
+            if not task.done():
+                task.cancel()
+
+    try:
+        written, frames = asyncio.run(main())
+        assert written == [b"from the peer"]
+        assert [f for f in frames if f[0] == 0] == [(0, b"x" * 100)]
+        assert frames[-1] == (CONN_CLOSE, b"")  # control frames go through it too
+        assert [b"\x00\x64", b"x" * 100] in old.writes  # the adapter framed for it
+    finally:
+        old.close()
+        peer.close()
