@@ -88,16 +88,18 @@ def refusal(host, peer_tokens: tuple[str, ...]) -> tuple[str, str] | None:
             f"needs compress {word}, not offered")
 
 
-def server_features(host, peer_tokens: tuple[str, ...]) -> str:
+def server_features(host, peer_tokens: tuple[str, ...], stream: bool | None = None) -> str:
     """The ``F`` features a server grants a client that sent ``peer_tokens`` (call
-    :func:`refusal` first: the confirmed compressor is assumed offered)."""
+    :func:`refusal` first: the confirmed compressor is assumed offered).  ``stream``: the
+    host's frames travel on a byte stream (``tcp``, or a transport that wraps the TCP
+    connection, e.g. ``proto ws``); by default, only for ``proto tcp``."""
     if HOST_TOKEN not in peer_tokens:
         return ""
     word = plugin_compressor(host.compress)
     confirm = f"{CONFIRM}{word}:{max(1, int(host.compress[1]))}" if word else ""
     if not getattr(host, "vtmode", True):
         return confirm
-    if host.proto != "tcp":
+    if not (host.proto == "tcp" if stream is None else stream):
         return MODULE_FORMATS + confirm
     feats = NATIVE_FRAMING
     # A shaped host keeps packet-sized frames: a 64 KiB burst is 2 s at 256 kbit/s.

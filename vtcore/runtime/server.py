@@ -426,7 +426,7 @@ class Server:
                         await send_all(conn, hs.send(Reject()), min(1.0, left()))
                         return None
                     assert host is not None  # ok: the password matched its profile
-                    features = server_features(host, hs.host_extra)
+                    features = server_features(host, hs.host_extra, self._stream(host))
                     session = self._new_session(host, features, None, peer)
                     try:
                         # Its device first: a server that cannot open it says ERR now
@@ -505,7 +505,8 @@ class Server:
         try:
             host = self.config.hosts.get(event.host)
             tokens = (HOST_TOKEN, *event.extra)
-            features = server_features(host, tokens) if host is not None else ""
+            features = (server_features(host, tokens, self._stream(host)) if host is not None
+                        else "")
             flags = server_flags(host, "", self.letters) if host is not None else "<T>"
             password = host.password_bytes() if host is not None else None
             await send_all(conn, offer, max(0.0, deadline - loop.time()))
@@ -622,6 +623,11 @@ class Server:
             return await asyncio.wait_for(live.session.peer_answers(), PROBE_TIMEOUT + 2)
         except TimeoutError:
             return False
+
+    def _stream(self, host) -> bool:
+        """The host's frames travel on a byte stream: tcp, or a wrapping transport's."""
+        transport = self.plugins.registry.transports.get(host.proto)
+        return host.proto == "tcp" or (transport is not None and transport.wrap is not None)
 
     def _new_session(self, host, features: str, secure, peer: str) -> Session:
         label = secure_label(*secure) if secure is not None else None
