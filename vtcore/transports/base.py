@@ -12,17 +12,41 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from vt_api import Endpoints, Framing, LegacyLink, Link
 
 from vtcore.protocol.frames import FSIZE_MASK
 
-__all__ = ["VTUN_FRAMING", "Endpoints", "Framing", "Link", "as_link", "endpoints_of"]
+__all__ = [
+    "VTUN_FRAMING", "Endpoints", "Framing", "HeaderFraming", "Link", "as_link", "endpoints_of",
+]
 
 
 _vtun_pack = struct.Struct(">H").pack
 VTUN_FRAMING = Framing(_vtun_pack, _vtun_pack, FSIZE_MASK)
+
+
+class HeaderFraming:
+    """``send``/``send_control`` of a link that puts a header before each payload (vtun's,
+    vt-native's, or none): the link's ``_write`` takes ``[header, payload, ...]``."""
+
+    _header: Callable[[int], bytes]
+    _control: Callable[[int], bytes]
+
+    def send(self, payloads: list[bytes]) -> None:
+        header = self._header
+        parts: list[bytes] = []
+        for p in payloads:
+            parts += (header(len(p)), p)
+        self._write(parts)
+
+    def send_control(self, flag: int) -> None:
+        self._write([self._control(flag), b""])
+
+    def _write(self, parts: list[bytes]) -> None:
+        raise NotImplementedError
 
 
 def endpoints_of(sock: socket.socket) -> Endpoints:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import mmap
 import socket
-from collections.abc import Callable
 
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.frames import MAX_FRAME, StreamDecoder
@@ -15,14 +14,14 @@ from vtcore.protocol.native import (
     native_control,
     native_header,
 )
-from vtcore.transports.base import VTUN_FRAMING, Endpoints, endpoints_of
+from vtcore.transports.base import VTUN_FRAMING, Endpoints, HeaderFraming, endpoints_of
 
 RECV_SIZE = 256 * 1024
 MAX_BACKLOG = 4 * 1024 * 1024
 """Hard bound on queued outgoing bytes; the tunnel pauses the device well before."""
 
 
-class TcpLink:
+class TcpLink(HeaderFraming):
     """Frames on a stream socket: a bounded decoder in, a byte queue out."""
 
     stream = True
@@ -35,8 +34,6 @@ class TcpLink:
         self.sock = sock
         self.endpoints: Endpoints = endpoints_of(sock)
         self.decoder: NativeStreamDecoder | StreamDecoder
-        self._header: Callable[[int], bytes]
-        self._control: Callable[[int], bytes]
         if native:
             self.decoder = NativeStreamDecoder(MAX_NATIVE_FRAME)
             self._header, self._control = native_header, native_control
@@ -80,16 +77,6 @@ class TcpLink:
             return self.decoder.feed(self._rview[:n])
         except ProtocolError as exc:
             raise EOFError(f"protocol error: {exc}") from None
-
-    def send(self, payloads: list[bytes]) -> None:
-        header = self._header
-        parts: list[bytes] = []
-        for p in payloads:
-            parts += (header(len(p)), p)
-        self._write(parts)
-
-    def send_control(self, flag: int) -> None:
-        self._write([self._control(flag), b""])
 
     def _write(self, parts: list[bytes]) -> None:
         """Queue frames given as header/payload pairs; gather-write when nothing waits."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from vtcore.protocol.frames import MAX_FRAME, decode_datagram
 from vtcore.protocol.udp import PeerPort, PortExchange
 from vtcore.runtime.netio import drive, send_all
-from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, endpoints_of
+from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, HeaderFraming, endpoints_of
 
 RECV_SIZE = 65535
 SOL_UDP = 17
@@ -70,7 +70,7 @@ def _no_header(n: int) -> bytes:
 RAW_FRAMING = Framing(_no_header, _no_header, RECV_SIZE - 64)
 
 
-class UdpLink:
+class UdpLink(HeaderFraming):
     """Frames as datagrams.  Losses are the network's business: nothing is queued."""
 
     stream = False
@@ -156,16 +156,6 @@ class UdpLink:
         if self.on_peer is not None:
             self.on_peer(addr)
         return frame
-
-    def send(self, payloads: list[bytes]) -> None:
-        header = self._header
-        parts: list[bytes] = []
-        for p in payloads:
-            parts += (header(len(p)), p)
-        self._write(parts)
-
-    def send_control(self, flag: int) -> None:
-        self._write([self._control(flag), b""])
 
     def _write(self, parts: list[bytes]) -> None:
         """One datagram per header/payload pair; what the kernel refuses is dropped.
