@@ -379,6 +379,10 @@ async def _guess(a: argparse.Namespace, loop, sock: socket.socket, greeting: byt
     return "other"
 
 
+WHY: dict[str, dict[str, int]] = {}
+"""Per mode: the exceptions that made connections count as ``failed``."""
+
+
 async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) -> None:
     loop = asyncio.get_running_loop()
     sources = a.source.split(",")
@@ -395,7 +399,10 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             counted = True
             await _hold(loop, sock, until, dribble=False)
             return
-        greeting = await _read_block(loop, sock)
+        # A burst of connects can sit in the server's accept queue for a while on a busy
+        # machine: the same bound as the connect's, not the per-read default.
+        wait = min(15.0, a.duration)
+        greeting = await _read_block(loop, sock, timeout=wait)
         if a.mode == "slow":
             last = await _slow(a, loop, sock)
             text = last.rstrip(b"\0").decode(errors="replace").strip() or "closed"
@@ -405,7 +412,7 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             return
         host_block = pack50(f"HOST: {a.host} vt2\n")
         await loop.sock_sendall(sock, host_block)
-        reply = await _read_block(loop, sock)
+        reply = await _read_block(loop, sock, timeout=wait)
         kind = "offer" if reply.startswith(b"OK VT") else "err" if reply.startswith(b"ERR") \
             else "other"
         if kind == "offer" and a.mode == "guess":
@@ -424,8 +431,11 @@ async def flood_one(a: argparse.Namespace, i: int, stats: dict, until: float) ->
             await loop.sock_sendall(sock, b"\x00\x41\x01" + os.urandom(64))
         # dribble: one byte a second until the server gives up on us; silent: nothing.
         await _hold(loop, sock, until, dribble=a.mode == "dribble")
-    except (OSError, EOFError, TimeoutError):
+    except (OSError, EOFError, TimeoutError) as exc:
         stats["closed" if counted else "failed"] += 1
+        if not counted:  # say why, so that a failed run can be told apart
+            why = WHY.setdefault(a.mode, {})
+            why[type(exc).__name__] = why.get(type(exc).__name__, 0) + 1
         if a.mode == "slow" and not counted:
             emit(event="slow", elapsed=round(loop.time() - started, 2), last="closed")
     finally:
@@ -448,7 +458,7 @@ async def flood(a: argparse.Namespace) -> None:
             await asyncio.sleep(a.spacing)
     while sum(stats.values()) - stats["closed"] < a.count and loop.time() < until:
         await asyncio.sleep(0.05)
-    emit(event="flooded", **stats)
+    emit(event="flooded", **stats, why=WHY.get(a.mode, {}))
     await asyncio.wait(tasks, timeout=a.duration + 5)
     emit(event="done", **stats)
 
