@@ -170,3 +170,44 @@ def test_sealed_frames_of_a_run_are_opened_one_by_one() -> None:
     finally:
         tx.close()
         rx.close()
+
+
+# ------------------------------------------------------------------ negotiation (feature g)
+
+
+def _host(text: str):
+    from vtcore.config import parse_config
+
+    return parse_config(f"h {{ passwd pw; {text} }}").hosts["h"]
+
+
+@pytest.mark.parametrize(("profile", "tokens", "granted"), [
+    ("type tun; proto udp;", ("vt2", "gso"), "mg"),
+    ("type ether; proto udp;", ("vt2", "gso"), "mg"),
+    ("type tun; proto udp;", ("vt2",), "m"),  # a vt client from before: never told
+    ("type tun; proto udp;", ("gso",), ""),  # not a vt client
+    ("type tty; proto udp;", ("vt2", "gso"), "m"),
+    ("type tun; proto udp; speed 256:256;", ("vt2", "gso"), "m"),  # shaped: packet-sized
+    ("type tun; proto udp; vtmode no;", ("vt2", "gso"), ""),
+    ("type tun; proto tcp;", ("vt2", "gso"), "no"),
+])
+def test_the_server_grants_segments_only_to_a_client_that_offered_them(
+        profile: str, tokens: tuple[str, ...], granted: str) -> None:
+    from vtcore.runtime.native import server_features
+
+    assert server_features(_host(profile), tokens) == granted
+
+
+def test_segments_reach_the_typed_settings_and_an_old_reader_ignores_the_letter() -> None:
+    from vtcore.protocol.flags import parse_flags
+    from vtcore.runtime.session import client_settings, server_settings
+
+    host = _host("type tun; proto udp;")
+    s = server_settings(host, "mg")
+    assert s.segments and s.native and not s.offload and not s.native_framing
+    c = client_settings(host, parse_flags("<UuFmg>", allow_extra=True))
+    assert c.segments and c.native
+    assert not server_settings(host, "m").segments
+    # How a client from before reads "<UuFmg>": letter by letter, 'g' unknown and ignored;
+    # which is why the server sends it only to a client that offered 'gso'.
+    assert parse_flags("<UuFmg>", allow_extra=True).extra == "mg"

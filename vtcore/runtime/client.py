@@ -28,6 +28,7 @@ from vtcore.protocol.flags import format_flags, parse_flags
 from vtcore.protocol.handshake import MAX_TEXT, ClientHandshake
 from vtcore.runtime import fsguard, reconnect, trust
 from vtcore.runtime.native import (
+    GSO_TOKEN,
     HOST_TOKEN,
     compressor_offer,
     confirmation_error,
@@ -337,6 +338,8 @@ class Client:
         require = configured or pinned
         if mode is not None and require:
             token = (mode.host_token,)
+        if token:
+            token += (GSO_TOKEN,)
         wanted = plugin_compressor(self.host.compress)
         if token:
             room = MAX_TEXT - len(f"HOST: {' '.join((self.host.name, *token))} \n")
