@@ -211,3 +211,21 @@ def test_segments_reach_the_typed_settings_and_an_old_reader_ignores_the_letter(
     # How a client from before reads "<UuFmg>": letter by letter, 'g' unknown and ignored;
     # which is why the server sends it only to a client that offered 'gso'.
     assert parse_flags("<UuFmg>", allow_extra=True).extra == "mg"
+
+
+def test_the_client_offers_gso_last_and_only_where_the_host_line_has_room() -> None:
+    from vt_api.wire import MAX_TEXT
+
+    from vtcore.runtime.native import host_tokens
+
+    assert host_tokens("t1", ("vt2",), [], None) == ("vt2", "gso")
+    assert host_tokens("t1", ("vt2",), ["zstd"], "zstd") == ("vt2", "c=zstd", "gso")
+    assert host_tokens("t1", (), ["zstd"], "zstd") == ()  # vtmode no: the vtund line
+    for n in range(1, 45):
+        name = "h" * n
+        tokens = host_tokens(name, ("vt2",), ["zstd"], "zstd")
+        if "gso" in tokens:  # never what makes the line too long
+            assert len(f"HOST: {' '.join((name, *tokens))}\n") <= MAX_TEXT, n
+        if n <= 30:  # 48 - len("HOST:  vt2 c=zstd \n") characters
+            assert "c=zstd" in tokens  # the offer keeps its room, as before gso
+    assert "gso" not in host_tokens("h" * 35, ("vt2",), [], None)

@@ -146,12 +146,8 @@ def test_a_client_without_the_token_gets_the_old_path() -> None:
 
 OLD_CLIENT = (
     "import sys, vtcore.runtime.client as cl\n"
-    "cl.GSO_TOKEN = ''\n"  # the client as it was: no gso token on its HOST line
-    "orig = cl.ClientHandshake\n"
-    "class Old(orig):\n"
-    "    def __init__(self, *a, host_extra=(), **kw):\n"
-    "        super().__init__(*a, host_extra=tuple(t for t in host_extra if t), **kw)\n"
-    "cl.ClientHandshake = Old\n"
+    "tokens = cl.host_tokens\n"  # the client as it was: no gso token on its HOST line
+    "cl.host_tokens = lambda *a: tuple(t for t in tokens(*a) if t != 'gso')\n"
     "sys.argv = ['vt'] + sys.argv[1:]\n"
     "from vtcore.cli import main\n"
     "main()\n"

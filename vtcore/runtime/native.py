@@ -38,11 +38,12 @@ from __future__ import annotations
 from typing import TypedDict
 
 from vt_api import HOST_TOKEN
+from vt_api.wire import MAX_TEXT
 
 from vtcore.protocol.native import MAX_NATIVE_FRAME
 
 __all__ = [
-    "GSO_TOKEN", "HOST_TOKEN", "compressor_offer", "confirmation_error", "confirmed_compressor",
+    "GSO_TOKEN", "HOST_TOKEN", "compressor_offer", "host_tokens", "confirmation_error", "confirmed_compressor",
     "feature_settings", "legacy_cipher", "plugin_compressor", "refusal", "server_features",
 ]
 NATIVE_FRAMING = "n"
@@ -78,6 +79,21 @@ def compressor_offer(installed: list[str], wanted: str | None, room: int) -> tup
     while names and len(OFFER) + len(",".join(names)) > room:
         names.pop()
     return (OFFER + ",".join(names),) if names else ()
+
+
+def host_tokens(name: str, tokens: tuple[str, ...], installed: list[str],
+                wanted: str | None) -> tuple[str, ...]:
+    """A client's HOST tokens after its name: ``tokens`` (``vt2`` or its secure mode's;
+    none: a vtund-like client, nothing added), the plugin compressors it offers, then
+    ``gso`` if the line still fits its 48 characters.  Speed only, so last: a long host
+    name must not cost a compressor offer (a refusal) or a line cut inside a token."""
+    if not tokens:
+        return ()
+    room = MAX_TEXT - len(f"HOST: {' '.join((name, *tokens))} \n")
+    tokens += compressor_offer(installed, wanted, room)
+    if len(f"HOST: {' '.join((name, *tokens, GSO_TOKEN))}\n") <= MAX_TEXT:
+        tokens += (GSO_TOKEN,)
+    return tokens
 
 
 def offered(peer_tokens: tuple[str, ...]) -> frozenset[str]:
