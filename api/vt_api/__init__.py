@@ -99,6 +99,9 @@ class LinkSettings:
     """Contract 1.2.  TCP frames carry vt-native 4-byte headers (up to ``max_frame``)."""
     offload: bool = False
     """Contract 1.2.  The devices move whole GSO super-packets (``IFF_VNET_HDR``)."""
+    segments: bool = False
+    """Contract 1.2.  Over UDP: both devices read TCP super-packets and cut them into
+    packets in user space (``DeviceRequest.split``); frames still carry one packet each."""
     max_frame: int | None = None
     """Contract 1.2.  The largest frame the session carries, the bound of a module's
     decoded output; None: vtund's (2148 bytes on the wire)."""
@@ -217,6 +220,10 @@ class DeviceRequest:
     gro: bool = False
     """Join received TCP segments into super-packets on write (``write_packets``); local
     only, whatever the peer.  Ignored with ``offload`` and by devices that cannot."""
+    split: bool = False
+    """vt-native over UDP (contract 1.2, both ends agree, ``LinkSettings.segments``): open
+    with TCP segmentation offload, cut each super-packet read into packets, and write
+    TCP/UDP packets with their checksum left to the kernel (the peer cut them so too)."""
 
 
 class Device(Protocol):

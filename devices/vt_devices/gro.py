@@ -31,6 +31,7 @@ VNET_HDR_LEN = VNET_HDR.size
 PLAIN = bytes(VNET_HDR_LEN)
 """The header for a packet written as is (no offload, checksum already complete)."""
 F_NEEDS_CSUM = 1
+GSO_NONE = 0
 GSO_TCPV4 = 1
 GSO_TCPV6 = 4
 TCP_CSUM_OFFSET = 16
@@ -39,6 +40,9 @@ MAX_IP_PAYLOAD = 65535
 ACK, PSH = 0x10, 0x08
 ETH_LEN = 14
 _IPV4, _IPV6 = b"\x08\x00", b"\x86\xdd"
+TCP, UDP = 6, 17
+_CSUM_OFFSET = {TCP: 16, UDP: 6}
+_u16 = struct.Struct("!H")
 
 Write = tuple[bytes, int, int]
 """A buffer to write, the packets it carries and their bytes (as they came)."""
@@ -77,14 +81,14 @@ class _Run:
         self.closed = psh or plen < self.size
         return True
 
-    def emit(self) -> Write:
+    def emit(self, partial: bool = False) -> Write:
         first = self.first
         count = len(self.pieces)
         l3, l4, hlen = self.l3, self.l4, self.hlen
         # Every packet had the first one's headers: their bytes as they came.
         orig = self.total + l3 + (count - 1) * hlen
         if count == 1:
-            return PLAIN + first, 1, orig
+            return _single(first, partial, l3 > 0), 1, orig
         ip = bytearray(first[l3:l4])
         tcp = bytearray(first[l4:hlen])
         tcp_len = self.total - (l4 - l3)
@@ -105,27 +109,93 @@ class _Run:
         return b"".join((head, first[:l3], ip, tcp, *self.pieces)), count, orig
 
 
+def _single(p: bytes, partial: bool, tap: bool) -> bytes:
+    """One packet as it came, or (``partial``: the peer left its checksum to us) with
+    its TCP/UDP checksum left to the kernel."""
+    return b"".join(partial_header(p, tap)) if partial else PLAIN + p
+
+
+def l4_of(p: bytes, tap: bool) -> tuple[int, int, int] | None:
+    """(start, checksum field offset, pseudo-header sum) of a TCP or UDP packet whose
+    transport header follows the IP header (IPv4 not fragmented, IPv6 without extension
+    headers), else None.  The sum is folded, not complemented, and counts the protocol
+    and the transport length."""
+    l3 = 0
+    if tap:
+        l3 = ETH_LEN
+        etype = p[12:14]
+        if etype != _IPV4 and etype != _IPV6:
+            return None
+    n = len(p)
+    if n < l3 + 20:
+        return None
+    v = p[l3] >> 4
+    if v == 4:
+        ihl = (p[l3] & 0x0F) * 4
+        proto = p[l3 + 9]
+        if ihl < 20 or proto not in _CSUM_OFFSET or p[l3 + 6] & 0x3F or p[l3 + 7]:
+            return None
+        l4 = l3 + ihl
+        total = l3 + int.from_bytes(p[l3 + 2:l3 + 4], "big")
+        if total > n or total < l4 + _CSUM_OFFSET[proto] + 2:
+            return None
+        addrs = int.from_bytes(p[l3 + 12:l3 + 20], "big")
+    elif v == 6:
+        proto = p[l3 + 6]
+        if proto not in _CSUM_OFFSET or n < l3 + 40:
+            return None
+        l4 = l3 + 40
+        total = l4 + int.from_bytes(p[l3 + 4:l3 + 6], "big")
+        if total > n or total < l4 + _CSUM_OFFSET[proto] + 2:
+            return None
+        addrs = int.from_bytes(p[l3 + 8:l3 + 40], "big")
+    else:
+        return None
+    return l4, l4 + _CSUM_OFFSET[proto], _fold(addrs + proto + total - l4)
+
+
+def partial_header(p: bytes, tap: bool) -> tuple[bytes, bytes]:
+    """The receiving side: ``(virtio_net_hdr, packet)`` to write ``p`` with its TCP/UDP
+    checksum left to the kernel (the field reset to the pseudo-header sum), or with an
+    all-zero header (checksum as it came) when it is neither."""
+    info = l4_of(p, tap)
+    if info is None:
+        return bytes(VNET_HDR_LEN), p
+    l4, field, pseudo = info
+    head = VNET_HDR.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, l4, field - l4)
+    return head, b"".join((p[:field], _u16.pack(pseudo), p[field + 2:]))
+
+
 def _fold(n: int) -> int:
     """One's-complement sum of the 16-bit words of ``n`` (2**16 = 1 mod 0xFFFF)."""
     r = n % 0xFFFF
     return r if r or not n else 0xFFFF
 
 
+_TUN4 = struct.Struct("!HHxxBBHxx12sIIBBH")
+"""IPv4 (no options) + TCP up to the window, in one call: version/IHL+TOS, total length,
+(ID skipped) flags+fragment offset (2 bytes), TTL+protocol, (checksum skipped),
+addresses+ports, sequence, ack, data offset, flags, window."""
+
+
 def _parse_tun4(p: bytes) -> tuple | None:
-    """:func:`_parse` for the common case, a tun device and IPv4 (``p[0] == 0x45``)."""
+    """:func:`_parse` for the common case, a tun device and IPv4 (``p[0] == 0x45``): the
+    same decision, the same flow and numbers, the signature as a tuple of the same fields
+    (runs never mix the two parsers: on a tun, every 0x45 packet comes here).  One struct
+    unpack instead of six slices and an int conversion: 0.7 against 1.4 us a packet."""
     n = len(p)
-    if n < 40 or p[9] != 6 or p[6] & 0x3F or p[7] or (p[2] << 8 | p[3]) != n:
+    if n < 40:
         return None
-    flags = p[33]
-    if flags & ~PSH != ACK:
+    vtos, total, frag_hi, frag_lo, ttl_proto, flow, seq, ack, doff, flags, window = \
+        _TUN4.unpack_from(p)
+    if (ttl_proto & 0xFF != 6 or frag_hi & 0x3F or frag_lo or total != n
+            or flags & ~PSH != ACK):
         return None
-    doff = p[32] >> 4
-    hlen = 20 + doff * 4
-    if doff < 5 or hlen >= n:
+    hlen = 20 + (doff >> 4) * 4
+    if hlen < 40 or hlen >= n:
         return None
-    sig = p[:2] + p[6:7] + p[8:10] + p[28:33] + p[34:36] + p[40:hlen]
-    return (p[12:24], sig, 0, 20, hlen, False, int.from_bytes(p[24:28], "big"), n - hlen,
-            bool(flags & PSH))
+    sig = (vtos, frag_hi, ttl_proto, ack, doff, window, p[40:hlen])
+    return flow, sig, 0, 20, hlen, False, seq, n - hlen, bool(flags & PSH)
 
 
 def _parse(p: bytes, tap: bool) -> tuple | None:
@@ -184,28 +254,31 @@ def _parse(p: bytes, tap: bool) -> tuple | None:
     return flow, sig, l3, l4, hlen, v6, seq, plen, bool(flags & PSH)
 
 
-def coalesce(packets: list[bytes], tap: bool = False) -> list[Write]:
+def coalesce(packets: list[bytes], tap: bool = False, partial: bool = False) -> list[Write]:
     """The buffers to write for ``packets`` (each with a ``virtio_net_hdr`` in front).
 
     Runs of different flows may be reordered among themselves; a packet that joins
     nothing (SYN, FIN, ICMP, UDP...) is written after every run begun before it, so the
-    order within each flow and around every other packet is kept."""
+    order within each flow and around every other packet is kept.  ``partial``: the
+    packets' TCP/UDP checksums are the pseudo-header sums of a splitting peer
+    (:mod:`vt_devices.gso`), so a packet written alone leaves its checksum to the kernel
+    too (a joined one always does)."""
     out: list[Write] = []
     runs: dict[bytes, _Run] = {}
     for p in packets:
         info = _parse_tun4(p) if not tap and p and p[0] == 0x45 else _parse(p, tap)
         if info is None:
             if runs:
-                out.extend(run.emit() for run in runs.values())
+                out.extend(run.emit(partial) for run in runs.values())
                 runs.clear()
-            out.append((PLAIN + p, 1, len(p)))
+            out.append((_single(p, partial, tap), 1, len(p)))
             continue
         flow, sig, l3, l4, hlen, v6, seq, plen, psh = info
         run = runs.get(flow)
         if run is not None:
             if run.take(p, sig, seq, plen, psh):
                 continue
-            out.append(run.emit())
+            out.append(run.emit(partial))
         runs[flow] = _Run(p, l3, l4, hlen, v6, sig, seq, plen, psh)
-    out.extend(run.emit() for run in runs.values())
+    out.extend(run.emit(partial) for run in runs.values())
     return out

@@ -16,6 +16,10 @@ segmentation offloads.  Two modes use it:
 * ``gro`` (receive side only, any peer): the device has ``IFF_VNET_HDR`` but no offloads,
   so reads are plain packets (the header is stripped); :meth:`TunDevice.write_packets`
   joins TCP segments into super-packets before writing (:mod:`vt_devices.gro`).
+* ``split`` (vt-native over UDP, both ends vt): offloads on (TCP segmentation, checksum),
+  so one read is a whole TCP super-packet, cut into packets here (:mod:`vt_devices.gso`);
+  their TCP/UDP checksums are the receiving kernel's, so written packets go out with
+  ``NEEDS_CSUM`` (joined as in ``gro`` mode).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import NamedTuple
 from vt_api import DeviceRequest
 
 from vt_devices.base import DeviceError
-from vt_devices.gro import PLAIN, coalesce
+from vt_devices.gro import PLAIN, coalesce, partial_header
+from vt_devices.gso import split
 
 TUN_PATH = "/dev/net/tun"
 NEEDS_NET_ADMIN = ("needs the CAP_NET_ADMIN capability: run vt as root, or grant it, e.g. "
@@ -78,6 +83,9 @@ _OFFLOAD_LADDER = (
     0,
 )
 
+_SPLIT_OFFLOADS = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0)
+"""``split`` mode: TCP super-packets only (no USO, no ECN), the kinds :func:`split` cuts."""
+
 READ_SIZE = 65535
 """Default per-read buffer: any packet the interface can hold, whatever its MTU (a smaller
 buffer would silently truncate).  ``os.readv`` into a preallocated buffer measured no
@@ -110,13 +118,15 @@ def open_tun(
     multi_queue: bool = False,
     vnet_hdr_size: int = VNET_HDR_LEN,
     offloads: bool = True,
+    ladder: tuple[int, ...] = _OFFLOAD_LADDER,
 ) -> TunOpen:
     """Open (or attach to) a tun/tap interface; the returned fd is non-blocking.
 
     ``name=None`` lets the kernel pick ``tunN``/``tapN``.  With ``vnet_hdr`` every packet
     read or written carries a ``virtio_net_hdr`` of ``vnet_hdr_size`` bytes, and the
     richest offload set the kernel supports is switched on (see ``TunOpen.offload``), or
-    none with ``offloads=False`` (plain packets read, super-packets may still be written).
+    none with ``offloads=False`` (plain packets read, super-packets may still be written);
+    ``ladder``: the offload sets to try, richest first.
     Raises :class:`DeviceError`.
     """
     kind = "tap" if tap else "tun"
@@ -151,15 +161,15 @@ def open_tun(
         if vnet_hdr:
             if vnet_hdr_size != VNET_HDR_LEN:
                 fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", vnet_hdr_size))
-            offload = _set_offload(fd) if offloads else _clear_offload(fd)
+            offload = _set_offload(fd, ladder) if offloads else _clear_offload(fd)
         return TunOpen(fd, actual, offload)
     except BaseException:
         os.close(fd)
         raise
 
 
-def _set_offload(fd: int) -> int:
-    for want in _OFFLOAD_LADDER:
+def _set_offload(fd: int, ladder: tuple[int, ...]) -> int:
+    for want in ladder:
         try:
             fcntl.ioctl(fd, TUNSETOFFLOAD, want)
         except OSError as err:
@@ -207,6 +217,10 @@ class TunDevice:
         """``IFF_VNET_HDR`` without offloads: TCP segments are joined on write."""
         self.joined = 0
         """Packets that went to the kernel inside a joined super-packet (gro mode)."""
+        self.split = False
+        """Offloads on, super-packets cut on read, checksums left to the kernel on write."""
+        self.unsplit = 0
+        """Reads :func:`~vt_devices.gso.split` could not cut (counted, dropped)."""
 
     def fileno(self) -> int:
         return self._fd
@@ -219,6 +233,16 @@ class TunDevice:
         if self.gro:
             # No offloads: every read is one complete packet behind an all-zero header.
             return [p[VNET_HDR_LEN:] for p in self._read(limit)]
+        if self.split:
+            out: list[bytes] = []
+            tap = self.tap
+            for buf in self._read(limit):
+                packets = split(buf, tap)
+                if packets is None:
+                    self.unsplit += 1
+                else:
+                    out += packets
+            return out
         return self._read(limit)
 
     def _read(self, limit: int) -> list[bytes]:
@@ -247,7 +271,10 @@ class TunDevice:
         for good, :meth:`read_packets` says so.
         """
         try:
-            os.write(self._fd, PLAIN + packet if self.gro else packet)
+            if self.split:
+                os.write(self._fd, b"".join(partial_header(packet, self.tap)))
+            else:
+                os.write(self._fd, PLAIN + packet if self.gro else packet)
         except OSError:
             self.dropped += 1
             return False
@@ -260,7 +287,7 @@ class TunDevice:
         write = os.write
         fd = self._fd
         lost = lost_bytes = 0
-        if not self.gro:
+        if not self.gro and not self.split:
             for p in packets:
                 try:
                     write(fd, p)
@@ -271,7 +298,7 @@ class TunDevice:
             return lost, lost_bytes
         if len(packets) == 1:  # nothing to join (and the idle path stays short)
             return (0, 0) if self.write_packet(packets[0]) else (1, len(packets[0]))
-        for buf, count, nbytes in coalesce(packets, self.tap):
+        for buf, count, nbytes in coalesce(packets, self.tap, partial=self.split):
             try:
                 write(fd, buf)
             except OSError:
@@ -287,7 +314,7 @@ class TunDevice:
         """Close the fd; an interface vt created (not persistent) disappears."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            if self.offload:
+            if self.offload or self.split:
                 # Offloads stay on the interface: a pre-made (persistent) device would
                 # keep handing GSO packets to the next user, who may not expect them.
                 try:
@@ -308,12 +335,15 @@ class TunDevice:
 
 def _open(request: DeviceRequest, tap: bool) -> TunDevice:
     offload = request.offload
-    gro = request.gro and not offload
-    handle = open_tun(request.name or None, tap=tap, vnet_hdr=offload or gro, offloads=offload)
-    size = READ_SIZE + VNET_HDR_LEN if offload or gro else READ_SIZE
+    cut = getattr(request, "split", False) and not offload
+    gro = request.gro and not offload and not cut
+    handle = open_tun(request.name or None, tap=tap, vnet_hdr=offload or gro or cut,
+                      offloads=offload or cut, ladder=_SPLIT_OFFLOADS if cut else _OFFLOAD_LADDER)
+    size = READ_SIZE + VNET_HDR_LEN if offload or gro or cut else READ_SIZE
     dev = TunDevice(handle.fd, handle.name, tap=tap, read_size=size)
     dev.offload = handle.offload if offload else 0
     dev.gro = gro
+    dev.split = cut
     return dev
 
 

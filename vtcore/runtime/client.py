@@ -25,12 +25,12 @@ from vtcore.plugins import Plugins
 from vtcore.protocol.errors import ProtocolError
 from vtcore.protocol.events import Accepted, Answer, Challenged, Denied
 from vtcore.protocol.flags import format_flags, parse_flags
-from vtcore.protocol.handshake import MAX_TEXT, ClientHandshake
+from vtcore.protocol.handshake import ClientHandshake
 from vtcore.runtime import fsguard, reconnect, trust
 from vtcore.runtime.native import (
     HOST_TOKEN,
-    compressor_offer,
     confirmation_error,
+    host_tokens,
     plugin_compressor,
 )
 from vtcore.runtime.netio import drive, peer_name, send_all
@@ -338,9 +338,8 @@ class Client:
         if mode is not None and require:
             token = (mode.host_token,)
         wanted = plugin_compressor(self.host.compress)
-        if token:
-            room = MAX_TEXT - len(f"HOST: {' '.join((self.host.name, *token))} \n")
-            token += compressor_offer(self.plugins.registry.words("compress"), wanted, room)
+        token = host_tokens(self.host.name, token, self.plugins.registry.words("compress"),
+                            wanted)
         letters = flag_letters(self.plugins.registry)
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
                              host_extra=token, letters=letters)

@@ -12,6 +12,12 @@ itself.  Features:
        whole GSO super-packets (up to 64 KiB), segmented by the receiving kernel.
 ``m``  over UDP: modules may use their native formats (the framing stays one datagram
        per frame); ``n`` implies it.  Plugins see both as ``LinkSettings.native``.
+``g``  over UDP, tun/tap: both devices read TCP super-packets (offloads on) and cut them
+       into packets in user space (``vt_devices.gso``); the TCP/UDP checksums they carry
+       are left to the receiving kernel (``NEEDS_CSUM``).  Granted only to a client that
+       offered it with the HOST token ``gso``: a vt client from before it would ignore an
+       unknown letter and take packets it cannot write (checksums not complete), so it
+       is never told.  An old server ignores the token and grants no ``g``.
 
 ``vtmode no;`` in a host section turns all of it off (vtun framing, one packet per
 frame, exactly what vtund would send) -- for trouble-shooting and measurement.
@@ -32,16 +38,20 @@ from __future__ import annotations
 from typing import TypedDict
 
 from vt_api import HOST_TOKEN
+from vt_api.wire import MAX_TEXT
 
 from vtcore.protocol.native import MAX_NATIVE_FRAME
 
 __all__ = [
-    "HOST_TOKEN", "compressor_offer", "confirmation_error", "confirmed_compressor",
+    "GSO_TOKEN", "HOST_TOKEN", "compressor_offer", "host_tokens", "confirmation_error", "confirmed_compressor",
     "feature_settings", "legacy_cipher", "plugin_compressor", "refusal", "server_features",
 ]
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
 MODULE_FORMATS = "m"
+SEGMENTS = "g"
+GSO_TOKEN = "gso"
+"""HOST token: this client can cut super-packets over UDP and takes partial checksums."""
 
 VTUND_COMPRESSORS = frozenset({"zlib", "lzo"})
 """The compressors ``OK FLAGS`` carries (``C``, ``L``); any other is agreed by name."""
@@ -69,6 +79,21 @@ def compressor_offer(installed: list[str], wanted: str | None, room: int) -> tup
     while names and len(OFFER) + len(",".join(names)) > room:
         names.pop()
     return (OFFER + ",".join(names),) if names else ()
+
+
+def host_tokens(name: str, tokens: tuple[str, ...], installed: list[str],
+                wanted: str | None) -> tuple[str, ...]:
+    """A client's HOST tokens after its name: ``tokens`` (``vt2`` or its secure mode's;
+    none: a vtund-like client, nothing added), the plugin compressors it offers, then
+    ``gso`` if the line still fits its 48 characters.  Speed only, so last: a long host
+    name must not cost a compressor offer (a refusal) or a line cut inside a token."""
+    if not tokens:
+        return ()
+    room = MAX_TEXT - len(f"HOST: {' '.join((name, *tokens))} \n")
+    tokens += compressor_offer(installed, wanted, room)
+    if len(f"HOST: {' '.join((name, *tokens, GSO_TOKEN))}\n") <= MAX_TEXT:
+        tokens += (GSO_TOKEN,)
+    return tokens
 
 
 def offered(peer_tokens: tuple[str, ...]) -> frozenset[str]:
@@ -99,11 +124,15 @@ def server_features(host, peer_tokens: tuple[str, ...], stream: bool | None = No
     confirm = f"{CONFIRM}{word}:{max(1, int(host.compress[1]))}" if word else ""
     if not getattr(host, "vtmode", True):
         return confirm
-    if not (host.proto == "tcp" if stream is None else stream):
-        return MODULE_FORMATS + confirm
-    feats = NATIVE_FRAMING
     # A shaped host keeps packet-sized frames: a 64 KiB burst is 2 s at 256 kbit/s.
     shaped = any(getattr(host, "speed", (0, 0)))
+    if not (host.proto == "tcp" if stream is None else stream):
+        feats = MODULE_FORMATS
+        if (host.proto == "udp" and GSO_TOKEN in peer_tokens
+                and host.type in ("tun", "ether") and not shaped):
+            feats += SEGMENTS
+        return feats + confirm
+    feats = NATIVE_FRAMING
     if host.type in ("tun", "ether") and not shaped:
         feats += OFFLOAD
     return feats + confirm
@@ -138,6 +167,7 @@ class FeatureSettings(TypedDict):
     native: bool
     native_framing: bool
     offload: bool
+    segments: bool
     max_frame: int | None
 
 
@@ -149,6 +179,7 @@ def feature_settings(features: str) -> FeatureSettings:
         "native": native_framing or MODULE_FORMATS in features,
         "native_framing": native_framing,
         "offload": OFFLOAD in features,
+        "segments": SEGMENTS in features,
         "max_frame": MAX_NATIVE_FRAME if native_framing else None,
     }
 

@@ -237,11 +237,14 @@ class Session:
         """The session's device, opened now if it is not yet (``run`` opens it too): a
         server opens it before it accepts the client."""
         offload = self.settings.offload
+        segments = self.settings.segments
         if self.device is not None:
-            if bool(getattr(self.device, "offload", False)) == offload:
+            if (bool(getattr(self.device, "offload", False)) == offload
+                    and bool(getattr(self.device, "split", False)) == segments):
                 return self.device
             # persist keep across a change of offload: the framing of packets differs.
-            self.log.info("reopening device: offload changed", offload=offload)
+            self.log.info("reopening device: offload changed", offload=offload,
+                          segments=segments)
             self.device.close()
             self.device = None
         backend = self.registry.devices.get(self.settings.tunnel_type)
@@ -250,7 +253,8 @@ class Session:
         try:
             self.device = backend.open(
                 DeviceRequest(self.settings.tunnel_type, self.host.device, self.host.name,
-                              offload=offload, gro=bool(getattr(self.host, "vtmode", True)))
+                              offload=offload, gro=bool(getattr(self.host, "vtmode", True)),
+                              split=segments)
             )
         except OSError as exc:
             raise SessionError(f"cannot open {self.settings.tunnel_type} device: {exc}") from exc
@@ -335,6 +339,7 @@ class Session:
                           compress=":".join(map(str, self.settings.compress or ())) or None,
                           offload=bool(getattr(device, "offload", False)),
                           gro=bool(getattr(device, "gro", False)),
+                          split=bool(getattr(device, "split", False)),
                           modules=module_names(self.settings))
             with LINK_PRIORITY.link():
                 reason = await self.tunnel.run()

@@ -52,6 +52,7 @@ def session_status(session) -> dict[str, object]:
         "device": getattr(session.device, "name", None),
         "native": session.settings.native,
         "offload": session.settings.offload,
+        "segments": session.settings.segments,
         "secure": session.settings.secure is not None,
         "compress": compression_name(session.settings),
         "cipher": cipher_name(session.settings),

@@ -84,6 +84,8 @@ class Counters:
     dropped_decode: int = 0
     """Frames a module refused on the way in (corrupt, bad padding, bomb...)."""
     dropped_encode: int = 0
+    """Packets no module or device could send (an encoder refused it, too large, or a
+    tun super-packet the device could not cut into packets)."""
     dropped_device: int = 0
     """Packets the device refused (EIO before the interface is up, ENOBUFS)."""
     echo_sent: int = 0
@@ -113,6 +115,7 @@ PULLED = (
     ("unknown_frames", "link", "unknown_frames"),
     ("dropped_link", "link", "dropped_out"),
     ("joined", "device", "joined"),
+    ("dropped_encode", "device", "unsplit"),
 )
 """Counters the link and the device keep themselves (the per-packet path never copies
 them): :meth:`Tunnel.pull_counters` adds what they counted to the session's."""

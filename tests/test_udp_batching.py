@@ -1,0 +1,231 @@
+"""UDP batching on the link (issue 19): ``UDP_GRO`` on receive, with real sockets on loopback.
+
+A sender hands the kernel a run of equal-sized datagrams with ``UDP_SEGMENT``; loopback
+delivers the run whole to a socket that asked for ``UDP_GRO``, so one ``recvmsg`` brings
+them all, with the segment size in a control message.  The link must still hand on every
+datagram alone, in order, and drop (and count) a bad one without losing its neighbours.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+
+import pytest
+
+from vtcore.transports.base import Endpoints
+from vtcore.transports.udp import SOL_UDP, UDP_SEGMENT, UdpLink
+
+ENDS = Endpoints("127.0.0.1", 0, "127.0.0.1", 0)
+
+
+class CountingSocket(socket.socket):
+    """A real UDP socket that counts its receive calls."""
+
+    calls = 0
+
+    def recvmsg(self, *args):  # type: ignore[override]
+        self.calls += 1
+        return super().recvmsg(*args)
+
+    def recv(self, *args):  # type: ignore[override]
+        self.calls += 1
+        return super().recv(*args)
+
+
+def _pair() -> tuple[socket.socket, CountingSocket]:
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx = CountingSocket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (tx, rx):
+        s.bind(("127.0.0.1", 0))
+    tx.connect(rx.getsockname())
+    rx.connect(tx.getsockname())
+    return tx, rx
+
+
+def _vtun(payload: bytes) -> bytes:
+    return struct.pack("!H", len(payload)) + payload
+
+
+def _send_run(tx: socket.socket, datagrams: list[bytes]) -> None:
+    """One ``sendmsg`` with ``UDP_SEGMENT``: every datagram the size of the first but the
+    last, cut by the kernel."""
+    size = len(datagrams[0])
+    tx.sendmsg([b"".join(datagrams)], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))])
+
+
+def _read_all(link: UdpLink, want: int, limit: int = 64) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    for _ in range(40):  # 2 s at most
+        if len(got) + link.bad_frames >= want:
+            break
+        select.select([link.fileno()], [], [], 0.05)
+        got += link.read_frames(limit)
+    return got
+
+
+def _gso_ok(tx: socket.socket) -> None:
+    try:
+        tx.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
+    except OSError:
+        pytest.skip("no UDP GSO in this kernel")
+
+
+def test_a_gro_run_is_read_in_one_call_and_split_in_order() -> None:
+    tx, rx = _pair()
+    try:
+        _gso_ok(tx)
+        link = UdpLink(rx, ENDS, connected=True)
+        assert link.gro, "UDP_GRO refused on Linux >= 5.0"
+        payloads = [bytes([i]) * 1200 for i in range(40)]
+        _send_run(tx, [_vtun(p) for p in payloads])
+        got = _read_all(link, 40)
+        assert got == [(0, p) for p in payloads]
+        assert link.bad_frames == 0
+        assert rx.calls <= 3, rx.calls  # one receive (and an EAGAIN), not forty
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_bad_datagram_in_a_run_is_counted_and_its_neighbours_kept() -> None:
+    tx, rx = _pair()
+    try:
+        _gso_ok(tx)
+        link = UdpLink(rx, ENDS, connected=True)
+        payloads = [bytes([i]) * 1000 for i in range(10)]
+        datagrams = [_vtun(p) for p in payloads]
+        datagrams[4] = b"\x0f\xff" + payloads[4]  # its header claims 4095 bytes: malformed
+        _send_run(tx, datagrams)
+        got = _read_all(link, 10)
+        assert got == [(0, p) for i, p in enumerate(payloads) if i != 4]
+        assert link.bad_frames == 1
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_raw_datagrams_of_a_run_stay_apart() -> None:
+    """Secure mode's link: each datagram is one sealed frame, handed on unopened."""
+    tx, rx = _pair()
+    try:
+        _gso_ok(tx)
+        link = UdpLink(rx, ENDS, connected=True, raw=True)
+        datagrams = [bytes([i]) * 900 for i in range(7)] + [b"short"]
+        _send_run(tx, datagrams)
+        assert _read_all(link, 8) == [(0, d) for d in datagrams]
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_limit_bounds_the_receive_calls_even_when_all_is_bad() -> None:
+    """A flood of malformed datagrams costs at most ``limit`` receive calls per wake-up."""
+    tx, rx = _pair()
+    try:
+        link = UdpLink(rx, ENDS, connected=True)
+        for _ in range(20):
+            tx.send(b"\x00\x09bad")
+        select.select([rx], [], [], 0.5)
+        assert link.read_frames(5) == []
+        assert rx.calls == 5 and link.bad_frames == 5
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_sealed_frames_of_a_run_are_opened_one_by_one() -> None:
+    """SealedLink over a GRO link: a forged datagram inside a run is rejected alone, and
+    a replayed run is rejected datagram by datagram (the replay window sees each)."""
+    import time
+
+    pytest.importorskip("vt_crypto")
+    from vt_crypto.secure.keys import SessionKeys
+    from vt_crypto.secure.mode import SealedLink
+    from vt_crypto.secure.rekey import SessionCrypto
+
+    keys = SessionKeys("aes256gcm", c2s=bytes(range(32)), s2c=bytes(range(1, 33)),
+                       session_id=bytes(16))
+    tx, rx = _pair()
+    try:
+        _gso_ok(tx)
+        now = time.monotonic()
+        sender = SessionCrypto(keys, "client", now, window=2048)
+        receiver = SessionCrypto(keys, "server", now, window=2048)
+        link = SealedLink(UdpLink(rx, ENDS, connected=True, raw=True), receiver, False, 1400)
+        payloads = [bytes([i]) * 1000 for i in range(12)]
+        sealed = [sender.sealer.seal(0, p, now) for p in payloads]
+        forged = bytearray(sealed[5])
+        forged[-1] ^= 1
+        _send_run(tx, [*sealed[:5], bytes(forged), *sealed[6:]])
+        got = _read_all(link, 12)  # type: ignore[arg-type]
+        assert got == [(0, p) for i, p in enumerate(payloads) if i != 5]
+        assert link.rejected == 1
+        # The same run again: replays, but for the one whose forgery was refused.
+        _send_run(tx, sealed)
+        select.select([rx], [], [], 0.5)
+        assert link.read_frames(64) == [(0, payloads[5])]
+        assert link.rejected == 1 + 11
+    finally:
+        tx.close()
+        rx.close()
+
+
+# ------------------------------------------------------------------ negotiation (feature g)
+
+
+def _host(text: str):
+    from vtcore.config import parse_config
+
+    return parse_config(f"h {{ passwd pw; {text} }}").hosts["h"]
+
+
+@pytest.mark.parametrize(("profile", "tokens", "granted"), [
+    ("type tun; proto udp;", ("vt2", "gso"), "mg"),
+    ("type ether; proto udp;", ("vt2", "gso"), "mg"),
+    ("type tun; proto udp;", ("vt2",), "m"),  # a vt client from before: never told
+    ("type tun; proto udp;", ("gso",), ""),  # not a vt client
+    ("type tty; proto udp;", ("vt2", "gso"), "m"),
+    ("type tun; proto udp; speed 256:256;", ("vt2", "gso"), "m"),  # shaped: packet-sized
+    ("type tun; proto udp; vtmode no;", ("vt2", "gso"), ""),
+    ("type tun; proto tcp;", ("vt2", "gso"), "no"),
+])
+def test_the_server_grants_segments_only_to_a_client_that_offered_them(
+        profile: str, tokens: tuple[str, ...], granted: str) -> None:
+    from vtcore.runtime.native import server_features
+
+    assert server_features(_host(profile), tokens) == granted
+
+
+def test_segments_reach_the_typed_settings_and_an_old_reader_ignores_the_letter() -> None:
+    from vtcore.protocol.flags import parse_flags
+    from vtcore.runtime.session import client_settings, server_settings
+
+    host = _host("type tun; proto udp;")
+    s = server_settings(host, "mg")
+    assert s.segments and s.native and not s.offload and not s.native_framing
+    c = client_settings(host, parse_flags("<UuFmg>", allow_extra=True))
+    assert c.segments and c.native
+    assert not server_settings(host, "m").segments
+    # How a client from before reads "<UuFmg>": letter by letter, 'g' unknown and ignored;
+    # which is why the server sends it only to a client that offered 'gso'.
+    assert parse_flags("<UuFmg>", allow_extra=True).extra == "mg"
+
+
+def test_the_client_offers_gso_last_and_only_where_the_host_line_has_room() -> None:
+    from vt_api.wire import MAX_TEXT
+
+    from vtcore.runtime.native import host_tokens
+
+    assert host_tokens("t1", ("vt2",), [], None) == ("vt2", "gso")
+    assert host_tokens("t1", ("vt2",), ["zstd"], "zstd") == ("vt2", "c=zstd", "gso")
+    assert host_tokens("t1", (), ["zstd"], "zstd") == ()  # vtmode no: the vtund line
+    for n in range(1, 45):
+        name = "h" * n
+        tokens = host_tokens(name, ("vt2",), ["zstd"], "zstd")
+        if "gso" in tokens:  # never what makes the line too long
+            assert len(f"HOST: {' '.join((name, *tokens))}\n") <= MAX_TEXT, n
+        if n <= 30:  # 48 - len("HOST:  vt2 c=zstd \n") characters
+            assert "c=zstd" in tokens  # the offer keeps its room, as before gso
+    assert "gso" not in host_tokens("h" * 35, ("vt2",), [], None)
