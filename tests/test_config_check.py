@@ -199,3 +199,33 @@ l { passwd y; compress lzo:3; }
         assert "needs the vt-" in e.message or "no installed" in e.message, str(e)
     if reg.answering("encrypt", "aes128cbc") is not None:
         assert cfg.hosts["h"].encrypt == 10
+
+
+def test_a_host_name_the_host_line_cannot_carry_is_an_error() -> None:
+    """The handshake's HOST line holds 48 characters: a longer name arrives cut (no peer
+    finds its host), and a secure host's name must leave room for 'vt2' (else the client
+    cannot ask for secure mode and the server refuses it as a downgrade)."""
+    from vt_api import MESG_SIZE
+
+    from vtcore.plugins import load_plugins
+    from vtcore.protocol.handshake import ClientHandshake, ServerHandshake
+
+    def arrives(name: str) -> tuple[bool, tuple[str, ...]]:
+        client, server = ClientHandshake(name, b"pw", host_extra=("vt2",)), ServerHandshake()
+        client.receive_data(server.data_to_send())
+        block = client.data_to_send()
+        assert len(block) == MESG_SIZE
+        server.receive_data(block)
+        event = server.next_event()
+        return event.host == name, event.extra
+
+    assert arrives("h" * 42)[0] and not arrives("h" * 43)[0]  # what the limits stand on
+    assert arrives("h" * 38) == (True, ("vt2",)) and arrives("h" * 39)[1] != ("vt2",)
+    real = load_plugins().registry
+    cfg = parse_config(f"{'a' * 43} {{ passwd x; }}\n{'b' * 42} {{ passwd x; }}\n"
+                       f"{'c' * 39} {{ passwd x; encrypt aead; }}\n"
+                       f"{'d' * 38} {{ passwd x; encrypt aead; }}\n")
+    errors = [(e.line, e.message) for e in check_config(cfg, real)]
+    assert [line for line, _ in errors] == [1, 3], errors
+    assert "43 characters" in errors[0][1] and "at most 42" in errors[0][1]
+    assert "with secure mode at most 38" in errors[1][1]

@@ -12,6 +12,8 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 
+from vt_api import HOST_TOKEN, MAX_TEXT
+
 from vtcore.api import Registry
 from vtcore.config import keywords as kw
 from vtcore.config.errors import ConfigError, ConfigErrors, did_you_mean, shown
@@ -84,6 +86,9 @@ def _check_host(path: str, host: Host, registry: Registry) -> list[ConfigError]:
     def written(keyword: str, fallback: str) -> str:
         return f"{keyword} {shown(host.raw.get(keyword, fallback))}"
 
+    why = _name_too_long(host.name, registry.secure_mode_for(host.encrypt) is not None)
+    if why:
+        out.append(ConfigError(path, host.line, 1, why))
     if host.compress is not None:
         method, level = host.compress
         text = written("compress", f"{method}:{level}")
@@ -160,6 +165,26 @@ def _check_encrypt(
         secure = ", ".join(sorted(w for m in registry.secure_modes.values() for w in m.words))
         also = f"; or a secure-mode word: {secure}" if secure else ""
         err("encrypt", f"'{text}': unknown cipher code {value}; valid codes: {codes}{also}")
+
+
+MAX_HOST_NAME = MAX_TEXT - len("HOST: ")
+"""The longest name the 48-character ``HOST:`` line carries (42; its newline may be cut,
+the server does not need it): vtund's limit too."""
+MAX_VT_HOST_NAME = MAX_HOST_NAME - len(" " + HOST_TOKEN)
+"""The longest name that leaves room for vt's token (38): secure mode needs it."""
+
+
+def _name_too_long(name: str, secure: bool) -> str:
+    """Why a host name cannot be announced whole, or ''.  The line is cut at 48
+    characters: a longer name arrives cut (no peer finds the host), and a secure host's
+    name must leave room for the token that asks for secure mode."""
+    if len(name) > MAX_HOST_NAME:
+        return (f"host name '{name}' is {len(name)} characters: the handshake's HOST line "
+                f"carries at most {MAX_HOST_NAME} (vtund's limit too)")
+    if secure and len(name) > MAX_VT_HOST_NAME:
+        return (f"host name '{name}' is {len(name)} characters: with secure mode at most "
+                f"{MAX_VT_HOST_NAME} (the HOST line must still carry '{HOST_TOKEN}')")
+    return ""
 
 
 # --------------------------------------------------------------------------- warnings
