@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ _vtun_pack = struct.Struct(">H").pack
 VTUN_FRAMING = Framing(_vtun_pack, _vtun_pack, FSIZE_MASK)
 
 
-class HeaderFraming:
+class HeaderFraming(ABC):
     """``send``/``send_control`` of a link that puts a header before each payload (vtun's,
     vt-native's, or none): the link's ``_write`` takes ``[header, payload, ...]``."""
 
@@ -45,8 +46,9 @@ class HeaderFraming:
     def send_control(self, flag: int) -> None:
         self._write([self._control(flag), b""])
 
+    @abstractmethod
     def _write(self, parts: list[bytes]) -> None:
-        raise NotImplementedError
+        """Send (or queue) ``[header, payload, ...]``: the transport's own part."""
 
 
 def endpoints_of(sock: socket.socket) -> Endpoints:
