@@ -28,7 +28,8 @@ from vtcore.cli import cli
 def walk(cmd, path):
     yield " ".join(path), [o for p in cmd.params if isinstance(p, click.Option) for o in p.opts]
     for name, sub in getattr(cmd, "commands", {}).items():
-        yield from walk(sub, [*path, name])
+        if not sub.hidden:  # vt worker: started by the master only, no page
+            yield from walk(sub, [*path, name])
 print(json.dumps(dict(walk(cli, ["vt"]))))
 """
 

@@ -238,9 +238,41 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     except (OSError, ValueError) as exc:
         _fail(f"cannot listen: {getattr(exc, 'strerror', None) or exc}")
     _check_metrics(config)
+    main = server.serve()
+    if config.options.workers:
+        from vtcore.runtime.master import Master, SetupError
+
+        main.close()
+        assert server.listener is not None
+        try:
+            main = Master(config_path, config, plugins, overrides, server.listener,
+                          config.options.workers).serve()
+        except SetupError as exc:
+            _fail(str(exc))
     if not foreground:
         _daemonize()
-    _run_daemon(server.serve())
+    _run_daemon(main)
+
+
+@cli.command(hidden=True)
+@click.option("--fd", type=int, required=True)
+@click.option("--master", "master_pid", type=int, required=True)
+@click.option("--uid", type=int, required=True)
+@click.option("--gid", type=int, required=True)
+@click.option("--facility", default="daemon")
+@click.pass_context
+def worker(ctx, fd, master_pid, uid, gid, facility) -> None:
+    """A worker of ``vt serve`` (started by the master, never by hand)."""
+    from vtcore.runtime import loop
+    from vtcore.runtime.worker import drop_privileges, run_worker
+
+    plugins = _plugins(ctx)
+    _setup_logging(ctx, False, facility)
+    try:
+        drop_privileges(uid, gid, master_pid)
+    except (OSError, SystemExit) as exc:
+        _fail(f"worker: cannot drop privileges: {exc}")
+    loop.run(run_worker(fd, plugins))
 
 
 @cli.command()

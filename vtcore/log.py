@@ -140,6 +140,8 @@ class Destination:
     syslog: logging.handlers.SysLogHandler | None = None
     note: str | None = None
     """A warning to log first (a fallback that was taken)."""
+    facility: str | int = "daemon"
+    """The syslog facility (what a worker process logs to as well)."""
 
 
 def choose_destination(fmt: str = "auto", *, detach: bool = False, inetd: bool = False,
@@ -167,7 +169,7 @@ def choose_destination(fmt: str = "auto", *, detach: bool = False, inetd: bool =
         return Destination("journal", stream=sys.stderr)
     if fmt == "syslog" or detach or inetd:
         try:
-            return Destination("syslog", syslog=open_syslog(facility))
+            return Destination("syslog", syslog=open_syslog(facility), facility=facility)
         except LogSetupError as exc:
             if fmt == "syslog" or not stderr_ok:
                 hint = "" if inetd else ": add -n, or give --log-file FILE"
@@ -176,13 +178,19 @@ def choose_destination(fmt: str = "auto", *, detach: bool = False, inetd: bool =
     return Destination("auto", stream=sys.stderr)
 
 
+ACTIVE: tuple[Destination, str] | None = None
+"""The destination and level :func:`configure` set (a worker process logs the same way)."""
+
+
 def configure(fmt: str | Destination = "auto", level: str = "info",
               syslog_facility: str | None = None, stream=None) -> None:
     """Configure structlog once for the process.
 
     ``fmt``: a :class:`Destination`, or ``console`` (human), ``json``, ``auto`` (console;
     colours on a terminal), ``journal`` or ``syslog`` (on ``stream``, or stderr)."""
+    global ACTIVE
     dest = fmt if isinstance(fmt, Destination) else Destination(fmt, stream=stream)
+    ACTIVE = (dest, level)
     stream = dest.stream or sys.stderr
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,

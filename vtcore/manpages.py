@@ -11,6 +11,7 @@ parser.  The pages are committed under ``man/`` and installed with the package
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -46,6 +47,14 @@ KEYWORD_DOCS: dict[str, tuple[str, frozenset[str], dict[str, tuple[str, str]]]] 
         "statdir": ("DIR", "vt only: \\fBstat\\fP files (default /var/log/vtund)."),
         "metrics": ("ADDR:PORT", "vt only: serve Prometheus metrics on "
                     "http://ADDR:PORT/metrics ([ADDR]:PORT for IPv6)."),
+        "workers": ("N", "vt only: run the server's sessions in N worker processes without "
+                    "root or capabilities; the root master keeps the listener, the devices, "
+                    "the up/down commands, the lock and stat files (default 0: one process). "
+                    "Never abbreviated."),
+        "user": ("NAME", "vt only: the workers' user (default \\fBvt\\fP if it exists, "
+                 "else \\fBnobody\\fP); never root. Never abbreviated."),
+        "group": ("NAME", "vt only: the workers' group (default the user's). Never "
+                  "abbreviated."),
     }),
     "host": ("HOST SECTIONS", kw.HOST, {
         "passwd": ("WORD", "The shared password (required); alias \\fBpassword\\fP."),
@@ -158,7 +167,9 @@ def write_pages(target: Path, date: str | None = None) -> list[Path]:
     man5.mkdir(parents=True, exist_ok=True)
     for old in man1.glob("vt*.1"):
         old.unlink()
-    write_man_pages("vt", cli, version=__version__, target_dir=str(man1), date=date)
+    shown = copy.copy(cli)  # without the hidden ones (``vt worker``: the master's business)
+    shown.commands = {name: cmd for name, cmd in cli.commands.items() if not cmd.hidden}
+    write_man_pages("vt", shown, version=__version__, target_dir=str(man1), date=date)
     (man5 / "vt.conf.5").write_text(vt_conf_page(date))
     return sorted([*man1.glob("vt*.1"), man5 / "vt.conf.5"])
 

@@ -32,7 +32,7 @@ from vt_api.wire import (
     unpack_msg,
 )
 
-CONTRACT_VERSION = (1, 2)
+CONTRACT_VERSION = (1, 3)
 """(major, minor) of this contract; see the module doc for the promise."""
 
 HOST_TOKEN = "vt2"
@@ -278,6 +278,20 @@ class BacklogDevice(Protocol):
     def flush(self) -> None: ...
 
 
+@runtime_checkable
+class PortableDevice(Protocol):
+    """Optional extra (contract 1.3) of a device another process can carry: with
+    ``options { workers N; }`` the privileged master opens the device, runs the up and
+    down commands, and hands the descriptor to the unprivileged worker that runs the
+    session (SCM_RIGHTS).  The backend's :attr:`DeviceBackendType.adopt` rebuilds the
+    device there from what this returns."""
+
+    def export(self) -> tuple[int, dict[str, Any]]:
+        """The descriptor the data travels on and the JSON-able state ``adopt`` needs
+        (name, modes): never a secret, never another descriptor."""
+        ...
+
+
 BatchDevice = Device
 """The name of :class:`Device` before every device was written in batches."""
 
@@ -293,6 +307,11 @@ class DeviceBackendType:
     """The letter in the ``OK FLAGS`` string: ``u``, ``e``, ``t``, ``p``."""
     open: Callable[[DeviceRequest], Device]
     describe: str = ""
+    adopt: Callable[[int, Mapping[str, Any]], Device] | None = None
+    """Contract 1.3: rebuild a :class:`PortableDevice`'s export around ``fd`` (the
+    worker's own copy, which the device then owns).  The adopted device has no stdio
+    (the master ran the up commands) and closing it closes only that copy.  ``None``:
+    the backend's sessions cannot run in a worker (the server says so at start-up)."""
 
 
 # --------------------------------------------------------------------------- transports
@@ -773,7 +792,7 @@ __all__ = [
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
     "Framing", "HandshakeRefused", "Kind", "LegacyLink", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",
-    "PluginFailed", "Registry", "RegistryError", "ResyncingModule", "Role", "SansIOHandshake",
+    "PluginFailed", "PortableDevice", "Registry", "RegistryError", "ResyncingModule", "Role", "SansIOHandshake",
     "SecureMode", "Stage", "StdioDevice", "TransportType", "UnreachableLink", "WrapStream",
     "hookimpl",
     # the handshake's wire constants (vt_api.wire, contract 1.2)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping
+from typing import Any
 
 MAX_PENDING = 1 << 20
 """Bytes a stream device buffers when its peer does not read; beyond that, writes drop."""
@@ -50,6 +52,10 @@ class StreamDevice:
         """Writes refused (backlog full or peer gone)."""
 
     # -- descriptors -------------------------------------------------------------
+
+    def export(self) -> tuple[int, dict[str, Any]]:
+        """For a worker (:class:`vt_api.PortableDevice`): the data end and the name."""
+        return self._fd, {"name": self.name}
 
     def fileno(self) -> int:
         return self._fd
@@ -150,3 +156,30 @@ class StreamDevice:
                 return False
             del self._pending[:n]
         return True
+
+
+class AdoptedStream(StreamDevice):
+    """A worker's copy of a master's pty or pipe data end: no stdio (the master gave its
+    other end to the up commands and closed its copy), so the program's exit still ends
+    the session."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        super().__init__(fd)
+        self.name = name
+
+    def stdio_fd(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<adopted {self.name} fd={self._fd}>"
+
+
+def adopt_stream(fd: int, state: Mapping[str, Any]) -> AdoptedStream:
+    """``adopt`` of the pty and pipe backends."""
+    os.set_blocking(fd, False)
+    return AdoptedStream(fd, str(state["name"]))

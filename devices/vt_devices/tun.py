@@ -28,7 +28,8 @@ import errno
 import fcntl
 import os
 import struct
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from vt_api import DeviceRequest
 
@@ -221,6 +222,8 @@ class TunDevice:
         """Offloads on, super-packets cut on read, checksums left to the kernel on write."""
         self.unsplit = 0
         """Reads :func:`~vt_devices.gso.split` could not cut (counted, dropped)."""
+        self.owner = True
+        """False for a worker's adopted copy: the master's copy resets the offloads."""
 
     def fileno(self) -> int:
         return self._fd
@@ -314,7 +317,7 @@ class TunDevice:
         """Close the fd; an interface vt created (not persistent) disappears."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            if self.offload or self.split:
+            if self.owner and (self.offload or self.split):
                 # Offloads stay on the interface: a pre-made (persistent) device would
                 # keep handing GSO packets to the next user, who may not expect them.
                 try:
@@ -322,6 +325,12 @@ class TunDevice:
                 except OSError:
                     pass
             os.close(fd)
+
+    def export(self) -> tuple[int, dict[str, Any]]:
+        """For a worker (:class:`vt_api.PortableDevice`): the fd and the modes it was
+        opened with; :func:`adopt` rebuilds the device there."""
+        return self._fd, {"name": self.name, "tap": self.tap, "read_size": self.read_size,
+                          "offload": self.offload, "gro": self.gro, "split": self.split}
 
     def __enter__(self) -> TunDevice:
         return self
@@ -344,6 +353,17 @@ def _open(request: DeviceRequest, tap: bool) -> TunDevice:
     dev.offload = handle.offload if offload else 0
     dev.gro = gro
     dev.split = cut
+    return dev
+
+
+def adopt(fd: int, state: Mapping[str, Any]) -> TunDevice:
+    """A worker's :class:`TunDevice` around its copy of the master's descriptor."""
+    dev = TunDevice(fd, str(state["name"]), tap=bool(state["tap"]),
+                    read_size=int(state["read_size"]))
+    dev.offload = int(state["offload"])
+    dev.gro = bool(state["gro"])
+    dev.split = bool(state["split"])
+    dev.owner = False
     return dev
 
 

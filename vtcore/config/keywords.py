@@ -20,6 +20,7 @@ OPTIONS = frozenset(
     {
         "port", "bindaddr", "iface", "type", "timeout", "ppp", "ifconfig", "route",
         "firewall", "ip", "syslog", "ipv4", "ipv6", "lockdir", "statdir", "metrics",
+        "workers", "user", "group",
     }
 )  # fmt: skip
 HOST = frozenset(
@@ -29,7 +30,7 @@ HOST = frozenset(
         "down", "vtmode", "passwd_file",
     }
 )  # fmt: skip
-FULL_ONLY = frozenset({"passwd_file"})
+FULL_ONLY = frozenset({"passwd_file", "workers", "user", "group"})
 """vt-only keywords never reached by abbreviation: ``pass`` must stay vtund's ``passwd``."""
 BINDADDR = frozenset({"addr", "iface"})
 SRCADDR = frozenset({"addr", "iface", "port"})

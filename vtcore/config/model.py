@@ -63,6 +63,14 @@ class Options:
     """vt-only keyword ``statdir``."""
     metrics: tuple[str, int] | None = None
     """vt-only keyword ``metrics ADDR:PORT``: where the Prometheus endpoint listens."""
+    workers: int | None = None
+    """vt-only ``workers N``: sessions run in N unprivileged worker processes under a
+    root master (0: all in the one process).  ``None``: not set (0)."""
+    user: str | None = None
+    """vt-only ``user NAME``: the workers' user (default ``vt`` if it exists, else
+    ``nobody``)."""
+    group: str | None = None
+    """vt-only ``group NAME``: the workers' group (default: the user's)."""
     persist: str | None = None
     """Set by the first ``persist`` seen in a session or default section (as vtund's
     global persist flag); ``None`` if no section sets it."""

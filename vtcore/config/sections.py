@@ -23,6 +23,9 @@ _NUM = re.compile(r"[0-9]{1,9}")
 _PAIR = re.compile(r"([0-9]{1,9}):([0-9]{1,9})")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _CIPHER_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_ACCOUNT = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
+"""A user or group name as useradd(8) takes it."""
+MAX_WORKERS = 1024
 
 YES = frozenset({"yes", "allow", "enable"})
 NO = frozenset({"no", "deny", "disable"})
@@ -324,6 +327,13 @@ class _Builder:
                 o.type = _choice(_one(stmt, name), name, SERVER_TYPE)
             elif name == "timeout":
                 o.timeout = _number(_one(stmt, name), name)
+            elif name == "workers":
+                o.workers = _number(_one(stmt, name), name, 0, MAX_WORKERS)
+            elif name in ("user", "group"):
+                tok = _one(stmt, name, strings=True)
+                if not _ACCOUNT.fullmatch(tok.text):
+                    raise _Bad(tok, f"invalid {name} name {tok.describe()}")
+                setattr(o, name, tok.text)
         o.positions[name] = (stmt.key.line, stmt.key.col)
 
     def syslog(self, tok: Token) -> str:

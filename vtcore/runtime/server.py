@@ -15,7 +15,7 @@ import signal
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from vt_api.wire import source_key
@@ -36,6 +36,7 @@ from vtcore.runtime.native import HOST_TOKEN, refusal, server_features
 from vtcore.runtime.netio import drive, peer_name, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import (
+    HostOps,
     Session,
     SessionError,
     flag_letters,
@@ -75,6 +76,42 @@ class ListenError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class Grants(Protocol):
+    """The privileged steps of accepting a client: the challenge, the host's lock
+    (``multi``), and the session's device and commands (its :class:`HostOps`)."""
+
+    def challenge(self) -> bytes: ...
+
+    async def claim(self, host: Host, response: bytes, plog: Any) -> tuple[bool, Any]:
+        """``(allowed, lock)`` for an authenticated ``host`` (``response``: the client's
+        answer to :meth:`challenge`, empty after secure mode)."""
+        ...
+
+    def release(self, lock: Any) -> None: ...
+
+    def ops(self, host: Host, options: Any) -> HostOps | None: ...
+
+
+class LocalGrants:
+    """All in this process: the lock file, the device and the commands are the server's."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def challenge(self) -> bytes:
+        return os.urandom(16)
+
+    async def claim(self, host: Host, response: bytes, plog: Any) -> tuple[bool, Any]:
+        return await self.server._take_lock(host, plog)
+
+    def release(self, lock: Any) -> None:
+        if lock is not None:
+            locks.release(lock)
+
+    def ops(self, host: Host, options: Any) -> HostOps | None:
+        return None
 
 
 @dataclass
@@ -120,6 +157,8 @@ class Server:
         self.closed: dict[str, dict[str, int]] = {}
         """Per host: the counters of its ended sessions (metrics' per-host totals)."""
         self.letters = flag_letters(self.plugins.registry)
+        self.grants: Grants = LocalGrants(self)
+        """Who locks hosts and opens devices: this process, or a worker's master."""
 
     # ------------------------------------------------------------------ settings
 
@@ -396,7 +435,7 @@ class Server:
                     if offer is not None:
                         return await self._secure(conn, mode, offer, hs.transcript,
                                                   event, plog, deadline, peer, wrapped)
-                    await send_all(conn, hs.send(Challenge(os.urandom(16))), left())
+                    await send_all(conn, hs.send(Challenge(self.grants.challenge())), left())
                 elif isinstance(event, ChallengeAnswered):
                     host = self.config.hosts.get(event.host)
                     if not self.backoff.allow(name, loop.time()):
@@ -419,7 +458,8 @@ class Server:
                         if why is not None:
                             await send_all(conn, hs.send(Reject(why)), min(1.0, left()))
                             return None
-                        ok, lock = await self._take_lock(host, plog)
+                        assert host is not None  # ok: the password matched its profile
+                        ok, lock = await self.grants.claim(host, event.response, plog)
                         if not ok:
                             plog.warning("denied: host already connected", host=event.host)
                     if not ok:
@@ -431,11 +471,11 @@ class Server:
                     try:
                         # Its device first: a server that cannot open it says ERR now
                         # rather than OK and a session that ends at once.
-                        session.open_device()
+                        await session.open_device()
                         flags = server_flags(host, features, self.letters)
                         await send_all(conn, hs.send(Accept(flags)), self.timeout)
                     except BaseException as exc:
-                        locks.release(lock)
+                        self.grants.release(lock)
                         self._claimed.discard(host.name)
                         session.close_device()
                         if not isinstance(exc, SessionError):
@@ -530,7 +570,8 @@ class Server:
         self._authenticated()
         if self._refusal(host, tokens, plog, wrapped) is not None:
             return None
-        ok, lock = await self._take_lock(host, plog)
+        assert host is not None  # established: the password matched its profile
+        ok, lock = await self.grants.claim(host, b"", plog)
         if not ok:
             plog.warning("denied: host already connected", host=event.host)
             return None
@@ -538,10 +579,9 @@ class Server:
         assert host is not None  # established: the password matched its profile
         session = self._new_session(host, features, (mode, established), peer)
         try:
-            session.open_device()
+            await session.open_device()
         except SessionError as exc:
-            if lock is not None:
-                locks.release(lock)
+            self.grants.release(lock)
             self._claimed.discard(host.name)
             plog.error("cannot set up the host", host=host.name, error=str(exc))
             return None
@@ -634,7 +674,7 @@ class Server:
         settings = server_settings(host, features, label)
         return Session(host=host, options=self.config.options, settings=settings,
                        registry=self.plugins.registry, peer=peer, stat=host.stat,
-                       secure=secure)
+                       secure=secure, ops=self.grants.ops(host, self.config.options))
 
     async def _run_session(self, conn: socket.socket, host, lock, session: Session,
                            peer: str, endpoints=None) -> None:
@@ -658,8 +698,7 @@ class Server:
                 lives.remove(live)
             if not lives:
                 self.live.pop(host.name, None)
-            if lock is not None:
-                locks.release(lock)
+            self.grants.release(lock)
             session.close_device()  # opened before OK: the link may have failed first
             metrics.fold_session(self.closed, session_status(session))
             slog.info("session closed", reason=reason, **session.counters.as_dict())

@@ -171,6 +171,40 @@ def build_pacers(registry: Registry, settings: LinkSettings) -> list[PacingModul
         raise SessionError(str(exc)) from exc
 
 
+# ------------------------------------------------------------------ privileged half
+
+
+class HostOps:
+    """What a session needs root for: its device, its up and down commands, its stat
+    file.  Done here, in the session's own process; a worker's sessions ask the master
+    instead (:class:`vtcore.runtime.worker.MasterOps`)."""
+
+    def __init__(self, host, options, registry: Registry) -> None:
+        self.host = host
+        self.options = options
+        self.registry = registry
+
+    async def open_device(self, request: DeviceRequest) -> Device:
+        backend = self.registry.devices.get(request.tunnel_type)
+        if backend is None:
+            raise SessionError(f"no device backend for type {request.tunnel_type}")
+        return backend.open(request)
+
+    async def up(self, device: Device, subs: Substitutions) -> None:
+        await run_commands(self.host.up, self.options, subs, stdio_fd=device.stdio_fd(),
+                           what="up")
+        # Our copy of the pty slave / pipe end must go, or the session would not see
+        # its program (pppd, ...) exit.
+        if isinstance(device, StdioDevice):
+            device.release_stdio()
+
+    async def down(self, subs: Substitutions) -> None:
+        await run_commands(self.host.down, self.options, subs, stdio_fd=None, what="down")
+
+    async def write_stats(self, counters: Counters, first: float) -> None:
+        await write_stats_forever(self.options.statdir, self.host.name, counters, first=first)
+
+
 # ------------------------------------------------------------------ the session
 
 
@@ -189,8 +223,10 @@ class Session:
         keep_device: bool = False,
         stat: bool = False,
         secure: tuple[SecureMode, object] | None = None,
+        ops: HostOps | None = None,
     ) -> None:
         self.host = host
+        self.ops = ops or HostOps(host, options, registry)
         self.options = options
         self.settings = settings
         self.registry = registry
@@ -233,7 +269,7 @@ class Session:
             return True
         return await tunnel.probe()
 
-    def open_device(self) -> Device:
+    async def open_device(self) -> Device:
         """The session's device, opened now if it is not yet (``run`` opens it too): a
         server opens it before it accepts the client."""
         offload = self.settings.offload
@@ -247,11 +283,8 @@ class Session:
                           segments=segments)
             self.device.close()
             self.device = None
-        backend = self.registry.devices.get(self.settings.tunnel_type)
-        if backend is None:
-            raise SessionError(f"no device backend for type {self.settings.tunnel_type}")
         try:
-            self.device = backend.open(
+            self.device = await self.ops.open_device(
                 DeviceRequest(self.settings.tunnel_type, self.host.device, self.host.name,
                               offload=offload, gro=bool(getattr(self.host, "vtmode", True)),
                               split=segments)
@@ -300,7 +333,7 @@ class Session:
             mode, established = self.secure
             link = mode.wrap_link(established, link, self.settings.role)
         try:
-            device = self.open_device()
+            device = await self.open_device()
         except SessionError:
             # Tell the peer, or over udp its session would hold its addresses until
             # its keep-alive gives up.
@@ -314,12 +347,7 @@ class Session:
         self.log = self.log.bind(device=device.name)
         stat_task = None
         try:
-            await run_commands(self.host.up, self.options, subs, stdio_fd=device.stdio_fd(),
-                               what="up")
-            # Our copy of the pty slave / pipe end must go, or the session would not see
-            # its program (pppd, ...) exit.
-            if isinstance(device, StdioDevice):
-                device.release_stdio()
+            await self.ops.up(device, subs)
             if self._stop_reason is not None:
                 return self._stop_reason
             self.tunnel = Tunnel(link, device, chain, keepalive=self._keepalive(link),
@@ -330,9 +358,7 @@ class Session:
             if self.stat:
                 interval = self.host.keepalive[0] if self.host.keepalive else 300
                 stat_task = asyncio.get_running_loop().create_task(
-                    write_stats_forever(self.options.statdir, self.host.name, self.counters,
-                                        first=min(interval, 300))
-                )
+                    self.ops.write_stats(self.counters, min(interval, 300)))
             self.log.info("session up", proto=self.settings.transport,
                           type=self.settings.tunnel_type,
                           native=self.settings.native,
@@ -357,9 +383,7 @@ class Session:
                     except Exception as exc:  # a plugin's cleanup must not stop ours
                         self.log.warning("module close failed", module=type(module).__name__,
                                          error=str(exc))
-            await asyncio.shield(
-                run_commands(self.host.down, self.options, subs, stdio_fd=None, what="down")
-            )
+            await asyncio.shield(self.ops.down(subs))
             if not self.keep_device:
                 device.close()
                 self.device = None

@@ -15,7 +15,7 @@ import socket
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from vtcore.config.check import VTUND_CIPHERS
@@ -120,7 +120,10 @@ def _rates(session, counters: dict[str, int]) -> dict[str, float] | None:
 class StatusServer:
     """Serves ``snapshot()`` as JSON on a Unix socket until closed."""
 
-    def __init__(self, role: str, name: str, snapshot: Callable[[], dict]) -> None:
+    def __init__(self, role: str, name: str, snapshot: Callable[[], dict],
+                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.refresh = refresh
+        """Brings what ``snapshot`` shows up to date first (a master asks its workers)."""
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
         self.path = run_dir() / f"{role}-{safe}-{os.getpid()}.sock"
         self.snapshot = snapshot
@@ -146,10 +149,14 @@ class StatusServer:
         while True:
             await asyncio.sleep(SAMPLE_EVERY)
             with contextlib.suppress(Exception):  # a snapshot that fails is not fatal here
+                if self.refresh is not None:
+                    await self.refresh()
                 self.snapshot()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            if self.refresh is not None:
+                await self.refresh()
             doc = {"pid": os.getpid(), "monotonic": round(time.monotonic(), 3),
                    **self.snapshot()}
             writer.write(json.dumps(doc).encode() + b"\n")

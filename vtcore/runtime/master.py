@@ -1,0 +1,621 @@
+"""``vt serve`` with ``options { workers N; }``: the root master of unprivileged workers.
+
+OpenSSH's privilege separation in nginx's shape.  The master reads the config, listens,
+and hands each accepted connection to the worker with the fewest sessions (SCM_RIGHTS),
+with a fresh challenge for vtun's handshake; it parses nothing from the network.  A
+worker runs the handshake and the data path as an unprivileged user
+(:mod:`vtcore.runtime.worker`) and asks the master for the rest, on a channel whose
+every message is checked (:func:`vtcore.runtime.control.parse_request`):
+
+- ``claim``: the host it authenticated on a connection it was given, once; the master
+  checks the client's answer to its own challenge (vtun's handshake), then takes the
+  host's lock as ``multi`` says (asking the workers holding the host's sessions to end
+  them: ``vacate``);
+- ``device``: the claimed host's device, once; the master opens it and passes the
+  descriptor; ``up``/``down``: the host's commands, once each, in that order;
+- ``release``; ``stat``: a stat file line.
+
+A worker that sends anything else (another host's device, a second device, an address
+that is no address) is killed and logged, and only its sessions end: the master runs
+their down commands, closes their devices, releases their locks and starts a new worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import pickle
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from vt_api import Device, DeviceRequest, PortableDevice, StdioDevice
+
+from vtcore import log as vtlog
+from vtcore import metrics
+from vtcore.config import ConfigErrors, check_config, load_config
+from vtcore.config.model import Config, Host
+from vtcore.notify import Notifier
+from vtcore.plugins import Plugins
+from vtcore.protocol.challenge import check_response
+from vtcore.runtime import fsguard, locks
+from vtcore.runtime.commands import Substitutions, run_commands
+from vtcore.runtime.control import (
+    Channel,
+    Claim,
+    Down,
+    OpenDevice,
+    Release,
+    Request,
+    Stat,
+    Up,
+    Violation,
+    parse_request,
+)
+from vtcore.runtime.netio import peer_name
+from vtcore.runtime.priority import LINK_NICE
+from vtcore.runtime.server import DEAD_SESSION_WAIT, ServerOptions
+from vtcore.runtime.stats import append_stat_line, stat_line
+from vtcore.runtime.status import StatusServer
+from vtcore.runtime.tunnel import Counters
+
+log = structlog.get_logger("vt.master")
+
+DEFAULT_USERS = ("vt", "nobody")
+"""The workers' user when ``options`` names none: the first that exists."""
+MAX_HANDED = 4096
+"""Hand-offs a worker has not claimed yet that the master remembers (oldest forgotten:
+a worker evicts its half-open handshakes long before)."""
+STATUS_TIMEOUT = 2.0
+RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
+"""Wait before restarting a worker that died, by how many died young in a row."""
+YOUNG = 5.0
+"""A worker that dies within this many seconds of its start died young."""
+START_TIMEOUT = 20.0
+
+
+class SetupError(Exception):
+    """The master cannot start its workers (``str()``: one line)."""
+
+
+def worker_account(options) -> tuple[int, int, str]:
+    """``(uid, gid, name)`` of the workers' user: ``user``/``group`` from ``options``,
+    else the first of :data:`DEFAULT_USERS` that exists.  Never root."""
+    names = (options.user,) if options.user else DEFAULT_USERS
+    for name in names:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        gid = entry.pw_gid
+        if options.group:
+            try:
+                gid = grp.getgrnam(options.group).gr_gid
+            except KeyError:
+                raise SetupError(f"group {options.group} does not exist") from None
+        if entry.pw_uid == 0 or gid == 0:
+            raise SetupError(f"workers must not run as root (user {name})")
+        return entry.pw_uid, gid, name
+    raise SetupError(f"user {' or '.join(names)} does not exist (see the README: "
+                     "useradd --system --no-create-home --shell /usr/sbin/nologin vt)")
+
+
+def check_portable(config: Config, plugins: Plugins) -> None:
+    """Every host's device backend must move to a worker (``adopt``)."""
+    for host in config.hosts.values():
+        backend = plugins.registry.devices.get(host.type)
+        if backend is not None and backend.adopt is None:
+            raise SetupError(f"host {host.name}: device backend {backend.name} cannot run in "
+                             "a worker (no adopt); set workers 0")
+
+
+@dataclass(eq=False)
+class Grant:
+    """A host a worker claimed on one connection, and what the master did for it."""
+
+    conn: int
+    worker: WorkerProc
+    host: Host
+    lock: Any
+    options: Any
+    device: Device | None = None
+    subs: Substitutions | None = None
+    upped: bool = False
+    downed: bool = False
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class WorkerProc:
+    slot: int
+    proc: asyncio.subprocess.Process
+    channel: Channel
+    started: float
+    handed: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    """Connection -> the challenge sent with it, until its claim."""
+    status: dict = field(default_factory=dict)
+    """Its last status answer."""
+    task: asyncio.Task | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Master:
+    """The root process of a server with workers."""
+
+    def __init__(self, config_path: str, config: Config, plugins: Plugins,
+                 overrides: ServerOptions, listener: socket.socket,
+                 count: int) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.plugins = plugins
+        self.overrides = overrides
+        self.listener = listener
+        self.count = count
+        self.uid, self.gid, self.user = worker_account(config.options)
+        check_portable(config, plugins)
+        self.workers: list[WorkerProc | None] = [None] * count
+        self.grants: dict[int, Grant] = {}
+        self.claimed: set[str] = set()
+        self._conn_ids = 0
+        self._young: Counter[int] = Counter()
+        self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task] = set()
+        self.violations = 0
+        self.restarts = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reset_counters)
+        await asyncio.gather(*(self._start_worker(slot) for slot in range(self.count)))
+        address = peer_name(self.listener.getsockname())
+        log.info("listening", address=address, hosts=len(self.config.hosts),
+                 workers=self.count, user=self.user)
+        status = StatusServer("serve", str(self.listener.getsockname()[1]), self.status,
+                              refresh=self.refresh)
+        await status.start()
+        accept = loop.create_task(self._accept_loop())
+        try:
+            async with (Notifier().serving(lambda: self.status_line(address)),
+                        metrics.serving(self.config.options.metrics, self.status)):
+                await self._stopping.wait()
+        finally:
+            accept.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await accept
+            self.listener.close()
+            await self._shutdown()
+            await status.close()
+
+    async def _shutdown(self) -> None:
+        """SIGTERM the workers (they end their sessions: down commands through us), wait,
+        then clean up after any that did not make it."""
+        self.count = 0  # no restarts
+        workers = [w for w in self.workers if w is not None]
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.send_signal(signal.SIGTERM)
+        tasks = [w.task for w in workers if w.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=20)
+            for w in workers:
+                if w.task in late:
+                    with contextlib.suppress(ProcessLookupError):
+                        w.proc.kill()
+            if late:
+                await asyncio.wait(late, timeout=10)
+
+    def status_line(self, address: str) -> str:
+        sessions = sum(len(w.status.get("sessions", [])) for w in self.workers if w)
+        return f"listening on {address}, {self.count} workers, {sessions} session(s)"
+
+    # ------------------------------------------------------------------ workers
+
+    def _argv(self, fd: int) -> list[str]:
+        dest, level = vtlog.ACTIVE or (vtlog.Destination("auto"), "info")
+        fmt = {"journal": "auto"}.get(dest.fmt, dest.fmt)
+        return [sys.executable, "-m", "vtcore", "--log-format", fmt, "--log-level", level,
+                "worker", "--fd", str(fd), "--master", str(os.getpid()),
+                "--uid", str(self.uid), "--gid", str(self.gid),
+                "--facility", str(dest.facility)]
+
+    async def _start_worker(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        dest = vtlog.ACTIVE[0] if vtlog.ACTIVE else None
+        stderr: Any = subprocess.DEVNULL
+        if dest is not None and dest.stream is not None:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                stderr = dest.stream.fileno()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv(theirs.fileno()), pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd="/")
+        finally:
+            theirs.close()
+        with contextlib.suppress(OSError):  # vtund's link priority, for the data paths
+            os.setpriority(os.PRIO_PROCESS, proc.pid, LINK_NICE)
+        worker: WorkerProc
+
+        async def handle(msg: dict, fds: list[int]) -> None:
+            await self._on_request(worker, msg, fds)
+
+        worker = WorkerProc(slot, proc, Channel(ours, handle), loop.time())
+        self.workers[slot] = worker
+        worker.task = loop.create_task(self._watch(worker))
+        await worker.channel.tell({"op": "config"}, [self._config_memfd()])
+        log.info("worker started", worker=proc.pid, slot=slot)
+
+    def _config_memfd(self) -> int:
+        """The parsed config for a worker, in a sealed memory file (any size; the worker
+        reads it as root's own pickle, which it trusts: never the other way round)."""
+        fd = os.memfd_create("vt-config", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        data = pickle.dumps({"path": self.config_path, "config": self.config,
+                             "overrides": self.overrides})
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    async def _watch(self, worker: WorkerProc) -> None:
+        """Serve the worker's channel until it closes or misbehaves; then make sure the
+        process is gone, end its sessions and start another."""
+        why = "exited"
+        try:
+            await worker.channel.run()
+        except Violation as exc:
+            why = self._violated(worker, str(exc))
+        finally:
+            if worker.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
+            await worker.proc.wait()
+            worker.channel.close()
+            await self._worker_gone(worker, why)
+
+    def _violated(self, worker: WorkerProc, why: str) -> str:
+        self.violations += 1
+        log.error("worker misbehaved: killed", worker=worker.pid, error=why)
+        with contextlib.suppress(ProcessLookupError):
+            worker.proc.kill()
+        return f"killed: {why}"
+
+    async def _worker_gone(self, worker: WorkerProc, why: str) -> None:
+        loop = asyncio.get_running_loop()
+        rc = worker.proc.returncode
+        ended = [g for g in self.grants.values() if g.worker is worker]
+        log.warning("worker ended", worker=worker.pid, status=rc, reason=why,
+                    sessions=len(ended))
+        for grant in ended:
+            await self._close_grant(grant)
+        if self.workers[worker.slot] is worker:
+            self.workers[worker.slot] = None
+        if self._stopping.is_set() or worker.slot >= self.count:
+            return
+        young = loop.time() - worker.started < YOUNG
+        self._young[worker.slot] = self._young[worker.slot] + 1 if young else 0
+        delay = RESTART_DELAYS[min(self._young[worker.slot], len(RESTART_DELAYS) - 1)]
+        await asyncio.sleep(delay)
+        if not self._stopping.is_set():
+            self.restarts += 1
+            try:
+                await self._start_worker(worker.slot)
+            except OSError as exc:
+                log.error("cannot restart worker", slot=worker.slot, error=str(exc))
+
+    # ------------------------------------------------------------------ connections
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.listener)
+            except OSError as exc:
+                log.warning("accept failed", error=exc.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self._hand_off(conn)
+            finally:
+                conn.close()
+
+    def _pick(self) -> WorkerProc | None:
+        """The live worker with the fewest sessions (then the fewest waiting hand-offs)."""
+        live = [w for w in self.workers if w is not None and w.proc.returncode is None]
+        if not live:
+            return None
+        held = Counter(g.worker.slot for g in self.grants.values())
+        return min(live, key=lambda w: (held[w.slot], len(w.handed), w.slot))
+
+    async def _hand_off(self, conn: socket.socket) -> None:
+        worker = self._pick()
+        if worker is None:
+            log.warning("no worker to take a connection: closed")
+            return
+        self._conn_ids += 1
+        conn_id = self._conn_ids
+        chal = os.urandom(16)
+        worker.handed[conn_id] = chal
+        while len(worker.handed) > MAX_HANDED:
+            worker.handed.popitem(last=False)
+        try:
+            await worker.channel.tell({"op": "conn", "conn": conn_id, "chal": chal.hex()},
+                                      [conn.fileno()])
+        except (EOFError, TimeoutError, OSError) as exc:
+            worker.handed.pop(conn_id, None)
+            log.warning("hand-off failed", worker=worker.pid, error=str(exc))
+
+    # ------------------------------------------------------------------ requests
+
+    async def _on_request(self, worker: WorkerProc, msg: dict, fds: list[int]) -> None:
+        for fd in fds:  # a worker never sends descriptors
+            os.close(fd)
+        try:
+            if fds:
+                raise Violation("sent descriptors")
+            request = parse_request(msg)
+            answer, out = await self._serve(worker, request)
+        except Violation as exc:
+            self._violated(worker, str(exc))
+            return
+        if answer is None:
+            return
+        try:
+            await worker.channel.answer(request.id, answer, out)
+        except (EOFError, TimeoutError, OSError):
+            pass
+
+    def _grant(self, worker: WorkerProc, conn: int, what: str) -> Grant:
+        grant = self.grants.get(conn)
+        if grant is None or grant.worker is not worker:
+            raise Violation(f"{what} for a connection it holds no claim on")
+        return grant
+
+    async def _serve(self, worker: WorkerProc,
+                     request: Request) -> tuple[dict | None, list[int] | None]:
+        if isinstance(request, Claim):
+            return await self._claim(worker, request), None
+        grant = self._grant(worker, request.conn, type(request).__name__.lower())
+        if isinstance(request, OpenDevice):
+            return await self._open_device(grant, request)
+        if isinstance(request, Up):
+            if grant.device is None or grant.upped:
+                raise Violation("up without a device, or twice")
+            grant.upped = True
+            ends = request
+            grant.subs = Substitutions(grant.device.name, grant.host.name,
+                                       ends.local[0], ends.local[1],
+                                       ends.remote[0], ends.remote[1])
+            await run_commands(grant.host.up, grant.options, grant.subs,
+                               stdio_fd=grant.device.stdio_fd(), what="up")
+            if isinstance(grant.device, StdioDevice):
+                grant.device.release_stdio()
+            return {"ok": True}, None
+        if isinstance(request, Down):
+            if grant.downed:
+                raise Violation("down twice")
+            await self._down(grant)
+            return {"ok": True}, None
+        if isinstance(request, Release):
+            await self._close_grant(grant)
+            return None, None
+        if isinstance(request, Stat):
+            if grant.host.stat:
+                counters = Counters()
+                (counters.byte_in, counters.byte_out, counters.comp_in,
+                 counters.comp_out) = request.counters
+                try:
+                    append_stat_line(grant.options.statdir, grant.host.name,
+                                     stat_line(counters))
+                except (fsguard.UnsafePath, OSError) as exc:
+                    log.warning("cannot write stat file", host=grant.host.name, error=str(exc))
+            return None, None
+        raise Violation("unhandled request")  # pragma: no cover - parse_request's types
+
+    async def _claim(self, worker: WorkerProc, request: Claim) -> dict:
+        chal = worker.handed.pop(request.conn, None)
+        if chal is None:
+            raise Violation("claim for a connection it was not given, or a second claim")
+        host = self.config.hosts.get(request.host)
+        if host is None:
+            return {"ok": False}  # a reload removed it meanwhile
+        if request.response:
+            if not check_response(chal, request.response, host.password_bytes(),
+                                  host.sslauth):
+                raise Violation(f"claim of host {host.name} without the client's proof")
+        elif not self.plugins.registry.secure_modes:
+            raise Violation("claim without a proof, and no secure mode is installed")
+        ok, lock = await self._take_lock(host)
+        if not ok:
+            return {"ok": False}
+        self.grants[request.conn] = Grant(request.conn, worker, host, lock,
+                                          self.config.options)
+        self.claimed.discard(host.name)
+        return {"ok": True}
+
+    async def _open_device(self, grant: Grant,
+                           request: OpenDevice) -> tuple[dict, list[int] | None]:
+        if grant.device is not None:
+            raise Violation("a second device")
+        host = grant.host
+        backend = self.plugins.registry.devices.get(host.type)
+        if backend is None or backend.adopt is None:
+            return {"ok": False, "error": f"no device backend for type {host.type} in a "
+                    "worker"}, None
+        try:
+            device = backend.open(DeviceRequest(
+                host.type, host.device, host.name, offload=request.offload,
+                gro=bool(getattr(host, "vtmode", True)), split=request.split))
+        except OSError as exc:
+            return {"ok": False, "error": f"cannot open {host.type} device: {exc}"}, None
+        if not isinstance(device, PortableDevice):
+            device.close()
+            return {"ok": False, "error": f"the {host.type} device cannot move to a worker"}, None
+        grant.device = device
+        fd, state = device.export()
+        return {"ok": True, "state": state}, [fd]
+
+    async def _down(self, grant: Grant) -> None:
+        if grant.upped and not grant.downed and grant.subs is not None:
+            grant.downed = True
+            await run_commands(grant.host.down, grant.options, grant.subs, stdio_fd=None,
+                               what="down")
+
+    async def _close_grant(self, grant: Grant) -> None:
+        """The session is over (or its worker is gone): down if owed, device, lock."""
+        if self.grants.get(grant.conn) is not grant:
+            return
+        del self.grants[grant.conn]
+        try:
+            await asyncio.shield(self._down(grant))
+        finally:
+            if grant.device is not None:
+                grant.device.close()
+                grant.device = None
+            locks.release(grant.lock)
+            grant.released.set()
+
+    # ------------------------------------------------------------------ multi
+
+    async def _take_lock(self, host: Host) -> tuple[bool, Any]:
+        """As :meth:`vtcore.runtime.server.Server._take_lock`, over every worker."""
+        mode = host.multi
+        if mode == "no" and host.name in self.claimed:
+            return False, None
+        if mode != "killold":
+            await self._vacate(host.name, kill=False)
+        if mode == "yes":
+            return True, None
+        old = [g for g in self.grants.values() if g.host.name == host.name]
+        if mode == "no" and (old or host.name in self.claimed):
+            return False, None
+        self.claimed.add(host.name)
+        path = None
+        try:
+            if old:
+                log.info("killing old session", host=host.name)
+                await self._vacate(host.name, kill=True)
+            path = await asyncio.to_thread(locks.acquire, self.config.options.lockdir,
+                                           host.name, mode)
+        except (fsguard.UnsafePath, OSError) as exc:
+            log.error("cannot lock host", host=host.name, error=str(exc))
+        finally:
+            if path is None:
+                self.claimed.discard(host.name)
+        return path is not None, path
+
+    async def _vacate(self, name: str, kill: bool) -> None:
+        """Ask every worker holding sessions of ``name`` to end the dead ones (or, with
+        ``kill``, all), and wait (bounded) until the master has closed them."""
+        held = [g for g in self.grants.values() if g.host.name == name]
+        workers = {g.worker for g in held}
+        if not workers:
+            return
+        asks = [w.channel.ask({"op": "vacate", "host": name, "kill": kill},
+                              timeout=DEAD_SESSION_WAIT + 10) for w in workers]
+        await asyncio.gather(*asks, return_exceptions=True)
+        gone = [g for g in held if kill or g.conn not in self.grants or g.released.is_set()]
+        waits = [asyncio.ensure_future(g.released.wait()) for g in gone]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=DEAD_SESSION_WAIT)
+            for task in late:
+                task.cancel()
+
+    # ------------------------------------------------------------------ operations
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config and give it to every worker; live sessions keep
+        the profile they started with."""
+        try:
+            config = load_config(self.config_path)
+            errors = check_config(config, self.plugins.registry)
+            if errors:
+                raise ConfigErrors(errors)
+            check_portable(config, self.plugins)
+        except (ConfigErrors, SetupError) as exc:
+            log.error("config reload failed, keeping the old one",
+                      error=str(exc).splitlines()[0])
+            return
+        self.config = config
+        log.info("config reloaded", hosts=len(config.hosts))
+        for worker in self.workers:
+            if worker is not None:
+                self._spawn(worker.channel.tell({"op": "config"}, [self._config_memfd()]))
+
+    def reset_counters(self) -> None:
+        for worker in self.workers:
+            if worker is not None:
+                worker.channel.post({"op": "reset"})
+        log.info("counters reset")
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def refresh(self) -> None:
+        """Ask every worker for its sessions now (bounded): ``status()`` shows them."""
+        workers = [w for w in self.workers if w is not None]
+
+        async def one(worker: WorkerProc) -> None:
+            try:
+                answer, _ = await worker.channel.ask({"op": "status"}, timeout=STATUS_TIMEOUT)
+            except (EOFError, TimeoutError, OSError):
+                return
+            answer.pop("re", None)
+            worker.status = answer
+
+        await asyncio.gather(*(one(w) for w in workers))
+
+    def status(self) -> dict:
+        """The document ``vt status`` shows: every worker's sessions, with its pid."""
+        sessions: list[dict] = []
+        results: Counter[str] = Counter()
+        pending = evicted = 0
+        closed: dict[str, dict[str, int]] = {}
+        backoff: dict = {}
+        workers = []
+        for worker in self.workers:
+            if worker is None:
+                continue
+            listed: list[dict] = []
+            try:  # a worker's document: shown, never trusted to be well-formed
+                doc = worker.status
+                listed = [s for s in doc.get("sessions", []) if isinstance(s, dict)]
+                hs = doc.get("handshakes") or {}
+                pending += int(hs.get("pending", 0))
+                evicted += int(hs.get("evicted", 0))
+                results.update({str(k): int(v) for k, v in
+                                (doc.get("handshake_results") or {}).items()})
+                for host, counters in (doc.get("closed") or {}).items():
+                    mine = closed.setdefault(str(host), {})
+                    for key, value in counters.items():
+                        mine[str(key)] = mine.get(str(key), 0) + int(value)
+                backoff.update(doc.get("backoff") or {})
+            except (AttributeError, TypeError, ValueError):
+                log.warning("worker status unreadable", worker=worker.pid)
+            for session in listed:
+                session["worker"] = worker.pid
+            sessions += listed
+            workers.append({"pid": worker.pid, "slot": worker.slot,
+                            "sessions": len(listed)})
+        return {"role": "server", "config": self.config_path,
+                "listen": peer_name(self.listener.getsockname()),
+                "workers": workers, "user": self.user, "restarts": self.restarts,
+                "violations": self.violations, "sessions": sessions,
+                "handshakes": {"pending": pending, "evicted": evicted},
+                "backoff": backoff, "handshake_results": dict(results), "closed": closed}

@@ -1,0 +1,250 @@
+"""A worker of ``vt serve`` with ``options { workers N; }``: no root, no capabilities.
+
+The master (:mod:`vtcore.runtime.master`) starts it as the workers' user, hands it
+accepted connections (SCM_RIGHTS, each with the challenge vtun's handshake must use) and
+the parsed config.  The worker runs the handshakes and the data paths, all of the
+parsing of network input; for a host's lock, device, up/down commands and stat lines it
+asks the master on the :mod:`~vtcore.runtime.control` channel.  It dies with the master
+(``PR_SET_PDEATHSIG``): no worker outlives it holding devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import pickle
+import signal
+import socket
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from vt_api import Device, DeviceRequest
+
+from vtcore.config.model import Host
+from vtcore.plugins import Plugins
+from vtcore.runtime.commands import Substitutions
+from vtcore.runtime.control import Channel
+from vtcore.runtime.server import DEAD_SESSION_WAIT, Server
+from vtcore.runtime.session import HostOps, SessionError
+from vtcore.runtime.stats import STAT_INTERVAL
+from vtcore.runtime.tunnel import Counters
+
+log = structlog.get_logger("vt.worker")
+
+UP_TIMEOUT = 600.0
+"""Bound on the master's answer to up/down (it bounds each waited command itself)."""
+MAX_STATUS_SESSIONS = 200
+"""Sessions a worker's status answer lists in full (it must fit one control message)."""
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+
+@dataclass(frozen=True)
+class Handed:
+    """A connection the master handed over: its number and vtun's challenge for it."""
+
+    conn: int
+    chal: bytes
+
+
+HANDED: ContextVar[Handed | None] = ContextVar("vt_handed", default=None)
+"""The connection the current task serves (set before its task is made)."""
+
+
+def _handed() -> Handed:
+    handed = HANDED.get()
+    if handed is None:
+        raise RuntimeError("a worker's connection task without its hand-off")
+    return handed
+
+
+class MasterGrants:
+    """:class:`vtcore.runtime.server.Grants` asked of the master."""
+
+    def __init__(self, channel: Channel, plugins: Plugins) -> None:
+        self.channel = channel
+        self.plugins = plugins
+
+    def challenge(self) -> bytes:
+        return _handed().chal
+
+    async def claim(self, host: Host, response: bytes, plog: Any) -> tuple[bool, Any]:
+        conn = _handed().conn
+        answer, _ = await self.channel.ask({"op": "claim", "conn": conn, "host": host.name,
+                                            "response": response.hex()})
+        ok = answer.get("ok") is True
+        return ok, conn if ok else None
+
+    def release(self, lock: Any) -> None:
+        if lock is not None:
+            self.channel.post({"op": "release", "conn": lock})
+
+    def ops(self, host: Host, options: Any) -> HostOps:
+        return MasterOps(self.channel, _handed().conn, host, options, self.plugins)
+
+
+class MasterOps(HostOps):
+    """A worker session's device, commands and stat lines, done by the master."""
+
+    def __init__(self, channel: Channel, conn: int, host: Host, options: Any,
+                 plugins: Plugins) -> None:
+        super().__init__(host, options, plugins.registry)
+        self.channel = channel
+        self.conn = conn
+
+    async def open_device(self, request: DeviceRequest) -> Device:
+        answer, fds = await self.channel.ask({"op": "device", "conn": self.conn,
+                                              "offload": request.offload,
+                                              "split": request.split})
+        backend = self.registry.devices.get(request.tunnel_type)
+        if answer.get("ok") is not True or len(fds) != 1 or backend is None \
+                or backend.adopt is None:
+            for fd in fds:
+                os.close(fd)
+            raise SessionError(str(answer.get("error") or "the master gave no device"))
+        return backend.adopt(fds[0], answer.get("state") or {})
+
+    async def up(self, device: Device, subs: Substitutions) -> None:
+        await self.channel.ask({"op": "up", "conn": self.conn,
+                                "local": [subs.local_addr, subs.local_port],
+                                "remote": [subs.remote_addr, subs.remote_port]},
+                               timeout=UP_TIMEOUT)
+
+    async def down(self, subs: Substitutions) -> None:
+        with contextlib.suppress(EOFError, TimeoutError):
+            await self.channel.ask({"op": "down", "conn": self.conn}, timeout=UP_TIMEOUT)
+
+    async def write_stats(self, counters: Counters, first: float) -> None:
+        delay = first
+        while True:
+            await asyncio.sleep(delay)
+            delay = STAT_INTERVAL
+            self.channel.post({"op": "stat", "conn": self.conn,
+                               "counters": [counters.byte_in, counters.byte_out,
+                                            counters.comp_in, counters.comp_out]})
+
+
+class Worker:
+    """The worker's loop: the master's requests in, a :class:`Server` for the sessions."""
+
+    def __init__(self, sock: socket.socket, plugins: Plugins) -> None:
+        self.plugins = plugins
+        self.channel = Channel(sock, self.on_request)
+        self.server: Server | None = None
+        self._stopping = False
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop)
+        loop.add_signal_handler(signal.SIGINT, lambda: None)  # the master decides
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        try:
+            await self.channel.run()
+        finally:
+            if self.server is not None:
+                await self.server.shutdown("worker stopping")
+            self.channel.close()
+
+    def _stop(self) -> None:
+        self._stopping = True
+        self.channel.sock.shutdown(socket.SHUT_RDWR)
+
+    async def on_request(self, msg: dict, fds: list[int]) -> None:
+        op = msg.get("op")
+        if op == "conn":
+            self._take_connection(msg, fds)
+        elif op == "config":
+            self._load_config(fds)
+        elif op == "status":
+            await self.channel.answer(msg["id"], self.status())
+        elif op == "vacate":
+            await self._vacate(str(msg["host"]), bool(msg["kill"]))
+            await self.channel.answer(msg["id"], {})
+        elif op == "reset" and self.server is not None:
+            self.server.reset_counters()
+        else:
+            for fd in fds:
+                os.close(fd)
+
+    def _load_config(self, fds: list[int]) -> None:
+        with os.fdopen(fds[0], "rb") as memfd:
+            state = pickle.load(memfd)  # the master's own pickle: the worker trusts it
+        if self.server is None:
+            self.server = Server(state["path"], state["config"], self.plugins,
+                                 state["overrides"])
+            self.server.grants = MasterGrants(self.channel, self.plugins)
+        else:
+            self.server.config = state["config"]
+            log.info("config reloaded", hosts=len(state["config"].hosts))
+
+    def _take_connection(self, msg: dict, fds: list[int]) -> None:
+        conn = socket.socket(fileno=fds[0])
+        if self.server is None:
+            conn.close()
+            return
+        try:
+            addr = conn.getpeername()
+        except OSError:
+            conn.close()
+            return
+        HANDED.set(Handed(int(msg["conn"]), bytes.fromhex(msg["chal"])))
+        self.server.spawn(conn, addr)  # its task copies this context: HANDED
+
+    async def _vacate(self, name: str, kill: bool) -> None:
+        """The master lets a new session of ``name`` in: end this worker's sessions of it
+        whose peer does not answer, or (``killold``) all of them; return once ended."""
+        server = self.server
+        if server is None:
+            return
+        if not kill:
+            await server._end_dead_sessions(name, log)
+            return
+        old = list(server.live.get(name, []))
+        for live in old:
+            live.session.stop("replaced by a new connection (multi killold)")
+        if old:
+            await asyncio.wait([live.task for live in old], timeout=DEAD_SESSION_WAIT)
+
+    def status(self) -> dict:
+        if self.server is None:
+            return {"sessions": []}
+        doc = self.server.status()
+        doc["sessions"] = doc["sessions"][:MAX_STATUS_SESSIONS]
+        return {key: doc[key] for key in ("sessions", "handshakes", "backoff",
+                                          "handshake_results", "closed")}
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option})")
+
+
+def drop_privileges(uid: int, gid: int, master_pid: int) -> None:
+    """Become ``uid``/``gid`` with no supplementary groups and no capabilities (a
+    change of user from root clears them all), never gain privileges again (no setuid
+    programs), and die with the master.  Everything the worker imports is imported
+    before (the code may live where only root can read)."""
+    import vtcore.runtime.server  # noqa: F401  (all of the session's modules)
+
+    if uid == 0 or gid == 0:
+        raise SystemExit("refusing to run a worker as root")
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    # After the change of user, which clears it; then check the master still lives.
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != master_pid:
+        os._exit(1)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+async def run_worker(fd: int, plugins: Plugins) -> None:
+    structlog.contextvars.bind_contextvars(worker=os.getpid())
+    sock = socket.socket(fileno=fd)
+    await Worker(sock, plugins).run()
