@@ -87,6 +87,8 @@ def render(docs: list[dict], history: History | None = None) -> list[str]:
     for doc in docs:
         what = (f"server on {doc.get('listen')}" if doc.get("role") == "server"
                 else f"client {doc.get('host')} -> {doc.get('server')}")
+        if doc.get("workers") is not None:  # options { workers N; }: the master
+            what += f", {len(doc['workers'])} workers as {doc.get('user')}"
         lines.append(f"pid {doc.get('pid')}: {what}, "
                      f"{len(doc.get('sessions', []))} session(s)")
         for s in doc.get("sessions", []):
@@ -108,6 +110,7 @@ def _session(s: dict, spark: Iterable[float] | None) -> list[str]:
     out = [
         f"  session {s['host']}",
         f"    peer: {peer}",
+        *([f"    worker: {s['worker']}"] if s.get("worker") else []),
         f"    transport: {s['proto']}/{s['type']} {s['device']} [{mode}]",
         f"    compression: {s.get('compress') or 'none'}",
         f"    cipher: {s.get('cipher') or 'none'}",

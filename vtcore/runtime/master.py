@@ -144,10 +144,17 @@ class WorkerProc:
     status: dict = field(default_factory=dict)
     """Its last status answer."""
     task: asyncio.Task | None = None
+    pidfd: int = -1
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        """Through a pidfd: never a reused pid, and never ``Popen.send_signal``, whose
+        poll() would reap the child under asyncio's watcher (its exit status lost)."""
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self.pidfd, sig)
 
 
 class Master:
@@ -208,15 +215,13 @@ class Master:
         self.count = 0  # no restarts
         workers = [w for w in self.workers if w is not None]
         for w in workers:
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGTERM)
+            w.signal(signal.SIGTERM)
         tasks = [w.task for w in workers if w.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=20)
             for w in workers:
                 if w.task in late:
-                    with contextlib.suppress(ProcessLookupError):
-                        w.proc.kill()
+                    w.signal(signal.SIGKILL)
             if late:
                 await asyncio.wait(late, timeout=10)
 
@@ -255,7 +260,8 @@ class Master:
         async def handle(msg: dict, fds: list[int]) -> None:
             await self._on_request(worker, msg, fds)
 
-        worker = WorkerProc(slot, proc, Channel(ours, handle), loop.time())
+        worker = WorkerProc(slot, proc, Channel(ours, handle), loop.time(),
+                            pidfd=os.pidfd_open(proc.pid))
         self.workers[slot] = worker
         worker.task = loop.create_task(self._watch(worker))
         await worker.channel.tell({"op": "config"}, [self._config_memfd()])
@@ -280,18 +286,17 @@ class Master:
         except Violation as exc:
             why = self._violated(worker, str(exc))
         finally:
-            if worker.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.proc.kill()
+            worker.signal(signal.SIGKILL)  # its channel is closed: it is of no more use
             await worker.proc.wait()
+            pidfd, worker.pidfd = worker.pidfd, -1
+            os.close(pidfd)
             worker.channel.close()
             await self._worker_gone(worker, why)
 
     def _violated(self, worker: WorkerProc, why: str) -> str:
         self.violations += 1
         log.error("worker misbehaved: killed", worker=worker.pid, error=why)
-        with contextlib.suppress(ProcessLookupError):
-            worker.proc.kill()
+        worker.signal(signal.SIGKILL)
         return f"killed: {why}"
 
     async def _worker_gone(self, worker: WorkerProc, why: str) -> None:
@@ -587,7 +592,7 @@ class Master:
         results: Counter[str] = Counter()
         pending = evicted = 0
         closed: dict[str, dict[str, int]] = {}
-        backoff: dict = {}
+        backoff: list = []
         workers = []
         for worker in self.workers:
             if worker is None:
@@ -605,7 +610,7 @@ class Master:
                     mine = closed.setdefault(str(host), {})
                     for key, value in counters.items():
                         mine[str(key)] = mine.get(str(key), 0) + int(value)
-                backoff.update(doc.get("backoff") or {})
+                backoff += [b for b in doc.get("backoff") or [] if isinstance(b, dict)]
             except (AttributeError, TypeError, ValueError):
                 log.warning("worker status unreadable", worker=worker.pid)
             for session in listed:
