@@ -7,6 +7,7 @@ with the socket as fd 0 (stdout/stderr go to the log file, not the socket).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -42,14 +43,17 @@ os.execv(sys.executable, [sys.executable, "-m", "vtcore", "--log-format", "conso
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("client, proto", [
-    ("vt", "tcp"), ("vt", "udp"), pytest.param("vtund", "udp", marks=pytest.mark.vtund),
+@pytest.mark.parametrize("client, proto, workers", [
+    ("vt", "tcp", 0), ("vt", "udp", 0), pytest.param("vtund", "udp", 0, marks=pytest.mark.vtund),
+    # options { workers N; }: one unprivileged worker carries the one session (issue 18).
+    ("vt", "udp", 2), pytest.param("vtund", "tcp", 2, marks=pytest.mark.vtund),
 ])
-def test_inetd_mode_serves_one_session(client: str, proto: str) -> None:
+def test_inetd_mode_serves_one_session(client: str, proto: str, workers: int) -> None:
     with two_hosts() as p, tempfile.TemporaryDirectory(prefix="vt-inetd-") as d:
         ta, tb = p.add_tunnel_devices()
         cfg = Path(d) / "serv.conf"
-        cfg.write_text(conf(HOST, type="tun", proto=proto, device="tsrv"))
+        extra = {"vt_options": {"workers": workers, "user": "nobody"}} if workers else {}
+        cfg.write_text(conf(HOST, type="tun", proto=proto, device="tsrv", **extra))
         logfile = Path(d) / "inetd.log"
         with open(logfile, "wb") as log:
             srv = p.a.popen(sys.executable, "-c", ACCEPTOR, 5000, cfg, "stdin",
@@ -61,6 +65,12 @@ def test_inetd_mode_serves_one_session(client: str, proto: str) -> None:
             assert srv.poll() is None
             log_text = logfile.read_text()
             assert "session up" in log_text and "host=bt1" in log_text
+            if workers:  # the session runs in the one worker, not in root's process
+                assert "worker started" in log_text and "worker=" in log_text
+                (worker,) = {int(w) for w in re.findall(r"session up.* worker=(\d+)",
+                                                        log_text)}
+                status = Path(f"/proc/{worker}/status").read_text()
+                assert re.search(r"^Uid:\s+65534\s", status, re.M), status
         # The client is gone: the inetd-mode server ends its one session and exits.
         wait_for(lambda: srv.poll() is not None, 20, "inetd server exit")
         assert srv.returncode == 0, logfile.read_text()

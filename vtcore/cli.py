@@ -269,7 +269,7 @@ def worker(ctx, fd, master_pid, uid, gid, facility) -> None:
     plugins = _plugins(ctx)
     _setup_logging(ctx, False, facility)
     try:
-        drop_privileges(uid, gid, master_pid)
+        drop_privileges(uid, gid, master_pid, plugins)
     except (OSError, SystemExit) as exc:
         _fail(f"worker: cannot drop privileges: {exc}")
     loop.run(run_worker(fd, plugins))

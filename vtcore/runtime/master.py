@@ -89,6 +89,8 @@ class SetupError(Exception):
 def worker_account(options) -> tuple[int, int, str]:
     """``(uid, gid, name)`` of the workers' user: ``user``/``group`` from ``options``,
     else the first of :data:`DEFAULT_USERS` that exists.  Never root."""
+    if os.geteuid() != 0:  # nothing to drop: the workers run as this user
+        return os.getuid(), os.getgid(), pwd.getpwuid(os.getuid()).pw_name
     names = (options.user,) if options.user else DEFAULT_USERS
     for name in names:
         try:
@@ -161,7 +163,7 @@ class Master:
     """The root process of a server with workers."""
 
     def __init__(self, config_path: str, config: Config, plugins: Plugins,
-                 overrides: ServerOptions, listener: socket.socket,
+                 overrides: ServerOptions, listener: socket.socket | None,
                  count: int) -> None:
         self.config_path = config_path
         self.config = config
@@ -185,6 +187,7 @@ class Master:
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self.listener is not None, "inetd mode: serve_one()"
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -208,6 +211,24 @@ class Master:
             self.listener.close()
             await self._shutdown()
             await status.close()
+
+    async def serve_one(self, conn: socket.socket) -> None:
+        """Inetd mode: one worker for the one connection; return when it is done."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._stopping.set)
+        self.count = 0  # no restart: the connection went with the worker
+        try:
+            await self._start_worker(0)
+            worker = self.workers[0]
+            assert worker is not None and worker.task is not None
+            await self._hand_off(conn, last=True)
+            conn.close()
+            stop = loop.create_task(self._stopping.wait())
+            await asyncio.wait([worker.task, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+        finally:
+            await self._shutdown()
 
     async def _shutdown(self) -> None:
         """SIGTERM the workers (they end their sessions: down commands through us), wait,
@@ -326,6 +347,7 @@ class Master:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self.listener is not None
         while True:
             try:
                 conn, _ = await loop.sock_accept(self.listener)
@@ -346,7 +368,7 @@ class Master:
         held = Counter(g.worker.slot for g in self.grants.values())
         return min(live, key=lambda w: (held[w.slot], len(w.handed), w.slot))
 
-    async def _hand_off(self, conn: socket.socket) -> None:
+    async def _hand_off(self, conn: socket.socket, last: bool = False) -> None:
         worker = self._pick()
         if worker is None:
             log.warning("no worker to take a connection: closed")
@@ -358,8 +380,8 @@ class Master:
         while len(worker.handed) > MAX_HANDED:
             worker.handed.popitem(last=False)
         try:
-            await worker.channel.tell({"op": "conn", "conn": conn_id, "chal": chal.hex()},
-                                      [conn.fileno()])
+            await worker.channel.tell({"op": "conn", "conn": conn_id, "chal": chal.hex(),
+                                       "last": last}, [conn.fileno()])
         except (EOFError, TimeoutError, OSError) as exc:
             worker.handed.pop(conn_id, None)
             log.warning("hand-off failed", worker=worker.pid, error=str(exc))
@@ -619,7 +641,7 @@ class Master:
             workers.append({"pid": worker.pid, "slot": worker.slot,
                             "sessions": len(listed)})
         return {"role": "server", "config": self.config_path,
-                "listen": peer_name(self.listener.getsockname()),
+                "listen": peer_name(self.listener.getsockname()) if self.listener else None,
                 "workers": workers, "user": self.user, "restarts": self.restarts,
                 "violations": self.violations, "sessions": sessions,
                 "handshakes": {"pending": pending, "evicted": evicted},

@@ -746,6 +746,11 @@ async def serve_inetd(config_path: str, config, plugins: Plugins,
     """``-i``: the client connection is stdin; one session, then exit."""
     sock = socket.socket(fileno=os.dup(0))
     _detach_stdio()
+    if config.options.workers:
+        from vtcore.runtime.master import Master
+
+        await Master(config_path, config, plugins, overrides, None, 1).serve_one(sock)
+        return
     server = Server(config_path, config, plugins, overrides)
     loop = asyncio.get_running_loop()
     def stop_all() -> None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import os
 import pickle
+import pkgutil
 import signal
 import socket
+import sys
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -193,7 +196,9 @@ class Worker:
             conn.close()
             return
         HANDED.set(Handed(int(msg["conn"]), bytes.fromhex(msg["chal"])))
-        self.server.spawn(conn, addr)  # its task copies this context: HANDED
+        task = self.server.spawn(conn, addr)  # its task copies this context: HANDED
+        if msg.get("last"):  # inetd mode: this connection is the worker's only one
+            task.add_done_callback(lambda _task: self._stop())
 
     async def _vacate(self, name: str, kill: bool) -> None:
         """The master lets a new session of ``name`` in: end this worker's sessions of it
@@ -225,18 +230,39 @@ def _prctl(option: int, value: int) -> None:
         raise OSError(ctypes.get_errno(), f"prctl({option})")
 
 
-def drop_privileges(uid: int, gid: int, master_pid: int) -> None:
+def preload(plugins: Plugins) -> None:
+    """Import, while still root, every module a session may import later: vtcore's
+    runtime and those of every loaded plugin's package (the code may be installed where
+    only root reads).  A module that fails to import is skipped: it would fail as root."""
+    packages = {"vtcore", "vt_api"}
+    for plugin in plugins.pm.get_plugins():
+        name = getattr(plugin, "__name__", "") or type(plugin).__module__
+        packages.add(name.split(".")[0])
+    for name in sorted(packages):
+        module = sys.modules.get(name)
+        path = getattr(module, "__path__", None)
+        if path is None:
+            continue
+        for info in pkgutil.walk_packages(path, prefix=f"{name}."):
+            if ".tests" in info.name or ".test_" in info.name or info.name.endswith(
+                    ("__main__", ".demo", ".manpages", ".testing")):
+                continue
+            with contextlib.suppress(Exception):
+                importlib.import_module(info.name)
+
+
+def drop_privileges(uid: int, gid: int, master_pid: int, plugins: Plugins) -> None:
     """Become ``uid``/``gid`` with no supplementary groups and no capabilities (a
     change of user from root clears them all), never gain privileges again (no setuid
-    programs), and die with the master.  Everything the worker imports is imported
-    before (the code may live where only root can read)."""
-    import vtcore.runtime.server  # noqa: F401  (all of the session's modules)
-
-    if uid == 0 or gid == 0:
-        raise SystemExit("refusing to run a worker as root")
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
+    programs), and die with the master.  A master that is not root starts its workers
+    as its own user: there is nothing to drop."""
+    if os.geteuid() == 0:
+        if uid == 0 or gid == 0:
+            raise SystemExit("refusing to run a worker as root")
+        preload(plugins)
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
     # After the change of user, which clears it; then check the master still lives.
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != master_pid:
