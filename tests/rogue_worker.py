@@ -56,7 +56,7 @@ while True:  # the config first, then a connection
 
 proof = chal_response(chal, password).hex()
 claim = {"op": "claim", "conn": conn, "host": "bt1", "response": proof}
-device = {"op": "device", "conn": conn, "offload": False, "split": False}
+device = {"op": "device", "conn": conn, "type": "pipe", "offload": False, "split": False}
 up = {"op": "up", "conn": conn, "local": ["127.0.0.1", 5000], "remote": ["127.0.0.1", 40000]}
 
 if case == "good":
@@ -95,6 +95,9 @@ elif case == "not-json":
     send({}, raw=b"{not json")
 elif case == "descriptor":
     send({"op": "release", "conn": conn}, fds=[os.open(os.devnull, os.O_RDONLY)])
+elif case == "other-type":
+    ask(claim)
+    send({**device, "type": "tun"})
 elif case == "unknown-op":
     send({"op": "shell", "cmd": "id"})
 with open(done, "w") as f:

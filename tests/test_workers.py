@@ -299,6 +299,62 @@ def test_a_vtund_client_is_served_by_a_worker(proto: str, monkeypatch) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.netns
+@pytest.mark.parametrize("persist", ["yes", "keep"])
+def test_the_client_runs_unprivileged_under_a_root_parent(persist: str, monkeypatch) -> None:
+    d = tmpdir()
+    monkeypatch.setenv("VT_RUN_DIR", str(d / "run"))
+    marks = d / "marks"
+    marks.mkdir()
+    try:
+        with two_hosts() as p:
+            ta, tb = p.tunnel_addrs()
+            p.a.add_tun("tsrv", addr=ta, peer=tb)
+            scfg = conf(HOST, vt_options={"lockdir": d / "locks"}, type="tun", proto="tcp",
+                        device="tsrv")
+            # The client makes its device (persist keep keeps it across sessions).
+            up = [f"program /bin/sh \"-c 'echo up-$(id -u) >> {marks}/c'\" wait",
+                  f"ip \"addr add {tb} peer {ta} dev %d\"", "ip \"link set %d up\""]
+            ccfg = conf(HOST, vt_options={"workers": 1, "user": "nobody",
+                                          "statdir": d / "stat"},
+                        device="tcli", persist=persist, up=up,
+                        down=[f"program /bin/sh \"-c 'echo down-$(id -u) >> {marks}/c'\" "
+                              "wait"])
+            with VtServer(p.a, scfg), VtClient(p.b, ccfg, HOST, p.a_addr) as c:
+                wait_ping(p.b, ta, timeout=15)
+                (child,) = _children(c.proc.pid)
+                st = _proc_status(child)
+                assert st["Uid"].split() == ["65534"] * 4
+                assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == 0
+                assert st["NoNewPrivs"] == "1"
+                assert "/dev/net/tun" in _fd_targets(child)
+                assert _marks(d, "c") == ["up-0"]
+                doc = wait_for(lambda: (lambda x: x if x["sessions"] else None)(
+                    status_docs()[c.proc.pid]), 10, "the client's session in vt status")
+                assert doc["sessions"][0]["worker"] == child
+                index = p.b.run("cat", "/sys/class/net/tcli/ifindex").stdout.strip()
+                # Killed, the child is replaced; the session is back within seconds.
+                os.kill(child, signal.SIGKILL)
+                killed = time.monotonic()
+                c.wait_log(rf"worker ended .*worker={child}", timeout=10)
+                wait_for(lambda: _marks(d, "c") == ["up-0", "down-0", "up-0"], 15,
+                         "down, then up again")
+                wait_ping(p.b, ta, timeout=10)
+                assert time.monotonic() - killed < 5.0
+                (again,) = _children(c.proc.pid)
+                assert again != child
+                now = p.b.run("cat", "/sys/class/net/tcli/ifindex").stdout.strip()
+                # persist keep: the parent kept the device for the next session.
+                assert (now == index) == (persist == "keep"), (index, now)
+                c.stop()
+                assert c.proc.returncode == 0, c.log()
+            assert _marks(d, "c") == ["up-0", "down-0", "up-0", "down-0"]
+    finally:
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- a rogue worker
 
 
@@ -315,6 +371,7 @@ CASES = {
     "not-json": r"not JSON",
     "descriptor": r"sent descriptors",
     "unknown-op": r"unknown op",
+    "other-type": r"device of type 'tun' for a pipe host",
 }
 
 

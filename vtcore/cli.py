@@ -272,7 +272,7 @@ def worker(ctx, fd, master_pid, uid, gid, facility) -> None:
         drop_privileges(uid, gid, master_pid, plugins)
     except (OSError, SystemExit) as exc:
         _fail(f"worker: cannot drop privileges: {exc}")
-    loop.run(run_worker(fd, plugins))
+    sys.exit(loop.run(run_worker(fd, plugins)))
 
 
 @cli.command()
@@ -298,11 +298,21 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     _start(ctx, foreground, config.options.syslog, quiet, mlock)
     _log_security_warnings(config, plugins)
     _check_metrics(config)
+    opts = ClientOptions(port=port, timeout=timeout, persist=persist, ipv6=_family(ipv4, ipv6))
+    parent = None
+    if config.options.workers:  # the same split as the server's (issue 18)
+        from vtcore.runtime.master import ClientMaster, SetupError
+
+        try:
+            parent = ClientMaster(config_path, config, plugins, host, server, opts)
+        except SetupError as exc:
+            _fail(str(exc))
     if not foreground:
         _daemonize()
-    opts = ClientOptions(port=port, timeout=timeout, persist=persist, ipv6=_family(ipv4, ipv6))
 
     async def main() -> int:
+        if parent is not None:
+            return await parent.run()
         return await Client(config, host, server, plugins, opts).run()
 
     sys.exit(_run_daemon(main()))

@@ -15,6 +15,7 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import structlog
 
@@ -36,6 +37,7 @@ from vtcore.runtime.native import (
 from vtcore.runtime.netio import drive, peer_name, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import (
+    HostOps,
     Session,
     SessionError,
     client_settings,
@@ -77,6 +79,20 @@ class ClientOptions:
     ipv6: bool | None = None
 
 
+class Privileged(Protocol):
+    """What a client worker asks of its root parent (:mod:`vtcore.runtime.worker`)."""
+
+    async def begin(self) -> HostOps:
+        """A new session's device, commands and stat lines, done by the parent."""
+        ...
+
+    def end(self) -> None: ...
+
+    async def pinned(self) -> bool: ...
+
+    async def remember(self) -> None: ...
+
+
 class Client:
     def __init__(self, config, host_name: str, server: str, plugins: Plugins,
                  overrides: ClientOptions | None = None) -> None:
@@ -94,6 +110,9 @@ class Client:
         self.handshake_results: Counter[str] = Counter()
         self.closed: dict[str, dict[str, int]] = {}
         self.log = log.bind(host=self.host.name, server=server)
+        self.privileged: Privileged | None = None
+        """Set in a worker (``options { workers N; }``): its root parent opens the device,
+        runs the commands and keeps the trust records."""
 
     @property
     def persist(self) -> bool:
@@ -162,11 +181,12 @@ class Client:
                 self.handshake_results["accepted"] += 1
                 label = secure_label(*secure) if secure is not None else None
                 settings = client_settings(self.host, flags, label)
+                ops = await self.privileged.begin() if self.privileged else None
                 self.session = Session(
                     host=self.host, options=self.config.options, settings=settings,
                     registry=self.plugins.registry, peer=self.server, device=device,
                     keep_device=self.host.persist == "keep", stat=self.host.stat,
-                    secure=secure,
+                    secure=secure, ops=ops,
                 )
                 letters = flag_letters(self.plugins.registry)
                 self.log.info("connected", flags=format_flags(flags, letters))
@@ -188,6 +208,8 @@ class Client:
             finally:
                 if self.session is not None:
                     metrics.fold_session(self.closed, session_status(self.session))
+                    if self.privileged is not None:
+                        self.privileged.end()
                 self.session = None
             restart, self._restart = self._restart, False
             if self.stopping or not (self.persist or restart):
@@ -263,6 +285,11 @@ class Client:
         return reg.secure_mode_for(self.host.encrypt) or next(iter(reg.secure_modes.values()),
                                                                None)
 
+    async def _is_pinned(self) -> bool:
+        if self.privileged is not None:
+            return await self.privileged.pinned()
+        return self._pinned()
+
     def _pinned(self) -> bool:
         return trust.is_pinned(self.config.options.statdir, self.host.name, self.server,
                                self.port)
@@ -330,7 +357,7 @@ class Client:
         mode = self._secure_mode()
         configured = self.plugins.registry.secure_mode_for(self.host.encrypt) is not None
         try:
-            pinned = mode is not None and not configured and self._pinned()
+            pinned = mode is not None and not configured and await self._is_pinned()
         except (fsguard.UnsafePath, OSError) as exc:
             sock.close()
             raise ConnectError(f"cannot read what {self.server} spoke before: {exc}") from None
@@ -356,7 +383,10 @@ class Client:
                 features = str(established.settings.options.get("features", ""))
                 self.log.info("secure mode established", **safe_log_fields(established))
                 if not configured:
-                    self._remember()
+                    if self.privileged is not None:
+                        await self.privileged.remember()
+                    else:
+                        self._remember()
                 self._check_confirmed(wanted, token, features)
                 return sock, replace(flags, extra=features), (mode, established)
             if isinstance(event, Challenged):

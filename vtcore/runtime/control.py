@@ -53,6 +53,9 @@ class OpenDevice:
 
     id: int
     conn: int
+    type: str
+    """The ``type`` word: the server's host says it (a server's master checks it is the
+    host's own); a client learns it from the server."""
     offload: bool
     split: bool
 
@@ -92,15 +95,32 @@ class Stat:
     counters: tuple[int, int, int, int]
 
 
-Request = Claim | OpenDevice | Up | Down | Release | Stat
+@dataclass(frozen=True)
+class Pinned:
+    """A client's worker: did this server speak secure mode before (trust on first use,
+    a file only root reads)?"""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Remember:
+    """A client's worker: this server spoke secure mode; remember it."""
+
+    id: int
+
+
+Request = Claim | OpenDevice | Up | Down | Release | Stat | Pinned | Remember
 
 _FIELDS: dict[str, tuple[type, dict[str, Any]]] = {
     "claim": (Claim, {"conn": int, "host": str, "response": str}),
-    "device": (OpenDevice, {"conn": int, "offload": bool, "split": bool}),
+    "device": (OpenDevice, {"conn": int, "type": str, "offload": bool, "split": bool}),
     "up": (Up, {"conn": int, "local": list, "remote": list}),
     "down": (Down, {"conn": int}),
     "release": (Release, {"conn": int}),
     "stat": (Stat, {"conn": int, "counters": list}),
+    "pinned": (Pinned, {}),
+    "remember": (Remember, {}),
 }
 MAX_HOST = 64
 MAX_COUNTER = 1 << 63
@@ -136,7 +156,9 @@ def parse_request(msg: object) -> Request:
     for name, kind in fields.items():
         if type(msg[name]) is not kind:
             raise Violation(f"{op}: {name} is not {kind.__name__}")
-    args: dict[str, Any] = {"id": msg["id"], "conn": msg["conn"]}
+    args: dict[str, Any] = {"id": msg["id"]}
+    if "conn" in fields:
+        args["conn"] = msg["conn"]
     if op == "claim":
         if not 0 < len(msg["host"]) <= MAX_HOST:
             raise Violation("claim: bad host name")
@@ -148,7 +170,9 @@ def parse_request(msg: object) -> Request:
             raise Violation("claim: response of the wrong size")
         args.update(host=msg["host"], response=response)
     elif op == "device":
-        args.update(offload=msg["offload"], split=msg["split"])
+        if not 0 < len(msg["type"]) <= MAX_HOST:
+            raise Violation("device: bad type")
+        args.update(type=msg["type"], offload=msg["offload"], split=msg["split"])
     elif op == "up":
         args.update(local=_endpoint(msg["local"], "up local"),
                     remote=_endpoint(msg["remote"], "up remote"))

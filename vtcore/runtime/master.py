@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,14 +47,16 @@ from vtcore.config.model import Config, Host
 from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.challenge import check_response
-from vtcore.runtime import fsguard, locks
+from vtcore.runtime import fsguard, locks, trust
 from vtcore.runtime.commands import Substitutions, run_commands
 from vtcore.runtime.control import (
     Channel,
     Claim,
     Down,
     OpenDevice,
+    Pinned,
     Release,
+    Remember,
     Request,
     Stat,
     Up,
@@ -79,7 +82,8 @@ RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
 """Wait before restarting a worker that died, by how many died young in a row."""
 YOUNG = 5.0
 """A worker that dies within this many seconds of its start died young."""
-START_TIMEOUT = 20.0
+EXIT_GRACE = 2.0
+"""Seconds a worker whose channel closed has to exit before it is killed."""
 
 
 class SetupError(Exception):
@@ -132,6 +136,8 @@ class Grant:
     subs: Substitutions | None = None
     upped: bool = False
     downed: bool = False
+    kept: bool = False
+    """``device`` is the last session's (``persist keep``): not yet given for this one."""
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -292,11 +298,15 @@ class Master:
         """The parsed config for a worker, in a sealed memory file (any size; the worker
         reads it as root's own pickle, which it trusts: never the other way round)."""
         fd = os.memfd_create("vt-config", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        data = pickle.dumps({"path": self.config_path, "config": self.config,
-                             "overrides": self.overrides})
+        data = pickle.dumps(self._state())
         os.write(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
         return fd
+
+    def _state(self) -> dict:
+        """What a worker is given: the config, the command line's overrides."""
+        return {"role": "server", "path": self.config_path, "config": self.config,
+                "overrides": self.overrides}
 
     async def _watch(self, worker: WorkerProc) -> None:
         """Serve the worker's channel until it closes or misbehaves; then make sure the
@@ -307,7 +317,12 @@ class Master:
         except Violation as exc:
             why = self._violated(worker, str(exc))
         finally:
-            worker.signal(signal.SIGKILL)  # its channel is closed: it is of no more use
+            # Its channel is closed: it is of no more use.  A worker ending by itself (a
+            # client's, with its exit status) gets a moment; then it is killed.
+            try:
+                await asyncio.wait_for(asyncio.shield(worker.proc.wait()), EXIT_GRACE)
+            except TimeoutError:
+                worker.signal(signal.SIGKILL)
             await worker.proc.wait()
             pidfd, worker.pidfd = worker.pidfd, -1
             os.close(pidfd)
@@ -416,6 +431,8 @@ class Master:
                      request: Request) -> tuple[dict | None, list[int] | None]:
         if isinstance(request, Claim):
             return await self._claim(worker, request), None
+        if isinstance(request, Pinned | Remember):
+            raise Violation("a client's request to a server")
         grant = self._grant(worker, request.conn, type(request).__name__.lower())
         if isinstance(request, OpenDevice):
             return await self._open_device(grant, request)
@@ -476,25 +493,41 @@ class Master:
 
     async def _open_device(self, grant: Grant,
                            request: OpenDevice) -> tuple[dict, list[int] | None]:
-        if grant.device is not None:
+        if grant.device is not None and not grant.kept:
             raise Violation("a second device")
+        grant.kept, kept, grant.device = False, grant.device, None
+        if kept is not None:  # persist keep: the last session's, if its modes still do
+            if (bool(getattr(kept, "offload", False)) == request.offload
+                    and bool(getattr(kept, "split", False)) == request.split
+                    and isinstance(kept, PortableDevice)):
+                grant.device = kept
+                fd, state = kept.export()
+                return {"ok": True, "state": state}, [fd]
+            kept.close()
         host = grant.host
-        backend = self.plugins.registry.devices.get(host.type)
+        kind = self._device_type(grant, request)
+        backend = self.plugins.registry.devices.get(kind)
         if backend is None or backend.adopt is None:
-            return {"ok": False, "error": f"no device backend for type {host.type} in a "
+            return {"ok": False, "error": f"no device backend for type {kind} in a "
                     "worker"}, None
         try:
             device = backend.open(DeviceRequest(
-                host.type, host.device, host.name, offload=request.offload,
+                kind, host.device, host.name, offload=request.offload,
                 gro=bool(getattr(host, "vtmode", True)), split=request.split))
         except OSError as exc:
-            return {"ok": False, "error": f"cannot open {host.type} device: {exc}"}, None
+            return {"ok": False, "error": f"cannot open {kind} device: {exc}"}, None
         if not isinstance(device, PortableDevice):
             device.close()
-            return {"ok": False, "error": f"the {host.type} device cannot move to a worker"}, None
+            return {"ok": False, "error": f"the {kind} device cannot move to a worker"}, None
         grant.device = device
         fd, state = device.export()
         return {"ok": True, "state": state}, [fd]
+
+    def _device_type(self, grant: Grant, request: OpenDevice) -> str:
+        """A server's host decides its type: a worker asking another is not to be trusted."""
+        if request.type != grant.host.type:
+            raise Violation(f"device of type {request.type[:20]!r} for a {grant.host.type} host")
+        return grant.host.type
 
     async def _down(self, grant: Grant) -> None:
         if grant.upped and not grant.downed and grant.subs is not None:
@@ -646,3 +679,128 @@ class Master:
                 "violations": self.violations, "sessions": sessions,
                 "handshakes": {"pending": pending, "evicted": evicted},
                 "backoff": backoff, "handshake_results": dict(results), "closed": closed}
+
+
+class ClientMaster(Master):
+    """``vt run`` with ``options { workers N; }``: the client's root parent.  One worker
+    runs the client (connect, handshake, data path) unprivileged; the parent opens the
+    device, runs up/down, writes the stat and trust files, and restarts the worker if
+    it is killed.  The worker may claim its own host only, one session at a time."""
+
+    def __init__(self, config_path: str, config: Config, plugins: Plugins, host: str,
+                 server: str, overrides: Any) -> None:
+        super().__init__(config_path, config, plugins, ServerOptions(), None, 1)
+        self.host_name = host
+        self.server_name = server
+        self.client_overrides = overrides
+        self.last_conn: dict[int, int] = {}
+        """The worker's last session number (each worker counts from 1)."""
+        self.kept: Device | None = None
+        """``persist keep``: the device between sessions."""
+        self.exit_status: int | None = None
+
+    def _state(self) -> dict:
+        return {"role": "client", "path": self.config_path, "config": self.config,
+                "host": self.host_name, "server": self.server_name,
+                "overrides": self.client_overrides}
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop_client)
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            loop.add_signal_handler(sig, self._forward, sig)
+        status = StatusServer("run", f"{self.host_name}-{self.server_name}", self.status,
+                              refresh=self.refresh)
+        await status.start()
+        try:
+            await self._start_worker(0)
+            async with (Notifier().serving(self.status_line),
+                        metrics.serving(self.config.options.metrics, self.status)):
+                await self._stopping.wait()
+        finally:
+            await self._shutdown()
+            if self.kept is not None:
+                self.kept.close()
+            await status.close()
+        return self.exit_status if self.exit_status is not None else 1
+
+    def status_line(self, address: str = "") -> str:
+        sessions = self.workers[0].status.get("sessions") if self.workers[0] else None
+        state = "connected to" if sessions else "connecting to"
+        return f"{self.host_name}: {state} {self.server_name}"
+
+    def _stop_client(self) -> None:
+        self.exit_status = 0
+        self._forward(signal.SIGTERM)
+        self._stopping.set()
+
+    def _forward(self, sig: int) -> None:
+        worker = self.workers[0]
+        if worker is not None:
+            worker.signal(sig)
+
+    async def _worker_gone(self, worker: WorkerProc, why: str) -> None:
+        rc = worker.proc.returncode
+        if rc is not None and rc >= 0 and not why.startswith("killed"):
+            # The client ended (no persist, or stopped): so does its parent.
+            for grant in [g for g in self.grants.values() if g.worker is worker]:
+                await self._close_grant(grant)
+            if self.exit_status is None:
+                self.exit_status = rc
+            self.count = 0
+            self._stopping.set()
+            return
+        await super()._worker_gone(worker, why)
+
+    async def _serve(self, worker: WorkerProc,
+                     request: Request) -> tuple[dict | None, list[int] | None]:
+        if isinstance(request, Pinned):
+            try:
+                pinned = trust.is_pinned(self.config.options.statdir, self.host_name,
+                                         self.server_name, self._port())
+            except (fsguard.UnsafePath, OSError) as exc:
+                return {"error": str(exc)}, None
+            return {"pinned": pinned}, None
+        if isinstance(request, Remember):
+            args = (self.config.options.statdir, self.host_name, self.server_name,
+                    self._port())
+            try:
+                if trust.remember(*args, time.time()):
+                    log.info("server speaks secure mode: legacy authentication from it "
+                             "will be refused from now on", file=str(trust.record_path(*args)))
+            except (fsguard.UnsafePath, OSError) as exc:
+                log.warning("cannot remember that the server speaks secure mode",
+                            detail="a man in the middle could downgrade later sessions",
+                            error=str(exc))
+            return {"ok": True}, None
+        return await super()._serve(worker, request)
+
+    def _device_type(self, grant: Grant, request: OpenDevice) -> str:
+        """The server decides a client's type (it may be any installed one)."""
+        if request.type not in self.plugins.registry.devices:
+            raise Violation(f"device of unknown type {request.type[:20]!r}")
+        return request.type
+
+    def _port(self) -> int:
+        return int(getattr(self.client_overrides, "port", None) or self.config.options.port)
+
+    async def _claim(self, worker: WorkerProc, request: Claim) -> dict:
+        if request.host != self.host_name or request.response:
+            raise Violation(f"claim of host {request.host[:40]}: not this client's")
+        if request.conn <= self.last_conn.get(worker.pid, 0) or any(
+                g.worker is worker for g in self.grants.values()):
+            raise Violation("a second session at once, or an old one again")
+        self.last_conn = {worker.pid: request.conn}
+        host = self.config.hosts[self.host_name]
+        grant = Grant(request.conn, worker, host, None, self.config.options)
+        grant.device, self.kept = self.kept, None
+        grant.kept = grant.device is not None
+        self.grants[request.conn] = grant
+        return {"ok": True}
+
+    async def _close_grant(self, grant: Grant) -> None:
+        if (grant.host.persist == "keep" and grant.device is not None
+                and not self._stopping.is_set() and self.grants.get(grant.conn) is grant):
+            self.kept, grant.device = grant.device, None
+        await super()._close_grant(grant)

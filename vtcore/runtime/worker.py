@@ -29,6 +29,7 @@ from vt_api import Device, DeviceRequest
 
 from vtcore.config.model import Host
 from vtcore.plugins import Plugins
+from vtcore.runtime.client import Client
 from vtcore.runtime.commands import Substitutions
 from vtcore.runtime.control import Channel
 from vtcore.runtime.server import DEAD_SESSION_WAIT, Server
@@ -102,6 +103,7 @@ class MasterOps(HostOps):
 
     async def open_device(self, request: DeviceRequest) -> Device:
         answer, fds = await self.channel.ask({"op": "device", "conn": self.conn,
+                                              "type": request.tunnel_type,
                                               "offload": request.offload,
                                               "split": request.split})
         backend = self.registry.devices.get(request.tunnel_type)
@@ -132,30 +134,98 @@ class MasterOps(HostOps):
                                             counters.comp_in, counters.comp_out]})
 
 
+class ParentPrivileged:
+    """A client worker's :class:`vtcore.runtime.client.Privileged`: its root parent."""
+
+    def __init__(self, channel: Channel, client: Client, plugins: Plugins) -> None:
+        self.channel = channel
+        self.client = client
+        self.plugins = plugins
+        self.conn = 0
+
+    async def begin(self) -> HostOps:
+        self.conn += 1
+        answer, _ = await self.channel.ask({"op": "claim", "conn": self.conn,
+                                            "host": self.client.host.name, "response": ""})
+        if answer.get("ok") is not True:
+            raise SessionError("the parent process refused the session")
+        return MasterOps(self.channel, self.conn, self.client.host, self.client.config.options,
+                         self.plugins)
+
+    def end(self) -> None:
+        self.channel.post({"op": "release", "conn": self.conn})
+
+    async def pinned(self) -> bool:
+        answer, _ = await self.channel.ask({"op": "pinned"})
+        if "error" in answer:
+            raise OSError(str(answer["error"]))
+        return answer.get("pinned") is True
+
+    async def remember(self) -> None:
+        await self.channel.ask({"op": "remember"})
+
+
 class Worker:
-    """The worker's loop: the master's requests in, a :class:`Server` for the sessions."""
+    """The worker's loop: the master's requests in; a :class:`Server` for the sessions,
+    or (a client's worker) the :class:`Client`."""
 
     def __init__(self, sock: socket.socket, plugins: Plugins) -> None:
         self.plugins = plugins
         self.channel = Channel(sock, self.on_request)
         self.server: Server | None = None
+        self.client: Client | None = None
+        self.exit_status = 0
         self._stopping = False
 
-    async def run(self) -> None:
+    async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, lambda: None)  # the master decides
-        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        loop.add_signal_handler(signal.SIGHUP, self._restart)
+        loop.add_signal_handler(signal.SIGUSR1, self._reset)
         try:
             await self.channel.run()
         finally:
             if self.server is not None:
                 await self.server.shutdown("worker stopping")
+            if self.client is not None and self._client_task is not None:
+                self.client.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._client_task, 20)
             self.channel.close()
+        return self.exit_status
+
+    _client_task: asyncio.Task | None = None
 
     def _stop(self) -> None:
         self._stopping = True
-        self.channel.sock.shutdown(socket.SHUT_RDWR)
+        if self.client is not None and self._client_task is not None \
+                and not self._client_task.done():
+            self.client.stop()  # its end closes the channel (below)
+            return
+        with contextlib.suppress(OSError):
+            self.channel.sock.shutdown(socket.SHUT_RDWR)
+
+    def _restart(self) -> None:
+        if self.client is not None:
+            self.client.restart()
+
+    def _reset(self) -> None:
+        if self.client is not None:
+            self.client._reset()
+        elif self.server is not None:
+            self.server.reset_counters()
+
+    def _client_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.exit_status = task.result()
+        else:
+            self.exit_status = 1
+            if not task.cancelled():
+                exc = task.exception()
+                log.error("client crashed", error=f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(OSError):
+            self.channel.sock.shutdown(socket.SHUT_RDWR)
 
     async def on_request(self, msg: dict, fds: list[int]) -> None:
         op = msg.get("op")
@@ -177,6 +247,15 @@ class Worker:
     def _load_config(self, fds: list[int]) -> None:
         with os.fdopen(fds[0], "rb") as memfd:
             state = pickle.load(memfd)  # the master's own pickle: the worker trusts it
+        if state.get("role") == "client":
+            if self.client is None:
+                self.client = Client(state["config"], state["host"], state["server"],
+                                     self.plugins, state["overrides"])
+                self.client.privileged = ParentPrivileged(self.channel, self.client,
+                                                          self.plugins)
+                self._client_task = asyncio.get_running_loop().create_task(self.client._run())
+                self._client_task.add_done_callback(self._client_done)
+            return
         if self.server is None:
             self.server = Server(state["path"], state["config"], self.plugins,
                                  state["overrides"])
@@ -216,6 +295,8 @@ class Worker:
             await asyncio.wait([live.task for live in old], timeout=DEAD_SESSION_WAIT)
 
     def status(self) -> dict:
+        if self.client is not None:
+            return self.client.status()
         if self.server is None:
             return {"sessions": []}
         doc = self.server.status()
@@ -230,10 +311,21 @@ def _prctl(option: int, value: int) -> None:
         raise OSError(ctypes.get_errno(), f"prctl({option})")
 
 
+LAZY_STDLIB = (
+    "encodings.idna", "stringprep", "unicodedata",  # getaddrinfo() of a name
+    "concurrent.futures.thread",  # asyncio.to_thread, the loop's resolver
+)
+"""Standard modules imported on first use (Python may be installed where only root reads:
+``/root/.pyenv``)."""
+
+
 def preload(plugins: Plugins) -> None:
     """Import, while still root, every module a session may import later: vtcore's
     runtime and those of every loaded plugin's package (the code may be installed where
     only root reads).  A module that fails to import is skipped: it would fail as root."""
+    for name in LAZY_STDLIB:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
     packages = {"vtcore", "vt_api"}
     for plugin in plugins.pm.get_plugins():
         name = getattr(plugin, "__name__", "") or type(plugin).__module__
@@ -251,6 +343,18 @@ def preload(plugins: Plugins) -> None:
                 importlib.import_module(info.name)
 
 
+_LATE: set[str] = set()
+
+
+def _late_import(event: str, args: tuple) -> None:
+    """Name, once, a module first imported after the drop: where only root can read the
+    code, that import fails (the module belongs in :data:`LAZY_STDLIB` or at the top of
+    its plugin's modules)."""
+    if event == "import" and args and args[0] not in sys.modules and args[0] not in _LATE:
+        _LATE.add(args[0])
+        log.warning("module imported after dropping privileges", module=args[0])
+
+
 def drop_privileges(uid: int, gid: int, master_pid: int, plugins: Plugins) -> None:
     """Become ``uid``/``gid`` with no supplementary groups and no capabilities (a
     change of user from root clears them all), never gain privileges again (no setuid
@@ -263,6 +367,7 @@ def drop_privileges(uid: int, gid: int, master_pid: int, plugins: Plugins) -> No
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+        sys.addaudithook(_late_import)
     # After the change of user, which clears it; then check the master still lives.
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != master_pid:
@@ -270,7 +375,7 @@ def drop_privileges(uid: int, gid: int, master_pid: int, plugins: Plugins) -> No
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-async def run_worker(fd: int, plugins: Plugins) -> None:
+async def run_worker(fd: int, plugins: Plugins) -> int:
     structlog.contextvars.bind_contextvars(worker=os.getpid())
     sock = socket.socket(fileno=fd)
-    await Worker(sock, plugins).run()
+    return await Worker(sock, plugins).run()
