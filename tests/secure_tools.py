@@ -471,10 +471,11 @@ TOOL = os.path.abspath(__file__)
 
 def server_conf(host: str = "t1", *, proto: str = "tcp", type_: str = "tun",
                 device: str = "tsrv", encrypt: str | None = "aead", extra: str = "",
-                passwd: str = PASSWD, timeout: int = 10) -> str:
-    """A vt/vtund server config with one host."""
+                passwd: str = PASSWD, timeout: int = 10, workers: int = 0) -> str:
+    """A vt/vtund server config with one host (``workers``: vt's, as ``nobody``)."""
     enc = f"  encrypt {encrypt};\n" if encrypt else ""
-    return (f"options {{ timeout {timeout}; }}\n{host} {{\n  passwd {passwd};\n"
+    split = f" workers {workers}; user nobody;" if workers else ""
+    return (f"options {{ timeout {timeout};{split} }}\n{host} {{\n  passwd {passwd};\n"
             f"  type {type_};\n  proto {proto};\n  device {device};\n{enc}{extra}}}\n")
 
 

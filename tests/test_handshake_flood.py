@@ -101,19 +101,22 @@ def test_slow_handshake_is_cut_at_one_deadline_not_per_message() -> None:
             no_crash(s)
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "workers"])
 @pytest.mark.parametrize("encrypt", ["aead", None], ids=["secure", "legacy"])
 def test_guessing_burst_from_many_sources_hits_the_host_backoff(tmp_path, monkeypatch,
-                                                                encrypt) -> None:
+                                                                encrypt, workers) -> None:
     """60 online password guesses against one host from 20 sources, within each source's
     rate limit (secure: real handshakes with a wrong password; legacy: wrong challenge
     answers): at most the host's budget (10) plus one per back-off interval are judged;
     the rest are refused before (ERR before the offer or challenge, or the connection
     closed when a secure msg1 was already on its way).  The back-off is logged once per
-    window, not per refusal, and ``vt status`` shows it."""
+    window, not per refusal, and ``vt status`` shows it.  With workers (issue 18) the
+    guesses spread over them; each keeps its share of the budget, so the whole stays
+    about one budget (plus one try per interval per worker)."""
     monkeypatch.setenv("VT_RUN_DIR", str(tmp_path / "run"))
     with two_hosts() as p:
         sources = add_sources(p, 10, 20)
-        with VtServer(p.a, server_conf(timeout=10, encrypt=encrypt)) as s:
+        with VtServer(p.a, server_conf(timeout=10, encrypt=encrypt, workers=workers)) as s:
             burst = Tool(p.b, "flood", "--server", p.a_addr, "--host", "t1", "--mode", "guess",
                          "--source", ",".join(sources), "--count", 60, "--duration", 15)
             try:
@@ -122,16 +125,17 @@ def test_guessing_burst_from_many_sources_hits_the_host_backoff(tmp_path, monkey
                 burst.close()
             print(f"\nguessing burst ({encrypt or 'legacy'}): {stats}")
             notices = log_lines(s.log(), "host in back-off")
-            assert 1 <= len(notices) <= 3, notices
+            assert 1 <= len(notices) <= 3 * max(1, workers), notices
             (state,) = status_docs()[s.proc.pid]["backoff"]
             # The server's count of judged guesses.  On vtund's path a refused answer
             # gets the same ERR as a wrong one (no oracle), so the tool cannot tell them
             # apart; in secure mode it can (msg2 came, or not).
-            assert state["host"] == "t1" and 10 <= state["failures"] <= 13, state
-            assert state["refused"] >= 45, state
+            extra = 3 * max(1, workers)  # tries after the budget: one per interval each
+            assert state["host"] == "t1" and 10 <= state["failures"] <= 10 + extra, state
+            assert state["refused"] >= 50 - extra, state
             if encrypt:
                 assert stats["guessed"] == state["failures"], stats
-                assert stats["err"] + stats["failed"] >= 45, stats
+                assert stats["err"] + stats["failed"] >= 50 - extra, stats
             else:
                 assert stats["guessed"] + stats["err"] == 60, stats
             assert "back-off: host t1" in vt_status(s.proc.pid)

@@ -674,11 +674,34 @@ class Master:
             workers.append({"pid": worker.pid, "slot": worker.slot,
                             "sessions": len(listed)})
         return {"role": "server", "config": self.config_path,
+                "backoff": _merge_backoff(backoff),
                 "listen": peer_name(self.listener.getsockname()) if self.listener else None,
                 "workers": workers, "user": self.user, "restarts": self.restarts,
                 "violations": self.violations, "sessions": sessions,
                 "handshakes": {"pending": pending, "evicted": evicted},
-                "backoff": backoff, "handshake_results": dict(results), "closed": closed}
+                "handshake_results": dict(results), "closed": closed}
+
+
+def _merge_backoff(entries: list[dict]) -> list[dict]:
+    """One line per host in back-off: every worker keeps its share of the budget."""
+    merged: dict[str, dict] = {}
+    for entry in entries:
+        try:
+            host = str(entry["host"])
+            one = {"failures": int(entry["failures"]), "refused": int(entry["refused"]),
+                   "interval": float(entry["interval"]),
+                   "next_try_in": float(entry["next_try_in"])}
+        except (KeyError, TypeError, ValueError):
+            continue
+        was = merged.get(host)
+        if was is None:
+            merged[host] = {"host": host, **one}
+            continue
+        was["failures"] += one["failures"]
+        was["refused"] += one["refused"]
+        was["interval"] = max(was["interval"], one["interval"])
+        was["next_try_in"] = min(was["next_try_in"], one["next_try_in"])
+    return list(merged.values())
 
 
 class ClientMaster(Master):

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from vt_api import Device, DeviceRequest
 
+from vtcore.admission import HostBackoff
 from vtcore.config.model import Host
 from vtcore.plugins import Plugins
 from vtcore.runtime.client import Client
@@ -260,6 +261,11 @@ class Worker:
             self.server = Server(state["path"], state["config"], self.plugins,
                                  state["overrides"])
             self.server.grants = MasterGrants(self.channel, self.plugins)
+            # The master spreads a guesser's connections over every worker: each keeps
+            # its share of a host's failure budget, so that all of them still allow about
+            # one budget (and, in back-off, one try per interval per worker).
+            workers = max(1, int(state["config"].options.workers or 1))
+            self.server.backoff = HostBackoff(free=max(1, -(-HostBackoff().free // workers)))
         else:
             self.server.config = state["config"]
             log.info("config reloaded", hosts=len(state["config"].hosts))
@@ -343,6 +349,35 @@ def preload(plugins: Plugins) -> None:
                 importlib.import_module(info.name)
 
 
+def reroot_imports() -> None:
+    """Keep the Python installation importable after the drop where only root could
+    reach it (``/root/.pyenv``: ``/root`` is 0700): open its prefixes now and import
+    through ``/proc/self/fd/N`` (a process may always walk its own descriptors), for
+    ``sys.path`` and every imported package's ``__path__``.  The files themselves stay
+    what they are (world-readable code); only the walk through ``/root`` is skipped."""
+    roots: dict[str, int] = {}
+    for prefix in {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix}:
+        real = os.path.realpath(prefix)
+        if real not in roots and os.path.isdir(real):
+            roots[real] = os.open(real, os.O_PATH | os.O_DIRECTORY)
+    ordered = sorted(roots.items(), key=lambda item: len(item[0]), reverse=True)
+
+    def moved(path: str) -> str:
+        real = os.path.realpath(path) if path else path
+        for root, fd in ordered:
+            if real == root or real.startswith(root + os.sep):
+                return f"/proc/self/fd/{fd}{real[len(root):]}"
+        return path
+
+    sys.path[:] = [moved(p) for p in sys.path]
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__path__", None)
+        if isinstance(path, list):
+            path[:] = [moved(p) for p in path]
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
+
+
 _LATE: set[str] = set()
 
 
@@ -364,6 +399,7 @@ def drop_privileges(uid: int, gid: int, master_pid: int, plugins: Plugins) -> No
         if uid == 0 or gid == 0:
             raise SystemExit("refusing to run a worker as root")
         preload(plugins)
+        reroot_imports()
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
