@@ -49,12 +49,36 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, step: float 
 def frozen(pid: int) -> Iterator[Callable[[], float]]:
     """A daemon this test started goes silent (SIGSTOP) for the block, and resumes even if
     the block fails; yields a clock of the seconds since it stopped."""
-    os.kill(pid, signal.SIGSTOP)
+    tree = [pid, *_descendants(pid)]  # with workers (issue 18) the data path is there
+    for each in tree:
+        os.kill(each, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
         yield lambda: time.monotonic() - stopped
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for each in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGCONT)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren ... of ``pid`` (/proc/PID/task/*/children)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 1000:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            out += [int(k) for k in kids]
+            todo += [int(k) for k in kids]
+    return out
 
 
 def vt_status(*args: object) -> str:

@@ -272,10 +272,27 @@ class VtundClient(_Client):
         return [VTUND, "-n", "-f", self.cfg, "-P", self.port, self.host, self.server_addr]
 
 
+def _with_workers(text: str) -> str:
+    """``VT_TEST_WORKERS=N``: every vt peer of the run gets ``workers N; user nobody;``
+    (unless its config sets workers), so that any test suite can be run through the
+    master/worker split (issue 18): ``VT_TEST_WORKERS=2 make flakes``."""
+    count = os.environ.get("VT_TEST_WORKERS")
+    if not count or re.search(r"\bworkers\b", text):
+        return text
+    split = f"workers {int(count)}; user nobody;"
+    out, n = re.subn(r"^options\s*\{", lambda m: f"{m.group(0)} {split}", text, count=1,
+                     flags=re.M)
+    return out if n else f"options {{ {split} }}\n{text}"
+
+
 class VtServer(_Server):
     """vt's server: ``python -m vtcore serve -n -f CFG -P PORT`` in ``ns``."""
 
     kind = "vt-server"
+
+    def start(self, timeout: float = 10) -> _Peer:
+        self.config_text = _with_workers(self.config_text)
+        return super().start(timeout)
 
     def argv(self) -> list[object]:
         return [sys.executable, "-m", "vtcore", "serve", "-n", "-f", self.cfg, "-P", self.port]
@@ -294,6 +311,7 @@ class VtClient(_Client):
             text, n = re.subn(r"^options\s*\{", lambda m: f"{m.group(0)} {statdir}",
                               self.config_text, count=1, flags=re.M)
             self.config_text = text if n else f"options {{ {statdir} }}\n{text}"
+        self.config_text = _with_workers(self.config_text)
         return super().start(timeout)
 
     def argv(self) -> list[object]:

@@ -203,3 +203,34 @@ def test_client_that_cannot_open_its_device_tells_the_server() -> None:
     assert "cannot open tun device tbusy" in client_log, client_log
     assert "connection closed by other side" in closed, closed
 
+
+
+# ------------------------------------------------------------------ workers' user
+
+
+@pytest.mark.parametrize("role", ["serve", "run"])
+def test_a_missing_workers_user_is_one_line_before_anything_starts(tmp_path: Path,
+                                                                   role: str) -> None:
+    """``options { workers 2; user NAME; }`` with no such user: refused at start, on the
+    terminal, with what to do (issue 18); as root only (else the workers run as the
+    caller and there is no user to look up)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("as root only")
+    cfg = tmp_path / "vt.conf"
+    cfg.write_text(f"options {{ workers 2; user no-such-vt-user; lockdir {tmp_path}/lock; "
+                   f"statdir {tmp_path}/stat; }}\nconn {{ passwd secret; type pipe; }}\n")
+    cfg.chmod(0o600)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+    argv = (["serve", "-L", "127.0.0.1", "-P", str(port)] if role == "serve"
+            else ["run", "conn", "127.0.0.1", "-P", str(port)])
+    res = subprocess.run([sys.executable, "-m", "vtcore", argv[0], "-n", "-q", "-f", cfg,
+                          *argv[1:]], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "vt: user no-such-vt-user does not exist (see the README: useradd --system "
+        "--no-create-home --shell /usr/sbin/nologin vt)"), res.stderr
+    assert "Traceback" not in res.stderr

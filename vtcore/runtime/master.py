@@ -78,6 +78,9 @@ MAX_HANDED = 4096
 """Hand-offs a worker has not claimed yet that the master remembers (oldest forgotten:
 a worker evicts its half-open handshakes long before)."""
 STATUS_TIMEOUT = 2.0
+MAX_STATUS_PAGES = 400
+"""Bound on the pages of one worker's status (:data:`vtcore.runtime.worker.STATUS_PAGE`
+sessions each)."""
 RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
 """Wait before restarting a worker that died, by how many died young in a row."""
 YOUNG = 5.0
@@ -632,12 +635,22 @@ class Master:
         workers = [w for w in self.workers if w is not None]
 
         async def one(worker: WorkerProc) -> None:
+            doc: dict = {}
+            sessions: list = []
             try:
-                answer, _ = await worker.channel.ask({"op": "status"}, timeout=STATUS_TIMEOUT)
+                for _ in range(MAX_STATUS_PAGES):  # a page per message (they are bounded)
+                    answer, _ = await worker.channel.ask(
+                        {"op": "status", "offset": len(sessions)}, timeout=STATUS_TIMEOUT)
+                    page = answer.get("sessions")
+                    sessions += page if isinstance(page, list) else []
+                    doc = answer
+                    if answer.get("more") is not True or not page:
+                        break
             except (EOFError, TimeoutError, OSError):
                 return
-            answer.pop("re", None)
-            worker.status = answer
+            doc.pop("re", None)
+            doc.pop("more", None)
+            worker.status = {**doc, "sessions": sessions}
 
         await asyncio.gather(*(one(w) for w in workers))
 
@@ -747,6 +760,19 @@ class ClientMaster(Master):
                 self.kept.close()
             await status.close()
         return self.exit_status if self.exit_status is not None else 1
+
+    def status(self) -> dict:
+        """The client's own document (its worker's), with the worker's pid."""
+        worker = self.workers[0]
+        doc = dict(worker.status) if worker is not None else {}
+        sessions = [s for s in doc.get("sessions", []) if isinstance(s, dict)]
+        for session in sessions:
+            session["worker"] = worker.pid if worker is not None else None
+        return {"handshake_results": {}, "closed": {}, **doc, "role": "client",
+                "host": self.host_name, "server": self.server_name, "sessions": sessions,
+                "workers": [{"pid": worker.pid, "slot": 0, "sessions": len(sessions)}]
+                if worker is not None else [], "user": self.user, "restarts": self.restarts,
+                "violations": self.violations}
 
     def status_line(self, address: str = "") -> str:
         sessions = self.workers[0].status.get("sessions") if self.workers[0] else None

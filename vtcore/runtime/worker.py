@@ -42,8 +42,8 @@ log = structlog.get_logger("vt.worker")
 
 UP_TIMEOUT = 600.0
 """Bound on the master's answer to up/down (it bounds each waited command itself)."""
-MAX_STATUS_SESSIONS = 200
-"""Sessions a worker's status answer lists in full (it must fit one control message)."""
+STATUS_PAGE = 40
+"""Sessions per status message (about 1 KiB each; a control message holds 64 KiB)."""
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -188,7 +188,7 @@ class Worker:
             await self.channel.run()
         finally:
             if self.server is not None:
-                await self.server.shutdown("worker stopping")
+                await self.server.shutdown("server shutting down")
             if self.client is not None and self._client_task is not None:
                 self.client.stop()
                 with contextlib.suppress(Exception):
@@ -235,7 +235,7 @@ class Worker:
         elif op == "config":
             self._load_config(fds)
         elif op == "status":
-            await self.channel.answer(msg["id"], self.status())
+            await self.channel.answer(msg["id"], self.status(int(msg.get("offset") or 0)))
         elif op == "vacate":
             await self._vacate(str(msg["host"]), bool(msg["kill"]))
             await self.channel.answer(msg["id"], {})
@@ -300,15 +300,21 @@ class Worker:
         if old:
             await asyncio.wait([live.task for live in old], timeout=DEAD_SESSION_WAIT)
 
-    def status(self) -> dict:
+    def status(self, offset: int = 0) -> dict:
+        """One page of this worker's status: :data:`STATUS_PAGE` sessions from
+        ``offset`` (a control message is bounded), ``more`` if others follow."""
         if self.client is not None:
-            return self.client.status()
-        if self.server is None:
+            doc = self.client.status()
+        elif self.server is None:
             return {"sessions": []}
-        doc = self.server.status()
-        doc["sessions"] = doc["sessions"][:MAX_STATUS_SESSIONS]
-        return {key: doc[key] for key in ("sessions", "handshakes", "backoff",
-                                          "handshake_results", "closed")}
+        else:
+            full = self.server.status()
+            doc = {key: full[key] for key in ("sessions", "handshakes", "backoff",
+                                              "handshake_results", "closed")}
+        sessions = doc["sessions"]
+        doc["sessions"] = sessions[offset:offset + STATUS_PAGE]
+        doc["more"] = offset + STATUS_PAGE < len(sessions)
+        return doc
 
 
 def _prctl(option: int, value: int) -> None:
