@@ -67,6 +67,7 @@ def summarize(rounds: list[dict]) -> dict:
         "idle_p99": med(rounds, "idle.p99_ms"),
         "load_p50": med(rounds, "fwd.ping_loaded.p50_ms"),
         "load_p99": med(rounds, "fwd.ping_loaded.p99_ms"),
+        "load_loss": med(rounds, "fwd.ping_loaded.loss"),
         "pps": med(rounds, "small.pps"),
         "pps_loss": med(rounds, "small.loss"),
         "hwm_a_kb": med(rounds, "mem.hwm_kb.a"),
@@ -385,16 +386,21 @@ def markdown(results: dict, summary: dict) -> str:
         row += [f"{_mb(val(k, i, 'hwm_a_kb'))} / {_mb(val(k, i, 'hwm_b_kb'))}" for i in impls]
         lines.append("| " + " | ".join(row) + " |")
 
-    lines += ["", "## Latency: ping RTT p50 / p99 (ms), idle and under TCP load (fwd)", ""]
+    lines += ["", "## Latency: ping RTT p50 / p99 (ms), idle and under TCP load (fwd)", "",
+              "Percentiles are of the pings answered; a loaded ping loss of 1 % or more "
+              "(median over rounds) is shown beside them.", ""]
     head = ["config"] + [f"{i} idle" for i in impls] + [f"{i} loaded" for i in impls]
     lines += _table_head(head)
     for k in keys:
         row = [k]
         for what in ("idle", "load"):
             for i in impls:
-                row.append(
-                    f"{cell(k, i, what + '_p50', '{:.2f}')} / {cell(k, i, what + '_p99', '{:.2f}')}"
-                )
+                text = (f"{cell(k, i, what + '_p50', '{:.2f}')} / "
+                        f"{cell(k, i, what + '_p99', '{:.2f}')}")
+                loss = val(k, i, "load_loss") if what == "load" else None
+                if loss is not None and loss >= 0.01:
+                    text += f" ({loss:.0%} lost)"
+                row.append(text)
         lines.append("| " + " | ".join(row) + " |")
     lines += _floor_md(results.get("floor"))
 

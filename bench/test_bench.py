@@ -291,3 +291,19 @@ def test_loaded_ping_over_udp_is_judged_against_tcp() -> None:
     cases["tun/udp/none"]["vt"] = loaded(2.0)
     t = [t for t in report.targets({"scale": []}, cases) if t["target"].startswith("loaded")][0]
     assert t["met"] is True
+
+
+def test_loaded_ping_loss_is_shown_beside_its_percentiles() -> None:
+    """Percentiles of the answered pings hide the lost ones (a vt client sending runs
+    into vtund lost 15-33 % of them while its p50 looked best of all)."""
+    def rnd(loss: float) -> dict:
+        r = _round(500, 1.0)
+        r["fwd"]["ping_loaded"]["loss"] = loss
+        return r
+
+    cases = {"tun/udp/none": {"vtund": report.summarize([rnd(0.0)]),
+                              "vtund-vt": report.summarize([rnd(0.31), rnd(0.17), rnd(0.0)])}}
+    md = report.markdown({"meta": _meta(["vtund", "vtund-vt"]), "scale": []}, {"cases": cases})
+    row = next(line for line in md.splitlines()
+               if line.startswith("| tun/udp/none") and "5.00 / 9.00" in line)
+    assert row.count("lost") == 1 and "5.00 / 9.00 (17% lost)" in row
