@@ -13,6 +13,8 @@ from pathlib import Path
 IMPLS = ("vtund", "vt", "vt-compat", "vt-vtund", "vtund-vt")
 """vt-vtund = vt server with a vtund client, vtund-vt the reverse (server-client)."""
 TUN_TCP = ("tun/tcp/none", "tun/tcp/lzo:1", "tun/tcp/zlib:1", "tun/tcp/aes128cbc")
+TUN_UDP = ("tun/udp/none", "tun/udp/lzo:1", "tun/udp/zlib:1")
+"""The tun/udp configs a vtund side can run (its AES modes die over UDP under load)."""
 SESSION_PSS_MAX_KB = 256.0
 """The issue's memory target: at most 0.25 MiB of server PSS per idle session."""
 REF = "reference"
@@ -65,6 +67,7 @@ def summarize(rounds: list[dict]) -> dict:
         "idle_p99": med(rounds, "idle.p99_ms"),
         "load_p50": med(rounds, "fwd.ping_loaded.p50_ms"),
         "load_p99": med(rounds, "fwd.ping_loaded.p99_ms"),
+        "load_loss": med(rounds, "fwd.ping_loaded.loss"),
         "pps": med(rounds, "small.pps"),
         "pps_loss": med(rounds, "small.loss"),
         "hwm_a_kb": med(rounds, "mem.hwm_kb.a"),
@@ -105,17 +108,18 @@ def _mb(kb: float | None) -> str:
 
 
 def _short_key(key: str) -> str:
-    return key.removeprefix("tun/tcp/")
+    return key.removeprefix("tun/tcp/").removeprefix("tun/udp/")
 
 
 def _throughput_target(
-    cases: dict, impls: tuple[str, ...], floor: float, name: str, mixed: bool = False
+    cases: dict, impls: tuple[str, ...], floor: float, name: str, mixed: bool = False,
+    keys: tuple[str, ...] = TUN_TCP,
 ) -> dict:
-    """Worst fwd/rev throughput ratio against vtund over the tun/tcp configs measured;
+    """Worst fwd/rev throughput ratio against vtund over the ``keys`` configs measured;
     for ``mixed`` pairs (named server-client), a miss says how busy each daemon was."""
     parts, ratios, missing = [], [], []
     for impl in impls:
-        for key in TUN_TCP:
+        for key in keys:
             if impl not in cases.get(key, {}):
                 continue
             pair = []
@@ -179,6 +183,23 @@ def _secure_target(cases: dict) -> dict:
             "met": None if not ok else all(ok)}
 
 
+def _loaded_ping_target(cases: dict) -> dict:
+    """vt's ping under load over UDP against the same over TCP (issue 19), per config."""
+    parts, ok = [], []
+    for key in cases:
+        if key == REF or "/udp/" not in key:
+            continue
+        udp = cases[key].get("vt", {}).get("load_p50")
+        tcp = cases.get(key.replace("/udp/", "/tcp/"), {}).get("vt", {}).get("load_p50")
+        if udp is None or tcp is None:
+            continue
+        ok.append(udp <= tcp)
+        parts.append(f"{key} {udp:.2f} ms against {tcp:.2f} over tcp")
+    return {"target": "loaded ping p50 over udp ≤ over tcp (vt native, same dev and module)",
+            "measured": "; ".join(parts) or "not measured",
+            "met": None if not ok else all(ok)}
+
+
 def targets(results: dict, cases: dict) -> list[dict]:
     """The issue's targets against this run: what was measured and whether it was met.
 
@@ -189,6 +210,9 @@ def targets(results: dict, cases: dict) -> list[dict]:
         _throughput_target(cases, ("vt-vtund", "vtund-vt"), 0.95,
                            "mixed vt ↔ vtund, tun/tcp, fwd and rev ≥ 0.95× vtund ↔ vtund",
                            mixed=True),
+        _throughput_target(cases, ("vt-vtund", "vtund-vt"), 0.95,
+                           "mixed vt ↔ vtund, tun/udp, fwd and rev ≥ 0.95× vtund ↔ vtund",
+                           mixed=True, keys=TUN_UDP),
         _throughput_target(cases, ("vt-compat",), 1.0,
                            "vt-compat (vtun wire), tun/tcp, fwd and rev ≥ 1.0× vtund"),
         _throughput_target(cases, ("vt",), 4.0,
@@ -229,6 +253,7 @@ def targets(results: dict, cases: dict) -> list[dict]:
                 "met": None if not got else len(ok) == len(got) and not missing})  # fmt: skip
 
     out.append(_secure_target(cases))
+    out.append(_loaded_ping_target(cases))
 
     big = [s for s in results.get("scale", []) if s.get("impl") == "vt" and s.get("n") == 500]
     if big and "error" not in big[-1]:
@@ -321,7 +346,8 @@ def markdown(results: dict, summary: dict) -> str:
         "(tun over TCP only; over UDP vt negotiates only its compression formats; "
         "`--compat-all` adds ether over TCP). vt-vtund = vt server, vtund client; "
         "vtund-vt = vtund server, vt client (vt as shipped, which finds a vtun peer and "
-        "speaks the vtun wire; tun over TCP only). Ratio columns are against vtund ↔ vtund.",
+        "speaks the vtun wire; tun over TCP and over UDP). Ratio columns are against "
+        "vtund ↔ vtund.",
         "",
     ]
     cases = summary["cases"]
@@ -360,16 +386,21 @@ def markdown(results: dict, summary: dict) -> str:
         row += [f"{_mb(val(k, i, 'hwm_a_kb'))} / {_mb(val(k, i, 'hwm_b_kb'))}" for i in impls]
         lines.append("| " + " | ".join(row) + " |")
 
-    lines += ["", "## Latency: ping RTT p50 / p99 (ms), idle and under TCP load (fwd)", ""]
+    lines += ["", "## Latency: ping RTT p50 / p99 (ms), idle and under TCP load (fwd)", "",
+              "Percentiles are of the pings answered; a loaded ping loss of 1 % or more "
+              "(median over rounds) is shown beside them.", ""]
     head = ["config"] + [f"{i} idle" for i in impls] + [f"{i} loaded" for i in impls]
     lines += _table_head(head)
     for k in keys:
         row = [k]
         for what in ("idle", "load"):
             for i in impls:
-                row.append(
-                    f"{cell(k, i, what + '_p50', '{:.2f}')} / {cell(k, i, what + '_p99', '{:.2f}')}"
-                )
+                text = (f"{cell(k, i, what + '_p50', '{:.2f}')} / "
+                        f"{cell(k, i, what + '_p99', '{:.2f}')}")
+                loss = val(k, i, "load_loss") if what == "load" else None
+                if loss is not None and loss >= 0.01:
+                    text += f" ({loss:.0%} lost)"
+                row.append(text)
         lines.append("| " + " | ".join(row) + " |")
     lines += _floor_md(results.get("floor"))
 

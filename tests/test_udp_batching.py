@@ -230,3 +230,84 @@ def test_the_client_offers_gso_last_and_only_where_the_host_line_has_room() -> N
         if n <= 30:  # 48 - len("HOST:  vt2 c=zstd \n") characters
             assert "c=zstd" in tokens  # the offer keeps its room, as before gso
     assert "gso" not in host_tokens("h" * 35, ("vt2",), [], None)
+
+
+# ------------------------------------------------------------------ runs only to a vt peer
+
+
+class SendCounting(socket.socket):
+    """A real UDP socket that counts its sendmsg calls and those with UDP_SEGMENT."""
+
+    calls = 0
+    runs = 0
+
+    def sendmsg(self, buffers, ancdata=(), *args):  # type: ignore[override]
+        self.calls += 1
+        self.runs += any(level == SOL_UDP and kind == UDP_SEGMENT for level, kind, _ in ancdata)
+        return super().sendmsg(buffers, ancdata, *args)
+
+
+def _send_pair() -> tuple[SendCounting, socket.socket]:
+    tx = SendCounting(socket.AF_INET, socket.SOCK_DGRAM)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (tx, rx):
+        s.bind(("127.0.0.1", 0))
+    tx.connect(rx.getsockname())
+    return tx, rx
+
+
+@pytest.mark.parametrize("gso", [True, False])
+def test_a_link_without_runs_sends_datagram_by_datagram(gso: bool) -> None:
+    """vtund reads one datagram at a time from a default-sized buffer: a run of 40 that
+    arrives whole overflows it at the tail (where a short packet, a ping, sits)."""
+    tx, rx = _send_pair()
+    try:
+        _gso_ok(tx)
+        link = UdpLink(tx, ENDS, connected=True, gso=gso)
+        link.send([bytes([i]) * 1200 for i in range(39)] + [b"ping"])
+        if gso:
+            assert (tx.calls, tx.runs) == (1, 1)
+        else:
+            assert (tx.calls, tx.runs) == (40, 0)
+        rx.settimeout(1)
+        got = [rx.recv(2000) for _ in range(40)]
+        assert got[-1] == b"\x00\x04ping" and all(len(d) == 1202 for d in got[:-1])
+    finally:
+        tx.close()
+        rx.close()
+
+
+@pytest.mark.parametrize(("native", "secure", "runs"), [
+    (True, None, True),  # vt <-> vt
+    (False, "cpace aes256gcm", True),  # secure mode: vt <-> vt as well
+    (False, None, False),  # a vtun peer (vtund, or vt with vtmode no)
+])
+def test_open_udp_link_sends_runs_only_to_a_vt_peer(native: bool, secure: str | None,
+                                                     runs: bool) -> None:
+    import asyncio
+
+    from vt_api import LinkSettings
+
+    from vtcore.transports.udp import open_udp_link
+
+    async def both() -> list[UdpLink]:
+        lsn = socket.create_server(("127.0.0.1", 0))
+        cli = socket.create_connection(lsn.getsockname())
+        srv, _ = lsn.accept()
+        lsn.close()
+        made = [LinkSettings("h", role, transport="udp", tunnel_type="tun", native=native,
+                             secure=secure) for role in ("server", "client")]
+        return list(await asyncio.gather(open_udp_link(srv, made[0], 5),
+                                         open_udp_link(cli, made[1], 5)))
+
+    links = asyncio.run(both())
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            _gso_ok(probe)
+        finally:
+            probe.close()
+        assert [link.gso for link in links] == [runs, runs]
+    finally:
+        for link in links:
+            link.close()

@@ -198,11 +198,15 @@ class Relay(threading.Thread):
     segment; ``complete``: write each with its checksum computed here and an all-zero
     header (so the kernel takes it only if it is a valid packet by itself)."""
 
-    def __init__(self, a, b, mtu: int, complete: bool) -> None:
+    def __init__(self, a, b, mtu: int, complete: bool, limit: int = 1) -> None:
         super().__init__(daemon=True)
         self.devs = {a.fileno(): (a, b), b.fileno(): (b, a)}
         self.mtu = mtu
         self.complete = complete
+        self.limit = limit
+        """What each ``read_packets`` call asks for."""
+        self.batches: list[int] = []
+        """How many packets each call that returned some handed over."""
         self.stop = threading.Event()
         self.cut = 0
         """Reads that came out as more than one packet."""
@@ -216,9 +220,10 @@ class Relay(threading.Thread):
             for fd in ready:
                 src, dst = self.devs[fd]
                 for _ in range(64):
-                    packets = src.read_packets(1)
+                    packets = src.read_packets(self.limit)
                     if not packets:
                         break
+                    self.batches.append(len(packets))
                     self.cut += len(packets) > 1
                     self.packets += len(packets)
                     self._check(packets)
@@ -298,6 +303,57 @@ def test_kernels_make_and_take_the_segments(netns2, complete: bool) -> None:
         assert not relay.errors, relay.errors[:5]
         assert relay.cut > 0, "the kernels made no super-packets"
         assert devs[0].unsplit == devs[1].unsplit == 0
+    finally:
+        for dev in devs:
+            dev.close()
+
+
+def _bring_up(a, b) -> list:
+    from vt_devices.tun import open_tun_device
+
+    devs = []
+    for ns, name, mine, peer in ((a, "vgsoa", "10.77.0.1", "10.77.0.2"),
+                                 (b, "vgsob", "10.77.0.2", "10.77.0.1")):
+        with ns.entered():
+            devs.append(open_tun_device(SimpleNamespace(name=name, offload=False, gro=True,
+                                                        split=True)))
+        ns.ip("addr", "add", mine, "peer", peer, "dev", name)
+        ns.ip("link", "set", name, "mtu", "1400", "up")
+    return devs
+
+
+@pytest.mark.netns
+def test_a_split_read_hands_over_about_limit_packets_not_limit_super_packets(netns2) -> None:
+    """The tunnel asks for ``limit`` packets per loop turn; in split mode one read may be
+    a super-packet of ~45 segments, so the device stops reading once it has ``limit``
+    (over by at most one read's segments: 49 at this MSS), instead of making ``limit``
+    reads (up to ~45 x ``limit`` packets, and everything else waiting for them)."""
+    a, b = netns2
+    devs = []
+    try:
+        devs = _bring_up(a, b)
+        limit = 16
+        relay = Relay(devs[0], devs[1], 1400, complete=False, limit=limit)
+        relay.start()
+        data = os.urandom(8 << 20)
+        recv = subprocess.Popen(["ip", "netns", "exec", a.name, sys.executable, "-c", RECV,
+                                 "10.77.0.1", "5201"], stdout=subprocess.PIPE, text=True)
+        try:
+            send = subprocess.run(["ip", "netns", "exec", b.name, sys.executable, "-c", SEND,
+                                   "10.77.0.1", "5201"], input=data, timeout=30,
+                                  capture_output=True)
+            out, _ = recv.communicate(timeout=30)
+        finally:
+            if recv.poll() is None:
+                recv.kill()
+                recv.wait()
+        relay.stop.set()
+        relay.join(5)
+        assert send.returncode == 0, send.stderr
+        assert out.split() == [str(len(data)), hashlib.sha256(data).hexdigest()]
+        assert relay.cut > 0, "the kernels made no super-packets"
+        assert max(relay.batches) >= limit, "never more than a limit's worth queued"
+        assert max(relay.batches) <= limit - 1 + 49, max(relay.batches)
     finally:
         for dev in devs:
             dev.close()

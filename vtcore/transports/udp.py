@@ -100,11 +100,15 @@ class UdpLink(HeaderFraming):
     stream = False
 
     def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
-                 max_frame: int = MAX_FRAME, raw: bool = False) -> None:
+                 max_frame: int = MAX_FRAME, raw: bool = False, gso: bool = True) -> None:
         sock.setblocking(False)
         _grow_buffers(sock)
-        self.gso = _gso_supported(sock)
-        """Send runs of equal-sized datagrams in one call (UDP GSO)."""
+        self.gso = gso and _gso_supported(sock)
+        """Send runs of equal-sized datagrams in one call (UDP GSO).  Only to a vt peer
+        (``gso``): a run arrives whole, and vtund's receive buffer (the system default,
+        ~208 KB, read a datagram at a time) overflows at its tail, where a run's short
+        last datagram (a ping, an ACK) sits: vt client -> vtund server under load lost
+        15-33 % of pings with runs, none datagram by datagram (bench/README.md)."""
         self.gso_max = 65535
         self.gro = _gro_enabled(sock)
         """Receive runs of datagrams in one call (UDP GRO); each is still handled alone."""
@@ -323,4 +327,7 @@ async def open_udp_link(tcp: socket.socket, settings, timeout: float,
     ends = Endpoints(local[0], local[1], remote[0], peer_port)
     return UdpLink(udp, ends, connected=not nat_hack,
                    max_frame=settings.max_frame or MAX_FRAME,
-                   raw=settings.secure is not None)
+                   raw=settings.secure is not None,
+                   # Runs of datagrams only where the peer is vt (native formats agreed:
+                   # it reads them with UDP_GRO into a 4 MiB buffer), never to vtund.
+                   gso=settings.native or settings.secure is not None)
