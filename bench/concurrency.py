@@ -197,8 +197,8 @@ def sessions(impl: str, pair: Pair, cfg: Config, n: int,
     try:
         addrs = []
         for i in range(n):
+            made.append(i)  # deleted on the way out even if only one end was made
             addrs.append(pair.add_tunnel_devices(f"cs{i}", f"cc{i}", mode=mode, mtu=TUNNEL_MTU))
-            made.append(i)
         scfg = server_conf(cfg, n, port, compat, vt_options if srv_side == "vt" else None)
         srv_cls = VtundServer if srv_side == "vtund" else VtServer
         cli_cls = VtundClient if cli_side == "vtund" else VtClient
