@@ -207,7 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--user", default=None, help="with --workers: 'user NAME;' (default nobody)")
     ap.add_argument("--group", default=None, help="with --workers: 'group NAME;'")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="only rewrite the .md of an earlier run's JSON (no root needed)")
     a = ap.parse_args(argv)
+    if a.render:
+        old = json.loads(a.render.read_text())
+        md = scale_report(old["meta"], old["scale"])
+        a.render.with_suffix(".md").write_text(md)
+        print(md)
+        return 0
     try:
         counts = [int(n) for n in a.sessions.split(",") if n]
     except ValueError:
@@ -261,24 +269,33 @@ def main(argv: list[str] | None = None) -> int:
             "pinning": "server host on CPU 0, client host on CPU 1" if a.pin == "host"
             else "none", "vt_options": vt_opts, "loadavg_start": load, "loadavg_end": end_load,
             "wall_s": round(time.monotonic() - t_start, 1)}  # fmt: skip
-    ts = report.scale_targets(rows, max(counts))
-    word = {True: "**met**", False: "**not met**", None: "not measured"}
-    lines = [f"# Scale: idle sessions against one server — {meta['started']}", "",
-             f"{a.rounds} round(s), pinning {meta['pinning']}, vt server options: "
-             f"{' '.join(vt_opts) or 'none (single process)'}. Load average before/after: "
-             f"{load} / {end_load}. Run took {meta['wall_s']:.0f} s.", "",
-             "## Targets", "", "| target | measured | met? |", "|---|---|---|"]  # fmt: skip
-    lines += [f"| {t['target']} | {t['measured']} | {word[t['met']]} |" for t in ts]
-    lines += report.scale_md(rows, a.rate)
-    md = "\n".join(lines) + "\n"
+    md = scale_report(meta, rows)
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%S") + "-scale"
+    ts = report.scale_targets(rows, max(counts))
     (a.out / f"{stamp}.json").write_text(
         json.dumps({"meta": meta, "scale": rows, "targets": ts}, indent=1) + "\n")
     (a.out / f"{stamp}.md").write_text(md)
     print(md)
     print(f"wrote {a.out / stamp}.json/.md", file=sys.stderr)
     return 0
+
+
+def scale_report(meta: dict, rows: list[dict]) -> str:
+    """The Markdown of a scale-only run: targets at the largest N, then the table."""
+    import report
+
+    ts = report.scale_targets(rows, max(meta["sessions"]))
+    word = {True: "**met**", False: "**not met**", None: "not measured"}
+    opts = " ".join(meta["vt_options"]) or "none (single process)"
+    lines = [f"# Scale: idle sessions against one server — {meta['started']}", "",
+             f"{meta['rounds']} round(s), pinning {meta['pinning']}, vt server options: "
+             f"{opts}. Load average before/after: {meta['loadavg_start']} / "
+             f"{meta['loadavg_end']}. Run took {meta['wall_s']:.0f} s.", "",
+             "## Targets", "", "| target | measured | met? |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {t['target']} | {t['measured']} | {word[t['met']]} |" for t in ts]
+    lines += report.scale_md(rows, meta["scale_rate"])
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -437,5 +437,9 @@ def test_scale_startup_target_against_vtund() -> None:
     slow = report.scale_targets([row("vtund", 10.0), row("vt", 10.5, server_procs=3)])
     assert slow[1]["met"] is False and "(3 server processes)" in slow[0]["measured"]
     assert report.scale_targets([row("vt", 10.0)])[1]["met"] is None
+    # A burst where sessions timed out: their wait is no start-up, whatever vtund did.
+    burst = report.scale_targets([row("vtund", 31.2, passing=266), row("vt", 31.1, passing=166)])
+    assert burst[1]["met"] is False and "not all up: vt 166/500, vtund 266/500" in \
+        burst[1]["measured"]
     md = "\n".join(report.scale_md(rows, 50.0))
     assert "| 500 | vtund | 500 | 500 |" in md and "whole process tree" in md
