@@ -49,6 +49,13 @@ def tree(roots: list[int]) -> list[int]:
     return seen
 
 
+def tree_cpu(roots: list[int]) -> tuple[float, int]:
+    """CPU seconds summed over ``roots`` and every live descendant, and how many processes
+    that was: a server that forks (vtund's session children, vt's workers) counted whole."""
+    pids = tree(roots)
+    return cpu_seconds(pids), len(pids)
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime+stime (plus waited-for children's) of ``pids``, in seconds."""
     total = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -291,3 +292,40 @@ def _stop(p: subprocess.Popen) -> None:
             p.wait(timeout=3)
     _killpg(p.pid, signal.SIGKILL)
 
+
+
+# --------------------------------------------------------------------------------------------
+# vt-only server options (issue 18's master/worker split)
+
+
+def vt_server_options(workers: int | None, user: str | None = None,
+                      group: str | None = None) -> list[str]:
+    """Statements for a vt server's ``options`` block: ``workers N;``, ``user``, ``group``.
+
+    Nothing without ``workers`` (today's single process); with it, ``user nobody`` unless
+    a user is named, as issue 18 defaults workers to an unprivileged account."""
+    if workers is None:
+        return []
+    out = [f"workers {workers};", f"user {user or 'nobody'};"]
+    if group:
+        out.append(f"group {group};")
+    return out
+
+
+def vt_rejects(options: list[str], timeout: float = 30) -> str | None:
+    """None when this vt's ``vt config check`` accepts ``options``, else its complaint.
+
+    Run before a benchmark that asks for workers: a vt that does not know the keywords
+    yet (before issue 18 is merged) is told apart from a server that failed to start."""
+    if not options:
+        return None
+    body = "\n".join(f"  {o}" for o in options)
+    text = f"options {{\n  port 5000;\n{body}\n}}\n\nprobe {{\n  passwd Vt-probe-pw;\n}}\n"
+    with tempfile.TemporaryDirectory(prefix="vt-bench-opts-") as d:
+        cfg = Path(d) / "vtund.conf"
+        cfg.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "vtcore", "config", "check", "-f", cfg],
+                           capture_output=True, text=True, timeout=timeout)
+    if r.returncode == 0:
+        return None
+    return " ".join((r.stderr or r.stdout).replace(str(cfg), "vtund.conf").split())[:300]

@@ -158,6 +158,7 @@ async def main_async(args: argparse.Namespace) -> int:
     await asyncio.gather(*(s.login(t0 + s.i / rate) for s in sessions))
     login_wall = time.monotonic() - t0
     await asyncio.gather(*(s.echo() for s in sessions))
+    ready_wall = time.monotonic() - t0  # first connect to every session's echo answered
     errors: dict[str, int] = {}
     for s in sessions:
         if s.error:
@@ -168,6 +169,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "logged_in": sum(s.handshake_s is not None for s in sessions),
         "passing": sum(s.echo_ok for s in sessions),
         "login_wall_s": login_wall,
+        "ready_wall_s": ready_wall,
         "rate": args.rate,
         "errors": errors,
     }
