@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -218,11 +217,15 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
     """Run the server (vtund -s)."""
     from vtcore import notify
     from vtcore.runtime import loop
-    from vtcore.runtime.server import ListenError, Server, ServerOptions, serve_inetd
+    from vtcore.runtime.server import (
+        ListenError,
+        Server,
+        ServerOptions,
+        hold_early_reload,
+        serve_inetd,
+    )
 
-    # A SIGHUP between the listen and the loop's handler (a reload asked too early) must
-    # not kill the server: ignored until then (the loop's handler replaces this).
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    hold_early_reload()  # a SIGHUP once the port answers must not kill a starting server
     plugins = _plugins(ctx)
     config = _load(config_path, plugins)
     inetd = inetd or (config.options.type == "inetd" and not standalone)

@@ -14,7 +14,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
@@ -69,11 +70,18 @@ def fold_session(closed: dict[str, dict[str, int]], status: Mapping) -> None:
 class StatusCollector:
     """A prometheus_client collector over a daemon's ``status()`` document."""
 
-    def __init__(self, snapshot: Callable[[], dict], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, snapshot: Callable[[], dict], loop: asyncio.AbstractEventLoop,
+                 refresh: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         self.snapshot = snapshot
         self.loop = loop
+        self.refresh = refresh
+        """A master's: ask its workers first (a scrape sees the counters of now)."""
 
     def _on_loop(self) -> dict:
+        if self.refresh is not None:
+            with contextlib.suppress(Exception):  # stale is better than no scrape
+                asyncio.run_coroutine_threadsafe(self.refresh(), self.loop).result(
+                    SNAPSHOT_TIMEOUT)
         future: concurrent.futures.Future = concurrent.futures.Future()
 
         def take() -> None:
@@ -154,14 +162,15 @@ def check_address(address: tuple[str, int] | None) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(address: tuple[str, int] | None,
-                  snapshot: Callable[[], dict]) -> AsyncIterator[None]:
+async def serving(address: tuple[str, int] | None, snapshot: Callable[[], dict],
+                  refresh: Callable[[], Coroutine[Any, Any, None]] | None = None
+                  ) -> AsyncIterator[None]:
     """The endpoint on ``address`` while inside (nothing when None).  A failure to listen
     is logged; the tunnels run on without metrics."""
     httpd = None
     if address is not None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StatusCollector(snapshot, asyncio.get_running_loop()))
+        registry.register(StatusCollector(snapshot, asyncio.get_running_loop(), refresh))
         try:
             httpd, _thread = start_http_server(address[1], address[0], registry)
             log.info("metrics endpoint listening", address=f"{address[0]}:{address[1]}")

@@ -65,7 +65,7 @@ from vtcore.runtime.control import (
 )
 from vtcore.runtime.netio import peer_name
 from vtcore.runtime.priority import LINK_NICE
-from vtcore.runtime.server import DEAD_SESSION_WAIT, ServerOptions
+from vtcore.runtime.server import DEAD_SESSION_WAIT, ServerOptions, early_reload
 from vtcore.runtime.stats import append_stat_line, stat_line
 from vtcore.runtime.status import StatusServer
 from vtcore.runtime.tunnel import Counters
@@ -201,6 +201,8 @@ class Master:
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.reset_counters)
+        if early_reload():
+            self.reload()
         await asyncio.gather(*(self._start_worker(slot) for slot in range(self.count)))
         address = peer_name(self.listener.getsockname())
         log.info("listening", address=address, hosts=len(self.config.hosts),
@@ -211,7 +213,8 @@ class Master:
         accept = loop.create_task(self._accept_loop())
         try:
             async with (Notifier().serving(lambda: self.status_line(address)),
-                        metrics.serving(self.config.options.metrics, self.status)):
+                        metrics.serving(self.config.options.metrics, self.status,
+                                        self.refresh)):
                 await self._stopping.wait()
         finally:
             accept.cancel()
@@ -752,7 +755,8 @@ class ClientMaster(Master):
         try:
             await self._start_worker(0)
             async with (Notifier().serving(self.status_line),
-                        metrics.serving(self.config.options.metrics, self.status)):
+                        metrics.serving(self.config.options.metrics, self.status,
+                                        self.refresh)):
                 await self._stopping.wait()
         finally:
             await self._shutdown()

@@ -71,6 +71,23 @@ def _own_task() -> asyncio.Task:
     return task
 
 
+_EARLY_HUP: list[int] = []
+
+
+def hold_early_reload() -> None:
+    """From before the listen to the loop's handler, a SIGHUP (a reload asked as soon as
+    the port answers) is remembered rather than fatal; :func:`early_reload` says so once
+    the handler is in."""
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: _EARLY_HUP.append(1))
+
+
+def early_reload() -> bool:
+    """Was a reload asked before the loop could take it?  (Asked once.)"""
+    asked = bool(_EARLY_HUP)
+    _EARLY_HUP.clear()
+    return asked
+
+
 class ListenError(OSError):
     """The listening socket could not be made; ``str()`` names the address and port."""
 
@@ -237,6 +254,8 @@ class Server:
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.reset_counters)
+        if early_reload():
+            self.reload()
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
