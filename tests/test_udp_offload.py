@@ -159,5 +159,10 @@ class OldVtClient(VtClient):
 
     kind = "vt-client-old"
 
+    def start(self, timeout: float = 10):
+        # In this process (the patch above), never in a worker (VT_TEST_WORKERS).
+        self.config_text = self.config_text.replace("options {", "options { workers 0;", 1)
+        return super().start(timeout)
+
     def argv(self) -> list[object]:
         return [sys.executable, "-c", OLD_CLIENT, *super().argv()[3:]]

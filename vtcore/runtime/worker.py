@@ -197,15 +197,27 @@ class Worker:
         return self.exit_status
 
     _client_task: asyncio.Task | None = None
+    _ending: asyncio.Task | None = None
 
     def _stop(self) -> None:
+        """SIGTERM (the master is stopping): end the sessions first, their down commands
+        asked of the master while the channel is still up; then close it."""
+        if self._stopping:
+            return
         self._stopping = True
         if self.client is not None and self._client_task is not None \
                 and not self._client_task.done():
             self.client.stop()  # its end closes the channel (below)
             return
-        with contextlib.suppress(OSError):
-            self.channel.sock.shutdown(socket.SHUT_RDWR)
+        self._ending = asyncio.get_running_loop().create_task(self._end_sessions())
+
+    async def _end_sessions(self) -> None:
+        try:
+            if self.server is not None:
+                await self.server.shutdown("server shutting down")
+        finally:
+            with contextlib.suppress(OSError):
+                self.channel.sock.shutdown(socket.SHUT_RDWR)
 
     def _restart(self) -> None:
         if self.client is not None:
