@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,17 @@ from netns import iperf3, ping, two_hosts, wait_ping
 from peers import VtClient, VtServer, VtundClient, requires_vtund
 
 HOST2 = "bt2"
+
+
+@pytest.fixture
+def d(monkeypatch) -> Iterator[Path]:
+    """The test's directory (locks, stat, marks), its own ``vt status`` run dir; removed."""
+    path = tmpdir()
+    monkeypatch.setenv("VT_RUN_DIR", str(path / "run"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 ROGUE = Path(__file__).with_name("rogue_worker.py")
 
 
@@ -94,265 +107,223 @@ def _marks(d: Path, name: str) -> list[str]:
 
 
 @pytest.mark.netns
-def test_workers_carry_sessions_without_root_or_capabilities(monkeypatch) -> None:
-    d = tmpdir()
-    monkeypatch.setenv("VT_RUN_DIR", str(d / "run"))
-    try:
-        with two_hosts() as p:
-            ta, tb = p.add_tunnel_devices()
-            ta2, tb2 = p.add_tunnel_devices("tsrv2", "tcli2")
-            scfg = _two_host_server(d, proto2="udp")
-            with VtServer(p.a, scfg) as s, \
-                    VtClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr), \
-                    VtClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
-                wait_ping(p.b, ta, timeout=15)
+def test_workers_carry_sessions_without_root_or_capabilities(d: Path) -> None:
+    with two_hosts() as p:
+        ta, tb = p.add_tunnel_devices()
+        ta2, tb2 = p.add_tunnel_devices("tsrv2", "tcli2")
+        scfg = _two_host_server(d, proto2="udp")
+        with VtServer(p.a, scfg) as s, \
+                VtClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr), \
+                VtClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
+            wait_ping(p.b, ta, timeout=15)
+            wait_ping(p.b, ta2, timeout=15)
+            doc = wait_for(lambda: (lambda x: x if len(x["sessions"]) == 2 else None)(
+                _server_doc(s.proc.pid)), 10, "both sessions in vt status")
+            workers = {w["pid"] for w in doc["workers"]}
+            assert len(workers) == 2 and workers == _children(s.proc.pid)
+            by_host = {x["host"]: x for x in doc["sessions"]}
+            assert {by_host[HOST]["proto"], by_host[HOST2]["proto"]} == {"tcp", "udp"}
+            # Spread: the second connection went to the idle worker.
+            assert by_host[HOST]["worker"] != by_host[HOST2]["worker"]
+            assert {by_host[HOST]["worker"], by_host[HOST2]["worker"]} == workers
+            for pid in workers:
+                st = _proc_status(pid)
+                assert st["Uid"].split() == ["65534"] * 4, st["Uid"]
+                assert st["Gid"].split() == ["65534"] * 4, st["Gid"]
+                assert st["Groups"] == ""
+                assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == 0
+                assert int(st["CapAmb"], 16) == 0
+                assert st["NoNewPrivs"] == "1"
+                # The data path is here: the worker holds its session's tun device.
+                assert "/dev/net/tun" in _fd_targets(pid)
+            assert _proc_status(s.proc.pid)["Uid"].split()[0] == "0"
+            # The master ran the up commands, as root.
+            assert _marks(d, HOST) == ["up-0"] and _marks(d, HOST2) == ["up-0"]
+            assert (d / "locks" / HOST).read_text() == f"{s.proc.pid}\n"
+            text = subprocess.run([sys.executable, "-m", "vtcore", "status",
+                                   str(s.proc.pid)], capture_output=True, text=True,
+                                  timeout=20).stdout
+            assert "2 workers as nobody, 2 session(s)" in text, text
+            for pid in workers:
+                assert f"worker: {pid}" in text, text
+        # The clients left: each session's down ran once, as root, the lock is gone.
+        assert _marks(d, HOST) == ["up-0", "down-0"]
+        assert _marks(d, HOST2) == ["up-0", "down-0"]
+        assert not (d / "locks" / HOST).exists()
+
+
+@pytest.mark.netns
+def test_killing_a_worker_ends_only_its_sessions(d: Path) -> None:
+    with two_hosts() as p:
+        ta, tb = p.add_tunnel_devices()
+        ta2, tb2 = p.add_tunnel_devices("tsrv2", "tcli2")
+        scfg = _two_host_server(d)
+        with VtServer(p.a, scfg) as s, \
+                PersistClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr) as c1, \
+                PersistClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
+            wait_ping(p.b, ta, timeout=15)
+            wait_ping(p.b, ta2, timeout=15)
+            doc = wait_for(lambda: (lambda x: x if len(x["sessions"]) == 2 else None)(
+                _server_doc(s.proc.pid)), 10, "both sessions")
+            by_host = {x["host"]: x for x in doc["sessions"]}
+            victim, other = by_host[HOST]["worker"], by_host[HOST2]["worker"]
+            assert victim != other
+            since = by_host[HOST2]["since"]
+            result: dict = {}
+
+            def transfer(addr: str, key: str) -> None:
+                try:
+                    result[key] = iperf3(p.a, p.b, addr, seconds=6)
+                except Exception as exc:  # reported below
+                    result[f"{key}-error"] = exc
+
+            # Bulk traffic through both; the killed worker's one may fail, not the other.
+            bulks = [threading.Thread(target=transfer, args=(ta2, "iperf")),
+                     threading.Thread(target=transfer, args=(ta, "victim"))]
+            for bulk in bulks:
+                bulk.start()
+            time.sleep(2)
+            os.kill(victim, signal.SIGKILL)
+            killed = time.monotonic()
+            s.wait_log(rf"worker ended .*worker={victim}", timeout=10)
+            # Its session's down ran (by the master), and its client is back soon.
+            wait_for(lambda: _marks(d, HOST) == ["up-0", "down-0", "up-0"], 10,
+                     "down, then up again for the killed worker's session")
+            wait_ping(p.b, ta, timeout=10)
+            back = time.monotonic() - killed
+            assert back < 5.0, f"reconnected after {back:.1f}s"
+            assert c1.alive()
+            for bulk in bulks:
+                bulk.join(timeout=40)
+            assert "iperf-error" not in result, result.get("iperf-error")
+            assert result["iperf"]["bytes"] > 1_000_000, result["iperf"]["bits_per_second"]
+            # The other session never noticed: same session, no down.
+            doc = _server_doc(s.proc.pid)
+            by_host = {x["host"]: x for x in doc["sessions"]}
+            assert by_host[HOST2]["since"] == since and by_host[HOST2]["worker"] == other
+            assert _marks(d, HOST2) == ["up-0"]
+            # A new worker took the dead one's place.
+            pids = {w["pid"] for w in doc["workers"]}
+            assert len(pids) == 2 and victim not in pids and doc["restarts"] == 1
+
+
+@pytest.mark.netns
+def test_sighup_reloads_every_worker_without_dropping_sessions(d: Path) -> None:
+    with two_hosts() as p:
+        ta, tb = p.add_tunnel_devices()
+        ta2, tb2 = p.add_tunnel_devices("tsrv2", "tcli2")
+        full = _two_host_server(d)
+        first = full[:full.index(f"{HOST2} {{")]  # bt2 comes with the reload
+        with VtServer(p.a, first) as s, \
+                VtClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr):
+            wait_ping(p.b, ta, timeout=15)
+            since = _server_doc(s.proc.pid)["sessions"][0]["since"]
+            pinger = p.b.popen("ping", "-n", "-q", "-c", 30, "-i", 0.1, ta,
+                               stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            s.cfg.write_text(full)
+            os.kill(s.proc.pid, signal.SIGHUP)
+            s.wait_log(r"config reloaded", timeout=10)
+            wait_for(lambda: len(re.findall(r"config reloaded .*worker=",
+                                            s.log())) >= 2, 10, "both workers reloaded")
+            with VtClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
                 wait_ping(p.b, ta2, timeout=15)
-                doc = wait_for(lambda: (lambda x: x if len(x["sessions"]) == 2 else None)(
-                    _server_doc(s.proc.pid)), 10, "both sessions in vt status")
-                workers = {w["pid"] for w in doc["workers"]}
-                assert len(workers) == 2 and workers == _children(s.proc.pid)
-                by_host = {x["host"]: x for x in doc["sessions"]}
-                assert {by_host[HOST]["proto"], by_host[HOST2]["proto"]} == {"tcp", "udp"}
-                # Spread: the second connection went to the idle worker.
-                assert by_host[HOST]["worker"] != by_host[HOST2]["worker"]
-                assert {by_host[HOST]["worker"], by_host[HOST2]["worker"]} == workers
-                for pid in workers:
-                    st = _proc_status(pid)
-                    assert st["Uid"].split() == ["65534"] * 4, st["Uid"]
-                    assert st["Gid"].split() == ["65534"] * 4, st["Gid"]
-                    assert st["Groups"] == ""
-                    assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == 0
-                    assert int(st["CapAmb"], 16) == 0
-                    assert st["NoNewPrivs"] == "1"
-                    # The data path is here: the worker holds its session's tun device.
-                    assert "/dev/net/tun" in _fd_targets(pid)
-                assert _proc_status(s.proc.pid)["Uid"].split()[0] == "0"
-                # The master ran the up commands, as root.
-                assert _marks(d, HOST) == ["up-0"] and _marks(d, HOST2) == ["up-0"]
+            out, _ = pinger.communicate(timeout=20)
+            assert " 0% packet loss" in out, out
+            sessions = {x["host"]: x for x in _server_doc(s.proc.pid)["sessions"]}
+            assert sessions[HOST]["since"] == since
+
+
+@pytest.mark.netns
+def test_killold_replaces_a_session_held_by_another_worker(d: Path) -> None:
+    with two_hosts() as p:
+        ta, tb = p.add_tunnel_devices()
+        scfg = conf(HOST, vt_options={"workers": 2, "user": "nobody",
+                                      "lockdir": d / "locks"},
+                    type="tun", proto="tcp", device="tsrv", multi="killold")
+        ccfg = conf(HOST, device="tcli")
+        with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c1:
+            wait_ping(p.b, ta, timeout=15)
+            first = _server_doc(s.proc.pid)["sessions"][0]["worker"]
+            # The old client stays up but its session goes; the new one (on the other,
+            # idle worker) gets the host, the device and the lock.
+            with VtClient(p.b, ccfg, HOST, p.a_addr) as c2:
+                c1.wait_log(r"session closed", timeout=15)
+                wait_for(lambda: not c1.alive(), 10, "old client to exit")
+                wait_ping(p.b, ta, timeout=15)
+                (new,) = _server_doc(s.proc.pid)["sessions"]
+                assert new["worker"] != first
+                assert c2.alive()
                 assert (d / "locks" / HOST).read_text() == f"{s.proc.pid}\n"
-                text = subprocess.run([sys.executable, "-m", "vtcore", "status",
-                                       str(s.proc.pid)], capture_output=True, text=True,
-                                      timeout=20).stdout
-                assert "2 workers as nobody, 2 session(s)" in text, text
-                for pid in workers:
-                    assert f"worker: {pid}" in text, text
-            # The clients left: each session's down ran once, as root, the lock is gone.
-            assert _marks(d, HOST) == ["up-0", "down-0"]
-            assert _marks(d, HOST2) == ["up-0", "down-0"]
-            assert not (d / "locks" / HOST).exists()
-    finally:
-        import shutil
-
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.mark.netns
-def test_killing_a_worker_ends_only_its_sessions(monkeypatch) -> None:
-    d = tmpdir()
-    monkeypatch.setenv("VT_RUN_DIR", str(d / "run"))
-    try:
-        with two_hosts() as p:
-            ta, tb = p.add_tunnel_devices()
-            ta2, tb2 = p.add_tunnel_devices("tsrv2", "tcli2")
-            scfg = _two_host_server(d)
-            with VtServer(p.a, scfg) as s, \
-                    PersistClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr) as c1, \
-                    PersistClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
-                wait_ping(p.b, ta, timeout=15)
-                wait_ping(p.b, ta2, timeout=15)
-                doc = wait_for(lambda: (lambda x: x if len(x["sessions"]) == 2 else None)(
-                    _server_doc(s.proc.pid)), 10, "both sessions")
-                by_host = {x["host"]: x for x in doc["sessions"]}
-                victim, other = by_host[HOST]["worker"], by_host[HOST2]["worker"]
-                assert victim != other
-                since = by_host[HOST2]["since"]
-                result: dict = {}
-
-                def transfer(addr: str, key: str) -> None:
-                    try:
-                        result[key] = iperf3(p.a, p.b, addr, seconds=6)
-                    except Exception as exc:  # reported below
-                        result[f"{key}-error"] = exc
-
-                # Bulk traffic through both; the killed worker's one may fail, not the other.
-                bulks = [threading.Thread(target=transfer, args=(ta2, "iperf")),
-                         threading.Thread(target=transfer, args=(ta, "victim"))]
-                for bulk in bulks:
-                    bulk.start()
-                time.sleep(2)
-                os.kill(victim, signal.SIGKILL)
-                killed = time.monotonic()
-                s.wait_log(rf"worker ended .*worker={victim}", timeout=10)
-                # Its session's down ran (by the master), and its client is back soon.
-                wait_for(lambda: _marks(d, HOST) == ["up-0", "down-0", "up-0"], 10,
-                         "down, then up again for the killed worker's session")
-                wait_ping(p.b, ta, timeout=10)
-                back = time.monotonic() - killed
-                assert back < 5.0, f"reconnected after {back:.1f}s"
-                assert c1.alive()
-                for bulk in bulks:
-                    bulk.join(timeout=40)
-                assert "iperf-error" not in result, result.get("iperf-error")
-                assert result["iperf"]["bytes"] > 1_000_000, result["iperf"]["bits_per_second"]
-                # The other session never noticed: same session, no down.
-                doc = _server_doc(s.proc.pid)
-                by_host = {x["host"]: x for x in doc["sessions"]}
-                assert by_host[HOST2]["since"] == since and by_host[HOST2]["worker"] == other
-                assert _marks(d, HOST2) == ["up-0"]
-                # A new worker took the dead one's place.
-                pids = {w["pid"] for w in doc["workers"]}
-                assert len(pids) == 2 and victim not in pids and doc["restarts"] == 1
-    finally:
-        import shutil
-
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.mark.netns
-def test_sighup_reloads_every_worker_without_dropping_sessions(monkeypatch) -> None:
-    d = tmpdir()
-    monkeypatch.setenv("VT_RUN_DIR", str(d / "run"))
-    try:
-        with two_hosts() as p:
-            ta, tb = p.add_tunnel_devices()
-            ta2, tb2 = p.add_tunnel_devices("tsrv2", "tcli2")
-            full = _two_host_server(d)
-            first = full[:full.index(f"{HOST2} {{")]  # bt2 comes with the reload
-            with VtServer(p.a, first) as s, \
-                    VtClient(p.b, conf(HOST, device="tcli"), HOST, p.a_addr):
-                wait_ping(p.b, ta, timeout=15)
-                since = _server_doc(s.proc.pid)["sessions"][0]["since"]
-                pinger = p.b.popen("ping", "-n", "-q", "-c", 30, "-i", 0.1, ta,
-                                   stdout=subprocess.PIPE, text=True)
-                time.sleep(0.5)
-                s.cfg.write_text(full)
-                os.kill(s.proc.pid, signal.SIGHUP)
-                s.wait_log(r"config reloaded", timeout=10)
-                wait_for(lambda: len(re.findall(r"config reloaded .*worker=",
-                                                s.log())) >= 2, 10, "both workers reloaded")
-                with VtClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
-                    wait_ping(p.b, ta2, timeout=15)
-                out, _ = pinger.communicate(timeout=20)
-                assert " 0% packet loss" in out, out
-                sessions = {x["host"]: x for x in _server_doc(s.proc.pid)["sessions"]}
-                assert sessions[HOST]["since"] == since
-    finally:
-        import shutil
-
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.mark.netns
-def test_killold_replaces_a_session_held_by_another_worker(monkeypatch) -> None:
-    d = tmpdir()
-    monkeypatch.setenv("VT_RUN_DIR", str(d / "run"))
-    try:
-        with two_hosts() as p:
-            ta, tb = p.add_tunnel_devices()
-            scfg = conf(HOST, vt_options={"workers": 2, "user": "nobody",
-                                          "lockdir": d / "locks"},
-                        type="tun", proto="tcp", device="tsrv", multi="killold")
-            ccfg = conf(HOST, device="tcli")
-            with VtServer(p.a, scfg) as s, VtClient(p.b, ccfg, HOST, p.a_addr) as c1:
-                wait_ping(p.b, ta, timeout=15)
-                first = _server_doc(s.proc.pid)["sessions"][0]["worker"]
-                # The old client stays up but its session goes; the new one (on the other,
-                # idle worker) gets the host, the device and the lock.
-                with VtClient(p.b, ccfg, HOST, p.a_addr) as c2:
-                    c1.wait_log(r"session closed", timeout=15)
-                    wait_for(lambda: not c1.alive(), 10, "old client to exit")
-                    wait_ping(p.b, ta, timeout=15)
-                    (new,) = _server_doc(s.proc.pid)["sessions"]
-                    assert new["worker"] != first
-                    assert c2.alive()
-                    assert (d / "locks" / HOST).read_text() == f"{s.proc.pid}\n"
-    finally:
-        import shutil
-
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.netns
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
-def test_a_vtund_client_is_served_by_a_worker(proto: str, monkeypatch) -> None:
+def test_a_vtund_client_is_served_by_a_worker(proto: str, d: Path) -> None:
     requires_vtund()
-    d = tmpdir()
-    monkeypatch.setenv("VT_RUN_DIR", str(d / "run"))
-    try:
-        with two_hosts() as p:
-            ta, tb = p.add_tunnel_devices()
-            scfg = conf(HOST, vt_options={"workers": 2, "user": "nobody",
-                                          "lockdir": d / "locks"},
-                        type="tun", proto=proto, device="tsrv", compress="lzo:1",
-                        keepalive="yes")
-            with VtServer(p.a, scfg) as s, VtundClient(p.b, conf(HOST, device="tcli"),
-                                                      HOST, p.a_addr):
-                wait_ping(p.b, ta, timeout=20)
-                res = ping(p.b, ta, count=20, interval=0.05)
-                assert res.loss == 0, res
-                (sess,) = _server_doc(s.proc.pid)["sessions"]
-                assert sess["worker"] in _children(s.proc.pid) and not sess["native"]
-                assert sess["proto"] == proto
-    finally:
-        import shutil
-
-        shutil.rmtree(d, ignore_errors=True)
+    with two_hosts() as p:
+        ta, tb = p.add_tunnel_devices()
+        scfg = conf(HOST, vt_options={"workers": 2, "user": "nobody",
+                                      "lockdir": d / "locks"},
+                    type="tun", proto=proto, device="tsrv", compress="lzo:1",
+                    keepalive="yes")
+        with VtServer(p.a, scfg) as s, VtundClient(p.b, conf(HOST, device="tcli"),
+                                                  HOST, p.a_addr):
+            wait_ping(p.b, ta, timeout=20)
+            res = ping(p.b, ta, count=20, interval=0.05)
+            assert res.loss == 0, res
+            (sess,) = _server_doc(s.proc.pid)["sessions"]
+            assert sess["worker"] in _children(s.proc.pid) and not sess["native"]
+            assert sess["proto"] == proto
 
 
 @pytest.mark.netns
 @pytest.mark.parametrize("persist", ["yes", "keep"])
-def test_the_client_runs_unprivileged_under_a_root_parent(persist: str, monkeypatch) -> None:
-    d = tmpdir()
-    monkeypatch.setenv("VT_RUN_DIR", str(d / "run"))
+def test_the_client_runs_unprivileged_under_a_root_parent(persist: str, d: Path) -> None:
     marks = d / "marks"
     marks.mkdir()
-    try:
-        with two_hosts() as p:
-            ta, tb = p.tunnel_addrs()
-            p.a.add_tun("tsrv", addr=ta, peer=tb)
-            scfg = conf(HOST, vt_options={"lockdir": d / "locks"}, type="tun", proto="tcp",
-                        device="tsrv")
-            # The client makes its device (persist keep keeps it across sessions).
-            up = [f"program /bin/sh \"-c 'echo up-$(id -u) >> {marks}/c'\" wait",
-                  f"ip \"addr add {tb} peer {ta} dev %d\"", "ip \"link set %d up\""]
-            ccfg = conf(HOST, vt_options={"workers": 1, "user": "nobody",
-                                          "statdir": d / "stat"},
-                        device="tcli", persist=persist, up=up,
-                        down=[f"program /bin/sh \"-c 'echo down-$(id -u) >> {marks}/c'\" "
-                              "wait"])
-            with VtServer(p.a, scfg), VtClient(p.b, ccfg, HOST, p.a_addr) as c:
-                wait_ping(p.b, ta, timeout=15)
-                (child,) = _children(c.proc.pid)
-                st = _proc_status(child)
-                assert st["Uid"].split() == ["65534"] * 4
-                assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == 0
-                assert st["NoNewPrivs"] == "1"
-                assert "/dev/net/tun" in _fd_targets(child)
-                assert _marks(d, "c") == ["up-0"]
-                doc = wait_for(lambda: (lambda x: x if x["sessions"] else None)(
-                    status_docs()[c.proc.pid]), 10, "the client's session in vt status")
-                assert doc["sessions"][0]["worker"] == child
-                index = p.b.run("cat", "/sys/class/net/tcli/ifindex").stdout.strip()
-                # Killed, the child is replaced; the session is back within seconds.
-                os.kill(child, signal.SIGKILL)
-                killed = time.monotonic()
-                c.wait_log(rf"worker ended .*worker={child}", timeout=10)
-                wait_for(lambda: _marks(d, "c") == ["up-0", "down-0", "up-0"], 15,
-                         "down, then up again")
-                wait_ping(p.b, ta, timeout=10)
-                assert time.monotonic() - killed < 5.0
-                (again,) = _children(c.proc.pid)
-                assert again != child
-                now = p.b.run("cat", "/sys/class/net/tcli/ifindex").stdout.strip()
-                # persist keep: the parent kept the device for the next session.
-                assert (now == index) == (persist == "keep"), (index, now)
-                c.stop()
-                assert c.proc.returncode == 0, c.log()
-            assert _marks(d, "c") == ["up-0", "down-0", "up-0", "down-0"]
-    finally:
-        import shutil
-
-        shutil.rmtree(d, ignore_errors=True)
+    with two_hosts() as p:
+        ta, tb = p.tunnel_addrs()
+        p.a.add_tun("tsrv", addr=ta, peer=tb)
+        scfg = conf(HOST, vt_options={"lockdir": d / "locks"}, type="tun", proto="tcp",
+                    device="tsrv")
+        # The client makes its device (persist keep keeps it across sessions).
+        up = [f"program /bin/sh \"-c 'echo up-$(id -u) >> {marks}/c'\" wait",
+              f"ip \"addr add {tb} peer {ta} dev %d\"", "ip \"link set %d up\""]
+        ccfg = conf(HOST, vt_options={"workers": 1, "user": "nobody",
+                                      "statdir": d / "stat"},
+                    device="tcli", persist=persist, up=up,
+                    down=[f"program /bin/sh \"-c 'echo down-$(id -u) >> {marks}/c'\" "
+                          "wait"])
+        with VtServer(p.a, scfg), VtClient(p.b, ccfg, HOST, p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            (child,) = _children(c.proc.pid)
+            st = _proc_status(child)
+            assert st["Uid"].split() == ["65534"] * 4
+            assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == 0
+            assert st["NoNewPrivs"] == "1"
+            assert "/dev/net/tun" in _fd_targets(child)
+            assert _marks(d, "c") == ["up-0"]
+            doc = wait_for(lambda: (lambda x: x if x["sessions"] else None)(
+                status_docs()[c.proc.pid]), 10, "the client's session in vt status")
+            assert doc["sessions"][0]["worker"] == child
+            index = p.b.run("cat", "/sys/class/net/tcli/ifindex").stdout.strip()
+            # Killed, the child is replaced; the session is back within seconds.
+            os.kill(child, signal.SIGKILL)
+            killed = time.monotonic()
+            c.wait_log(rf"worker ended .*worker={child}", timeout=10)
+            wait_for(lambda: _marks(d, "c") == ["up-0", "down-0", "up-0"], 15,
+                     "down, then up again")
+            wait_ping(p.b, ta, timeout=10)
+            assert time.monotonic() - killed < 5.0
+            (again,) = _children(c.proc.pid)
+            assert again != child
+            now = p.b.run("cat", "/sys/class/net/tcli/ifindex").stdout.strip()
+            # persist keep: the parent kept the device for the next session.
+            assert (now == index) == (persist == "keep"), (index, now)
+            c.stop()
+            assert c.proc.returncode == 0, c.log()
+        assert _marks(d, "c") == ["up-0", "down-0", "up-0", "down-0"]
 
 
 # ---------------------------------------------------------------- a rogue worker
