@@ -65,7 +65,7 @@ from vtcore.runtime.control import (
 )
 from vtcore.runtime.netio import peer_name
 from vtcore.runtime.priority import LINK_NICE
-from vtcore.runtime.server import DEAD_SESSION_WAIT, ServerOptions, early_reload
+from vtcore.runtime.server import DEAD_SESSION_WAIT, ServerOptions, install_server_signals
 from vtcore.runtime.stats import append_stat_line, stat_line
 from vtcore.runtime.status import StatusServer
 from vtcore.runtime.tunnel import Counters
@@ -197,12 +197,7 @@ class Master:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.listener is not None, "inetd mode: serve_one()"
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.reset_counters)
-        if early_reload():
-            self.reload()
+        install_server_signals(loop, self._stopping.set, self.reload, self.reset_counters)
         await asyncio.gather(*(self._start_worker(slot) for slot in range(self.count)))
         address = peer_name(self.listener.getsockname())
         log.info("listening", address=address, hosts=len(self.config.hosts),

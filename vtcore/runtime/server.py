@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +87,18 @@ def early_reload() -> bool:
     asked = bool(_EARLY_HUP)
     _EARLY_HUP.clear()
     return asked
+
+
+def install_server_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None],
+                           reload: Callable[[], None], reset: Callable[[], None]) -> None:
+    """A server's signals (one process or a master): TERM/INT stop, HUP reloads (also
+    one asked before the loop was up), USR1 resets the counters."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGUSR1, reset)
+    if early_reload():
+        reload()
 
 
 class ListenError(OSError):
@@ -250,12 +263,7 @@ class Server:
         return f"listening on {address}, {len(self.sessions())} session(s)"
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.reset_counters)
-        if early_reload():
-            self.reload()
+        install_server_signals(loop, self._stopping.set, self.reload, self.reset_counters)
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
