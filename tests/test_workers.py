@@ -79,6 +79,12 @@ def _server_doc(pid: int) -> dict:
     return status_docs()[pid]
 
 
+def _with_sessions(pid: int, count: int) -> dict | None:
+    """The daemon's status document once it lists ``count`` sessions, else None."""
+    doc = status_docs()[pid]
+    return doc if len(doc["sessions"]) == count else None
+
+
 def _updown(marks: Path, name: str) -> dict[str, list[str]]:
     return {
         "up": [f"program /bin/sh \"-c 'echo up-$(id -u) >> {marks}/{name}'\" wait"],
@@ -117,8 +123,7 @@ def test_workers_carry_sessions_without_root_or_capabilities(d: Path) -> None:
                 VtClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
             wait_ping(p.b, ta, timeout=15)
             wait_ping(p.b, ta2, timeout=15)
-            doc = wait_for(lambda: (lambda x: x if len(x["sessions"]) == 2 else None)(
-                _server_doc(s.proc.pid)), 10, "both sessions in vt status")
+            doc = wait_for(lambda: _with_sessions(s.proc.pid, 2), 10, "both sessions in vt status")
             workers = {w["pid"] for w in doc["workers"]}
             assert len(workers) == 2 and workers == _children(s.proc.pid)
             by_host = {x["host"]: x for x in doc["sessions"]}
@@ -163,8 +168,7 @@ def test_killing_a_worker_ends_only_its_sessions(d: Path) -> None:
                 PersistClient(p.b, conf(HOST2, device="tcli2"), HOST2, p.a_addr):
             wait_ping(p.b, ta, timeout=15)
             wait_ping(p.b, ta2, timeout=15)
-            doc = wait_for(lambda: (lambda x: x if len(x["sessions"]) == 2 else None)(
-                _server_doc(s.proc.pid)), 10, "both sessions")
+            doc = wait_for(lambda: _with_sessions(s.proc.pid, 2), 10, "both sessions")
             by_host = {x["host"]: x for x in doc["sessions"]}
             victim, other = by_host[HOST]["worker"], by_host[HOST2]["worker"]
             assert victim != other
@@ -304,8 +308,7 @@ def test_the_client_runs_unprivileged_under_a_root_parent(persist: str, d: Path)
             assert st["NoNewPrivs"] == "1"
             assert "/dev/net/tun" in _fd_targets(child)
             assert _marks(d, "c") == ["up-0"]
-            doc = wait_for(lambda: (lambda x: x if x["sessions"] else None)(
-                status_docs()[c.proc.pid]), 10, "the client's session in vt status")
+            doc = wait_for(lambda: _with_sessions(c.proc.pid, 1), 10, "the client's session in vt status")
             assert doc["sessions"][0]["worker"] == child
             index = p.b.run("cat", "/sys/class/net/tcli/ifindex").stdout.strip()
             # Killed, the child is replaced; the session is back within seconds.

@@ -265,7 +265,7 @@ class TunDevice:
         except OSError as err:
             if err.errno not in _GONE:
                 raise
-            if not reads - 1:  # the failed read was the first
+            if reads == 1:  # the failed read was the first
                 raise EOFError(f"{self.name}: interface gone") from None
         return out
 

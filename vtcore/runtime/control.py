@@ -13,8 +13,10 @@ kills the worker).  A worker never sends descriptors.  The worker trusts the mas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
+import os
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -208,7 +210,10 @@ class Channel:
             raise ValueError(f"control message of {len(data)} bytes")
         # Messages are small and the peer drains its end on its loop: a full queue
         # (EAGAIN) means a peer that stopped reading, which the caller's bound handles.
-        socket.send_fds(self.sock, [data], fds) if fds else self.sock.send(data)
+        if fds:
+            socket.send_fds(self.sock, [data], fds)
+        else:
+            self.sock.send(data)
 
     async def send(self, msg: dict, fds: list[int] | None = None) -> None:
         for _ in range(200):  # bounded: ~10 s of a full queue
@@ -267,8 +272,7 @@ class Channel:
                     loop.remove_reader(self.sock.fileno())
                 continue
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                for fd in fds:
-                    _close(fd)
+                _close_all(fds)
                 raise Violation("message or descriptors cut: too large")
             return data, fds
 
@@ -287,10 +291,10 @@ class Channel:
                 try:
                     msg = json.loads(data)
                 except (ValueError, UnicodeDecodeError):
-                    for fd in fds:
-                        _close(fd)
+                    _close_all(fds)
                     raise Violation("not JSON") from None
                 if not isinstance(msg, dict):
+                    _close_all(fds)
                     raise Violation("not an object")
                 re = msg.get("re")
                 if re is not None:
@@ -298,8 +302,7 @@ class Channel:
                     if future is not None and not future.done():
                         future.set_result((msg, fds))
                     else:
-                        for fd in fds:
-                            _close(fd)
+                        _close_all(fds)
                     continue
                 task = asyncio.get_running_loop().create_task(self.handler(msg, fds))
                 self._tasks.add(task)
@@ -316,10 +319,7 @@ class Channel:
         self.sock.close()
 
 
-def _close(fd: int) -> None:
-    import os
-
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -38,17 +38,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from vt_api import Device, DeviceRequest, PortableDevice, StdioDevice
+from vt_api import Device, DeviceRequest, PortableDevice
 
 from vtcore import log as vtlog
 from vtcore import metrics
-from vtcore.config import ConfigErrors, check_config, load_config
 from vtcore.config.model import Config, Host
 from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.challenge import check_response
 from vtcore.runtime import fsguard, locks, trust
-from vtcore.runtime.commands import Substitutions, run_commands
+from vtcore.runtime.commands import Substitutions
 from vtcore.runtime.control import (
     Channel,
     Claim,
@@ -65,7 +64,13 @@ from vtcore.runtime.control import (
 )
 from vtcore.runtime.netio import peer_name
 from vtcore.runtime.priority import LINK_NICE
-from vtcore.runtime.server import DEAD_SESSION_WAIT, ServerOptions, install_server_signals
+from vtcore.runtime.server import (
+    DEAD_SESSION_WAIT,
+    ServerOptions,
+    install_server_signals,
+    reload_config,
+)
+from vtcore.runtime.session import HostOps
 from vtcore.runtime.stats import append_stat_line, stat_line
 from vtcore.runtime.status import StatusServer
 from vtcore.runtime.tunnel import Counters
@@ -292,17 +297,19 @@ class Master:
                             pidfd=os.pidfd_open(proc.pid))
         self.workers[slot] = worker
         worker.task = loop.create_task(self._watch(worker))
-        await worker.channel.tell({"op": "config"}, [self._config_memfd()])
+        await self._send_config(worker)
         log.info("worker started", worker=proc.pid, slot=slot)
 
-    def _config_memfd(self) -> int:
-        """The parsed config for a worker, in a sealed memory file (any size; the worker
-        reads it as root's own pickle, which it trusts: never the other way round)."""
-        fd = os.memfd_create("vt-config", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        data = pickle.dumps(self._state())
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
-        return fd
+    async def _send_config(self, worker: WorkerProc) -> None:
+        """The parsed config for a worker, in a memory file (any size; the worker reads
+        it as root's own pickle, which it trusts: never the other way round)."""
+        fd = os.memfd_create("vt-config", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, pickle.dumps(self._state()))
+            os.lseek(fd, 0, os.SEEK_SET)
+            await worker.channel.tell({"op": "config"}, [fd])
+        finally:
+            os.close(fd)
 
     def _state(self) -> dict:
         """What a worker is given: the config, the command line's overrides."""
@@ -445,10 +452,7 @@ class Master:
             grant.subs = Substitutions(grant.device.name, grant.host.name,
                                        ends.local[0], ends.local[1],
                                        ends.remote[0], ends.remote[1])
-            await run_commands(grant.host.up, grant.options, grant.subs,
-                               stdio_fd=grant.device.stdio_fd(), what="up")
-            if isinstance(grant.device, StdioDevice):
-                grant.device.release_stdio()
+            await self._ops(grant).up(grant.device, grant.subs)
             return {"ok": True}, None
         if isinstance(request, Down):
             if grant.downed:
@@ -530,11 +534,14 @@ class Master:
             raise Violation(f"device of type {request.type[:20]!r} for a {grant.host.type} host")
         return grant.host.type
 
+    def _ops(self, grant: Grant) -> HostOps:
+        """The session's privileged half, as a one-process server does it."""
+        return HostOps(grant.host, grant.options, self.plugins.registry)
+
     async def _down(self, grant: Grant) -> None:
         if grant.upped and not grant.downed and grant.subs is not None:
             grant.downed = True
-            await run_commands(grant.host.down, grant.options, grant.subs, stdio_fd=None,
-                               what="down")
+            await self._ops(grant).down(grant.subs)
 
     async def _close_grant(self, grant: Grant) -> None:
         """The session is over (or its worker is gone): down if owed, device, lock."""
@@ -589,7 +596,7 @@ class Master:
         asks = [w.channel.ask({"op": "vacate", "host": name, "kill": kill},
                               timeout=DEAD_SESSION_WAIT + 10) for w in workers]
         await asyncio.gather(*asks, return_exceptions=True)
-        gone = [g for g in held if kill or g.conn not in self.grants or g.released.is_set()]
+        gone = held if kill else [g for g in held if g.conn not in self.grants]
         waits = [asyncio.ensure_future(g.released.wait()) for g in gone]
         if waits:
             _, late = await asyncio.wait(waits, timeout=DEAD_SESSION_WAIT)
@@ -601,21 +608,20 @@ class Master:
     def reload(self) -> None:
         """SIGHUP: re-read the config and give it to every worker; live sessions keep
         the profile they started with."""
-        try:
-            config = load_config(self.config_path)
-            errors = check_config(config, self.plugins.registry)
-            if errors:
-                raise ConfigErrors(errors)
-            check_portable(config, self.plugins)
-        except (ConfigErrors, SetupError) as exc:
-            log.error("config reload failed, keeping the old one",
-                      error=str(exc).splitlines()[0])
+        def portable(config: Config) -> str | None:
+            try:
+                check_portable(config, self.plugins)
+            except SetupError as exc:
+                return str(exc)
+            return None
+
+        config = reload_config(self.config_path, self.plugins.registry, portable)
+        if config is None:
             return
         self.config = config
-        log.info("config reloaded", hosts=len(config.hosts))
         for worker in self.workers:
             if worker is not None:
-                self._spawn(worker.channel.tell({"op": "config"}, [self._config_memfd()]))
+                self._spawn(self._send_config(worker))
 
     def reset_counters(self) -> None:
         for worker in self.workers:

@@ -89,6 +89,26 @@ def early_reload() -> bool:
     return asked
 
 
+def reload_config(path: str, registry,
+                  check: Callable[[Config], str | None] | None = None) -> Config | None:
+    """SIGHUP's config, checked (``check``: a further test, saying what is wrong), or
+    None and one logged line: a bad file never replaces the running one."""
+    try:
+        config = load_config(path)
+        errors = check_config(config, registry)
+        if errors:
+            raise ConfigErrors(errors)
+    except ConfigErrors as exc:
+        why: str | None = str(exc).splitlines()[0]
+    else:
+        why = check(config) if check is not None else None
+    if why is not None:
+        log.error("config reload failed, keeping the old one", error=why)
+        return None
+    log.info("config reloaded", hosts=len(config.hosts))
+    return config
+
+
 def install_server_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None],
                            reload: Callable[[], None], reset: Callable[[], None]) -> None:
     """A server's signals (one process or a master): TERM/INT stop, HUP reloads (also
@@ -326,16 +346,9 @@ class Server:
 
     def reload(self) -> None:
         """SIGHUP: re-read the config; live sessions keep the profile they started with."""
-        try:
-            config = load_config(self.config_path)
-            errors = check_config(config, self.plugins.registry)
-            if errors:
-                raise ConfigErrors(errors)
-        except ConfigErrors as exc:
-            log.error("config reload failed, keeping the old one", error=str(exc).splitlines()[0])
-            return
-        self.config = config
-        log.info("config reloaded", hosts=len(config.hosts))
+        config = reload_config(self.config_path, self.plugins.registry)
+        if config is not None:
+            self.config = config
 
     def reset_counters(self) -> None:
         for lives in self.live.values():

@@ -175,6 +175,8 @@ class Worker:
         self.channel = Channel(sock, self.on_request)
         self.server: Server | None = None
         self.client: Client | None = None
+        self._client_task: asyncio.Task | None = None
+        self._ending: asyncio.Task | None = None
         self.exit_status = 0
         self._stopping = False
 
@@ -195,9 +197,6 @@ class Worker:
                     await asyncio.wait_for(self._client_task, 20)
             self.channel.close()
         return self.exit_status
-
-    _client_task: asyncio.Task | None = None
-    _ending: asyncio.Task | None = None
 
     def _stop(self) -> None:
         """SIGTERM (the master is stopping): end the sessions first, their down commands
