@@ -329,6 +329,80 @@ def test_the_client_runs_unprivileged_under_a_root_parent(persist: str, d: Path)
         assert _marks(d, "c") == ["up-0", "down-0", "up-0", "down-0"]
 
 
+# ---------------------------------------------------------------- the default
+
+
+def test_the_default_is_one_worker_per_cpu_where_they_can_drop_privileges() -> None:
+    from vtcore.runtime.master import CAP_SETGID, CAP_SETUID, default_workers
+
+    both = 1 << CAP_SETUID | 1 << CAP_SETGID
+    assert default_workers(0, both, 4) == (4, "")
+    assert default_workers(0, (1 << 41) - 1, 1) == (1, "")
+    assert default_workers(1000, both, 4)[0] == 0  # not root: nothing to drop
+    count, why = default_workers(0, both & ~(1 << CAP_SETUID), 4)
+    assert count == 0 and why == "no CAP_SETUID to start unprivileged workers"
+    assert default_workers(0, 0, 4)[1] == "no CAP_SETUID and CAP_SETGID to start " \
+        "unprivileged workers"
+
+
+def _default_user() -> tuple[str, int]:
+    import pwd
+
+    for name in ("vt", "nobody"):
+        try:
+            return name, pwd.getpwnam(name).pw_uid
+        except KeyError:
+            continue
+    raise AssertionError("neither vt nor nobody exists")
+
+
+class PrefixedServer(VtServer):
+    """vt's server started through ``prefix`` (taskset, setpriv)."""
+
+    def __init__(self, *args, prefix: list[str], **kw) -> None:
+        super().__init__(*args, **kw)
+        self.prefix = prefix
+
+    def argv(self):
+        return [*self.prefix, *super().argv()]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("start", ["plain", "one-cpu", "no-setuid"])
+def test_a_root_server_and_client_split_by_default(start: str, d: Path, monkeypatch) -> None:
+    """No ``workers`` in the config: one worker per CPU of the daemon's affinity, as the
+    default user; one root process where it could not drop privileges (and it says so);
+    the client splits too."""
+    monkeypatch.delenv("VT_TEST_WORKERS", raising=False)
+    prefix = {"plain": [], "one-cpu": ["taskset", "-c", str(min(os.sched_getaffinity(0)))],
+              "no-setuid": ["setpriv", "--bounding-set", "-setuid,-setgid", "--"]}[start]
+    expected = {"plain": len(os.sched_getaffinity(0)), "one-cpu": 1, "no-setuid": 0}[start]
+    user, uid = _default_user()
+    with two_hosts() as p:
+        ta, tb = p.add_tunnel_devices()
+        scfg = conf(HOST, vt_options={"lockdir": d / "locks", "statdir": d / "stat"},
+                    type="tun", proto="udp", device="tsrv")
+        with PrefixedServer(p.a, scfg, prefix=prefix) as s, \
+                VtClient(p.b, conf(HOST, vt_options={"statdir": d / "stat"}, proto="udp",
+                                   device="tcli"), HOST, p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            doc = wait_for(lambda: _with_sessions(s.proc.pid, 1), 10, "the session in vt status")
+            workers = {w["pid"] for w in doc.get("workers", [])}
+            assert len(workers) == expected and workers == _children(s.proc.pid)
+            for pid in workers:
+                assert _proc_status(pid)["Uid"].split() == [str(uid)] * 4
+                assert int(_proc_status(pid)["CapEff"], 16) == 0
+            if expected:
+                assert doc["sessions"][0]["worker"] in workers
+                assert "workers off" not in s.log()
+            else:
+                s.wait_log(r"workers off: one process runs every session as root.*"
+                           r"no CAP_SETUID and CAP_SETGID")
+                assert "worker" not in doc["sessions"][0] or not doc["sessions"][0]["worker"]
+            (child,) = _children(c.proc.pid)
+            assert _proc_status(child)["Uid"].split() == [str(uid)] * 4, user
+
+
 # ---------------------------------------------------------------- a rogue worker
 
 

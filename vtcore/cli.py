@@ -246,14 +246,14 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
         _fail(f"cannot listen: {getattr(exc, 'strerror', None) or exc}")
     _check_metrics(config)
     main = server.serve()
-    if config.options.workers:
-        from vtcore.runtime.master import Master, SetupError
+    from vtcore.runtime.master import Master, SetupError, resolve_workers
 
+    if workers := resolve_workers(config, plugins):
         main.close()
         assert server.listener is not None
         try:
             main = Master(config_path, config, plugins, overrides, server.listener,
-                          config.options.workers).serve()
+                          workers).serve()
         except SetupError as exc:
             _fail(str(exc))
     if not foreground:
@@ -307,9 +307,9 @@ def run(ctx, host, server, config_path, port, timeout, persist, foreground, ipv4
     _check_metrics(config)
     opts = ClientOptions(port=port, timeout=timeout, persist=persist, ipv6=_family(ipv4, ipv6))
     parent = None
-    if config.options.workers:  # the same split as the server's (issue 18)
-        from vtcore.runtime.master import ClientMaster, SetupError
+    from vtcore.runtime.master import ClientMaster, SetupError, resolve_workers
 
+    if resolve_workers(config, plugins):  # the same split as the server's (issue 18)
         try:
             parent = ClientMaster(config_path, config, plugins, host, server, opts)
         except SetupError as exc:

@@ -49,8 +49,11 @@ KEYWORD_DOCS: dict[str, tuple[str, frozenset[str], dict[str, tuple[str, str]]]] 
                     "http://ADDR:PORT/metrics ([ADDR]:PORT for IPv6)."),
         "workers": ("N", "vt only: run the server's sessions in N worker processes without "
                     "root or capabilities; the root master keeps the listener, the devices, "
-                    "the up/down commands, the lock and stat files (default 0: one process). "
-                    "Never abbreviated."),
+                    "the up/down commands, the lock and stat files; \\fBvt run\\fP splits the same "
+                    "way (any N > 0: one unprivileged child). Default: one per CPU the "
+                    "daemon may run on, when it runs as root with CAP_SETUID and "
+                    "CAP_SETGID and the workers' user exists; else 0. 0: one process "
+                    "(as vtund's server before it forks). Never abbreviated."),
         "user": ("NAME", "vt only: the workers' user (default \\fBvt\\fP if it exists, "
                  "else \\fBnobody\\fP); never root. Never abbreviated."),
         "group": ("NAME", "vt only: the workers' group (default the user's). Never "

@@ -65,7 +65,8 @@ class Options:
     """vt-only keyword ``metrics ADDR:PORT``: where the Prometheus endpoint listens."""
     workers: int | None = None
     """vt-only ``workers N``: sessions run in N unprivileged worker processes under a
-    root master (0: all in the one process).  ``None``: not set (0)."""
+    root master (0: all in the one process).  ``None``: not set (one per CPU where it
+    can: :func:`vtcore.runtime.master.resolve_workers`)."""
     user: str | None = None
     """vt-only ``user NAME``: the workers' user (default ``vt`` if it exists, else
     ``nobody``)."""

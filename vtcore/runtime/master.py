@@ -122,6 +122,50 @@ def worker_account(options) -> tuple[int, int, str]:
                      "useradd --system --no-create-home --shell /usr/sbin/nologin vt)")
 
 
+CAP_SETGID = 6
+CAP_SETUID = 7
+
+
+def default_workers(euid: int, cap_eff: int, cpus: int) -> tuple[int, str]:
+    """Workers when ``options`` sets none (issue 18): one per CPU this process may run on,
+    if it can start them unprivileged; else 0 and why.  Pure: the caller reads the
+    effective uid, ``CapEff`` and the CPU affinity."""
+    if euid != 0:
+        return 0, "not root: nothing to separate"
+    missing = [name for name, bit in (("CAP_SETUID", CAP_SETUID), ("CAP_SETGID", CAP_SETGID))
+               if not cap_eff >> bit & 1]
+    if missing:
+        return 0, f"no {' and '.join(missing)} to start unprivileged workers"
+    return max(1, cpus), ""
+
+
+def _cap_eff() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def resolve_workers(config: Config, plugins: Plugins) -> int:
+    """``options.workers`` if set (0: one process), else :func:`default_workers` --
+    falling back to one process, with a warning, where workers cannot run (no workers'
+    user, a device backend that cannot move to a worker).  An explicit ``workers N``
+    that cannot run is the caller's :class:`SetupError`."""
+    if config.options.workers is not None:
+        return config.options.workers
+    count, why = default_workers(os.geteuid(), _cap_eff(), len(os.sched_getaffinity(0)))
+    if count:
+        try:
+            worker_account(config.options)
+            check_portable(config, plugins)
+        except SetupError as exc:
+            count, why = 0, str(exc)
+    if not count and os.geteuid() == 0:
+        log.warning("workers off: one process runs every session as root", reason=why)
+    return count
+
+
 def check_portable(config: Config, plugins: Plugins) -> None:
     """Every host's device backend must move to a worker (``adopt``)."""
     for host in config.hosts.values():
@@ -314,7 +358,7 @@ class Master:
     def _state(self) -> dict:
         """What a worker is given: the config, the command line's overrides."""
         return {"role": "server", "path": self.config_path, "config": self.config,
-                "overrides": self.overrides}
+                "overrides": self.overrides, "workers": self.count}
 
     async def _watch(self, worker: WorkerProc) -> None:
         """Serve the worker's channel until it closes or misbehaves; then make sure the
@@ -782,7 +826,8 @@ class ClientMaster(Master):
     def status_line(self, address: str = "") -> str:
         sessions = self.workers[0].status.get("sessions") if self.workers[0] else None
         state = "connected to" if sessions else "connecting to"
-        return f"{self.host_name}: {state} {self.server_name}"
+        port = self.client_overrides.port or self.config.options.port
+        return f"{self.host_name}: {state} {self.server_name}:{port}"
 
     def _stop_client(self) -> None:
         self.exit_status = 0

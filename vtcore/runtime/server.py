@@ -786,9 +786,9 @@ async def serve_inetd(config_path: str, config, plugins: Plugins,
     """``-i``: the client connection is stdin; one session, then exit."""
     sock = socket.socket(fileno=os.dup(0))
     _detach_stdio()
-    if config.options.workers:
-        from vtcore.runtime.master import Master
+    from vtcore.runtime.master import Master, resolve_workers
 
+    if resolve_workers(config, plugins):
         await Master(config_path, config, plugins, overrides, None, 1).serve_one(sock)
         return
     server = Server(config_path, config, plugins, overrides)

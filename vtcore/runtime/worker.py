@@ -275,7 +275,7 @@ class Worker:
             # The master spreads a guesser's connections over every worker: each keeps
             # its share of a host's failure budget, so that all of them still allow about
             # one budget (and, in back-off, one try per interval per worker).
-            workers = max(1, int(state["config"].options.workers or 1))
+            workers = max(1, int(state.get("workers", 1)))
             self.server.backoff = HostBackoff(free=max(1, -(-HostBackoff().free // workers)))
         else:
             self.server.config = state["config"]
