@@ -562,8 +562,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="none: every process may use every CPU (a server can use more than "
                          "one core); split: host A's processes on CPU 0, host B's on CPU 1")
     ap.add_argument("--workers", type=int, default=None,
-                    help="write 'workers N;' into vt's server options (issue 18; a vt "
-                         "without the keyword is refused before the run)")
+                    help="write 'workers N;' into vt's server options (0: one process; "
+                         "without it vt's default, one worker per CPU as root; issue 18)")
     ap.add_argument("--user", default=None, help="with --workers: 'user NAME;' (default nobody)")
     ap.add_argument("--group", default=None, help="with --workers: 'group NAME;'")
     ap.add_argument("--out", type=Path, default=HERE / "results")

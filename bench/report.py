@@ -10,8 +10,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-IMPLS = ("vtund", "vt", "vt-compat", "vt-vtund", "vtund-vt")
-"""vt-vtund = vt server with a vtund client, vtund-vt the reverse (server-client)."""
+IMPLS = ("vtund", "vt", "vt-compat", "vt-vtund", "vtund-vt", "vt-1p")
+"""vt-vtund = vt server with a vtund client, vtund-vt the reverse (server-client); vt-1p =
+vt <-> vt in one process each (``workers 0``), against which vt's default worker split
+is judged (asked for with ``--impls``)."""
 TUN_TCP = ("tun/tcp/none", "tun/tcp/lzo:1", "tun/tcp/zlib:1", "tun/tcp/aes128cbc")
 TUN_UDP = ("tun/udp/none", "tun/udp/lzo:1", "tun/udp/zlib:1")
 """The tun/udp configs a vtund side can run (its AES modes die over UDP under load)."""
@@ -203,6 +205,32 @@ def _loaded_ping_target(cases: dict) -> dict:
             "met": None if not ok else all(ok)}
 
 
+WORKERS_PING_SLACK_MS = 0.05
+"""Idle and loaded ping with workers (vt) against one process (vt-1p): at most this much
+slower (issue 18: no latency regression)."""
+
+
+def _workers_target(cases: dict) -> dict:
+    """vt as shipped (a root master, its data path in workers) against vt-1p (one process
+    each end), per config measured by both: idle and loaded ping p50 (issue 18)."""
+    parts, worst = [], []
+    for key in cases:
+        mine, one = cases[key].get("vt", {}), cases[key].get("vt-1p", {})
+        diffs = [(mine[f] - one[f], f[:-4]) for f in ("idle_p50", "load_p50")
+                 if mine.get(f) is not None and one.get(f) is not None]
+        if diffs:
+            worst += [(d, f"{key} {what}") for d, what in diffs]
+            parts.append(f"{key} " + ", ".join(
+                f"{what} {mine[what + '_p50']:.2f} against {one[what + '_p50']:.2f} ms"
+                for _, what in diffs))
+    top = max(worst, default=None)
+    return {"target": "workers (vt) vs one process (vt-1p): idle and loaded ping p50 no "
+                      f"more than {WORKERS_PING_SLACK_MS} ms slower",
+            "measured": "; ".join(parts) + (f" — worst {top[0]:+.2f} ms ({top[1]})"
+                                            if top else "") or "not measured",
+            "met": None if top is None else top[0] <= WORKERS_PING_SLACK_MS}
+
+
 def targets(results: dict, cases: dict) -> list[dict]:
     """The issue's targets against this run: what was measured and whether it was met.
 
@@ -257,6 +285,7 @@ def targets(results: dict, cases: dict) -> list[dict]:
 
     out.append(_secure_target(cases))
     out.append(_loaded_ping_target(cases))
+    out.append(_workers_target(cases))
 
     out += scale_targets(results.get("scale", []))
     return out
@@ -426,8 +455,10 @@ def markdown(results: dict, summary: dict) -> str:
         "(tun over TCP only; over UDP vt negotiates only its compression formats; "
         "`--compat-all` adds ether over TCP). vt-vtund = vt server, vtund client; "
         "vtund-vt = vtund server, vt client (vt as shipped, which finds a vtun peer and "
-        "speaks the vtun wire; tun over TCP and over UDP). Ratio columns are against "
-        "vtund ↔ vtund.",
+        "speaks the vtun wire; tun over TCP and over UDP). vt-1p = vt <-> vt with "
+        "`workers 0` on both ends (one process each; vt's default, as root, is a master "
+        "and one worker per CPU it may use: one here, as each host is pinned to one CPU). "
+        "Ratio columns are against vtund ↔ vtund.",
         "",
     ]
     cases = summary["cases"]

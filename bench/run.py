@@ -54,7 +54,7 @@ def all_configs() -> list[Config]:
 
 
 IMPLS = report.IMPLS
-DEFAULT_IMPLS = ",".join(IMPLS)
+DEFAULT_IMPLS = ",".join(i for i in IMPLS if i != "vt-1p")
 QUICK_IMPLS = ("vtund", "vt", *tunnels.MIXED)
 QUICK_MIXED_CONFIGS = ("tun/tcp/none", "tun/udp/none")
 """--quick runs the mixed pairs on tun/tcp/none and tun/udp/none only (keeps the smoke run
@@ -229,7 +229,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pings", type=int, default=25, help="idle pings (20 ms apart)")
     ap.add_argument("--impls", default=DEFAULT_IMPLS,
                     help="comma list from vtund,vt,vt-compat (vt with 'vtmode no', tun/tcp), "
-                         "vt-vtund, vtund-vt (mixed, server-client, tun/tcp and tun/udp)")
+                         "vt-vtund, vtund-vt (mixed, server-client, tun/tcp and tun/udp), "
+                         "vt-1p (vt with 'workers 0' both ends; not in the default list)")
     ap.add_argument("--configs", default="all",
                     help="'all' or comma list of dev/proto/module, e.g. tun/tcp/lzo:1")
     ap.add_argument("--refs", default="raw,openvpn", help="comma list from raw,openvpn ('' none)")
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warning: load average {load1} on {ncpu} CPUs: other work will skew the numbers")
     results: dict = {"meta": meta, "cases": {}, "scale": []}
     try:
-        if {"vt", "vt-compat", *tunnels.MIXED} & set(args.impls):
+        if {"vt", "vt-compat", "vt-1p", *tunnels.MIXED} & set(args.impls):
             log("probing vt (vt <-> vt, tun over tcp)")
             why = probe_vt(cpus)
             meta["vt_probe"] = "ok" if why is None else f"failed: {why}"

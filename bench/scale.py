@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="host: server host on CPU 0, clients on CPU 1 (bench/run.py's "
                          "default); none: a server that forks or has workers may use both")
     ap.add_argument("--workers", type=int, default=None,
-                    help="write 'workers N;' into vt's server options (issue 18)")
+                    help="write 'workers N;' into vt's server options (0: one "
+                         "process; without it vt's default, one worker per CPU as root; issue 18)")
     ap.add_argument("--user", default=None, help="with --workers: 'user NAME;' (default nobody)")
     ap.add_argument("--group", default=None, help="with --workers: 'group NAME;'")
     ap.add_argument("--out", type=Path, default=HERE / "results")

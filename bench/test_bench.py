@@ -287,6 +287,26 @@ def test_mixed_udp_pairs_have_their_own_target() -> None:
     assert udp["met"] is True and "vt-vtund none 0.97/0.97" in udp["measured"]
 
 
+def test_workers_are_judged_against_one_process_by_ping() -> None:
+    def pings(idle: float, loaded: float) -> dict:
+        r = _round(1000, 1.0)
+        r["idle"]["p50_ms"] = idle
+        r["fwd"]["ping_loaded"]["p50_ms"] = loaded
+        return report.summarize([r])
+
+    def judged(cases: dict) -> dict:
+        return [t for t in report.targets({"scale": []}, cases)
+                if t["target"].startswith("workers")][0]
+
+    assert judged({"tun/tcp/none": {"vt": pings(0.5, 2.0)}})["met"] is None  # no vt-1p
+    cases = {"tun/tcp/none": {"vt": pings(0.54, 2.0), "vt-1p": pings(0.50, 2.1)},
+             "tun/udp/none": {"vt": pings(0.50, 3.2), "vt-1p": pings(0.50, 3.0)}}
+    t = judged(cases)
+    assert t["met"] is False and t["measured"].endswith("worst +0.20 ms (tun/udp/none load)")
+    cases["tun/udp/none"]["vt"] = pings(0.50, 3.0)
+    assert judged(cases)["met"] is True
+
+
 def test_loaded_ping_over_udp_is_judged_against_tcp() -> None:
     def loaded(p50: float) -> dict:
         r = _round(1000, 1.0)

@@ -115,7 +115,7 @@ def sides(impl: str) -> tuple[str, str]:
     if impl in MIXED:
         srv, cli = impl.split("-")
         return srv, cli
-    if impl in ("vtund", "vt", "vt-compat"):
+    if impl in ("vtund", "vt", "vt-compat", "vt-1p"):
         return ("vtund", "vtund") if impl == "vtund" else ("vt", "vt")
     raise ValueError(f"unknown impl {impl!r}")
 
@@ -143,6 +143,10 @@ def vtun_family(
         # both ends no joining of received segments (gro) either.
         scfg = scfg.replace(f"  device {da};", f"  device {da};\n  vtmode no;")
         ccfg = ccfg.replace(f"  device {db};", f"  device {db};\n  vtmode no;")
+    if impl == "vt-1p":
+        # One process each end: what vt was before workers became its default.
+        scfg = scfg.replace("options {", "options {\n  workers 0;", 1)
+        ccfg = ccfg.replace("options {", "options {\n  workers 0;", 1)
     srv_side, cli_side = sides(impl)
     srv_cls = VtundServer if srv_side == "vtund" else VtServer
     cli_cls = VtundClient if cli_side == "vtund" else VtClient
@@ -302,8 +306,8 @@ def vt_server_options(workers: int | None, user: str | None = None,
                       group: str | None = None) -> list[str]:
     """Statements for a vt server's ``options`` block: ``workers N;``, ``user``, ``group``.
 
-    Nothing without ``workers`` (today's single process); with it, ``user nobody`` unless
-    a user is named, as issue 18 defaults workers to an unprivileged account."""
+    Nothing without ``workers`` (vt's default: as root, one worker per CPU it may run on,
+    as ``vt`` or ``nobody``); with it, ``user nobody`` unless a user is named."""
     if workers is None:
         return []
     out = [f"workers {workers};", f"user {user or 'nobody'};"]
