@@ -342,6 +342,13 @@ class Master:
         self.workers[slot] = worker
         worker.task = loop.create_task(self._watch(worker))
         await self._send_config(worker)
+        # A barrier: the channel keeps order, so the answer comes once the worker has
+        # loaded the config.  "listening" and READY=1 then mean every worker can serve.
+        with contextlib.suppress(EOFError, TimeoutError, OSError):
+            worker.status, _ = await worker.channel.ask({"op": "status", "offset": 0},
+                                                        timeout=STATUS_TIMEOUT * 10)
+            worker.status.pop("re", None)
+            worker.status.pop("more", None)
         log.info("worker started", worker=proc.pid, slot=slot)
 
     async def _send_config(self, worker: WorkerProc) -> None:
