@@ -261,7 +261,7 @@ def per_wall(a: tuple[float, float, float, int], b: tuple[float, float, float, i
     return (b[1] - a[1]) / wall, (b[2] - a[2]) / wall
 
 
-def busy(s: Sessions, seconds: int, reverse: bool) -> dict:
+def busy(s: Sessions, seconds: int, reverse: bool, repeating: bool = False) -> dict:
     """iperf3 through every session at once; aggregate Mbit/s and the trees' CPU per second."""
     n = len(s.addrs)
     ports: list[int] = []
@@ -284,6 +284,7 @@ def busy(s: Sessions, seconds: int, reverse: bool) -> dict:
                 clients.append(s.b.popen(
                     *pin(s.cpu_b), "iperf3", "-c", ia, "-p", port, "-t", seconds, "-J",
                     "--connect-timeout", 3000, *(["-R"] if reverse else []),
+                    *(["--repeating-payload"] if repeating else []),
                     stdout=fh, stderr=subprocess.STDOUT))  # fmt: skip
         t0 = start[0]
         steady = None
@@ -335,7 +336,7 @@ def busy(s: Sessions, seconds: int, reverse: bool) -> dict:
         outdir.cleanup()
 
 
-def case(s: Sessions, seconds: int, ways: tuple[str, ...]) -> dict:
+def case(s: Sessions, seconds: int, ways: tuple[str, ...], repeating: bool = False) -> dict:
     res: dict = {}
     for way in ways:
         if not s.alive():
@@ -343,7 +344,7 @@ def case(s: Sessions, seconds: int, ways: tuple[str, ...]) -> dict:
             continue
         t0 = time.monotonic()
         try:
-            res[way] = busy(s, seconds, reverse=way == "rev")
+            res[way] = busy(s, seconds, reverse=way == "rev", repeating=repeating)
         except (BenchError, HarnessError) as e:
             res[way] = {"error": " ".join(str(e).split())[:300]}
         res[way]["wall_s"] = round(time.monotonic() - t0, 2)
@@ -469,7 +470,8 @@ def markdown(results: dict, summary: dict) -> str:
         f"medians. Host: {meta['cpu']} ({meta['ncpu']} CPUs), kernel {meta['kernel']}. "
         f"Pinning: {meta['pinning']}. vt revision {meta['vt_rev']}, vtund {meta['vtund']}, "
         f"{meta['iperf3']}. vt server options: "
-        f"{' '.join(meta['vt_options']) or 'none (single process)'}. "
+        f"{' '.join(meta['vt_options']) or 'none (vt default: one worker per CPU as root)'}. "
+        f"iperf3 payload: {meta.get('payload', 'random')}. "
         f"Load average before/after: {meta['loadavg_start']} / {meta.get('loadavg_end', '?')}"
         f" (per round: {'; '.join(meta.get('loadavg_rounds', [])) or '?'}). "
         f"Run took {meta.get('wall_s', 0):.0f} s.",
@@ -555,9 +557,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--impls", default=None,
                     help=f"comma list from {','.join(IMPLS)} (default {','.join(DEFAULT_IMPLS)})")
     ap.add_argument("--configs", default=None,
-                    help="comma list of dev/proto/module, module none, lzo:1, zlib:1 or "
+                    help="comma list of dev/proto/module, module none, lzo:1, zlib:1, zlib:9 or "
                          f"aes128cbc (default {','.join(CONFIGS)})")
     ap.add_argument("--ways", default=",".join(WAYS), help="fwd,rev or one of them")
+    ap.add_argument("--payload", choices=("random", "repeating"), default="random",
+                    help="iperf3's payload: random (nothing compresses) or repeating "
+                         "(--repeating-payload: compressors do their work)")
     ap.add_argument("--pin", choices=("none", "split"), default="none",
                     help="none: every process may use every CPU (a server can use more than "
                          "one core); split: host A's processes on CPU 0, host B's on CPU 1")
@@ -594,7 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key in (k for k in a.configs.split(",") if k):
         parts = key.split("/")
         if len(parts) != 3 or parts[0] not in ("tun", "ether") or parts[1] not in ("tcp", "udp") \
-                or parts[2] not in ("none", "lzo:1", "zlib:1", "aes128cbc"):
+                or parts[2] not in ("none", "lzo:1", "zlib:1", "zlib:9", "aes128cbc"):
             ap.error(f"bad config {key!r} (e.g. tun/tcp/none)")
         a.config_list.append(Config(*parts))
     if a.workers is not None and not 0 <= a.workers <= 256:
@@ -624,7 +629,7 @@ def run_rounds(a: argparse.Namespace, results: dict) -> None:
                         t0 = time.monotonic()
                         try:
                             with sessions(impl, pair, cfg, n, cpus, meta["vt_options"]) as s:
-                                r = case(s, a.seconds, a.ways)
+                                r = case(s, a.seconds, a.ways, a.payload == "repeating")
                         except (BenchError, HarnessError) as e:
                             r = {"error": " ".join(str(e).split())[:700]}
                         r["load"] = loadavg()
@@ -682,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "started": started.isoformat(timespec="seconds"),
         "rounds": a.rounds, "seconds": a.seconds, "quick": a.quick,
-        "counts": a.counts, "impls": a.impls, "ways": list(a.ways),
+        "counts": a.counts, "impls": a.impls, "ways": list(a.ways), "payload": a.payload,
         "configs": [c.key for c in a.config_list],
         "cpus": cpus,
         "pinning": ("server host on CPU 0, client host on CPU 1 (taskset)" if a.pin == "split"

@@ -45,8 +45,10 @@ def ask(msg: dict) -> tuple[dict, list[int]]:
             os.close(extra)
 
 
-while True:  # the config first, then a connection
+while True:  # the config and the master's status round trip first, then a connection
     msg, fds = recv()
+    if msg.get("op") == "status":
+        send({"re": msg["id"], "sessions": []})
     if msg.get("op") == "conn":
         conn, chal = msg["conn"], bytes.fromhex(msg["chal"])
         os.close(fds[0])
