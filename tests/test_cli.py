@@ -19,6 +19,7 @@ import structlog
 from click.testing import CliRunner
 
 import vtcore.runtime.client as client_mod
+import vtcore.runtime.master as master_mod
 import vtcore.runtime.memory as memory_mod
 import vtcore.runtime.server as server_mod
 from vtcore import __version__
@@ -142,6 +143,7 @@ class RecordingClient:
 def client_calls(monkeypatch) -> list[dict]:
     RecordingClient.calls = []
     monkeypatch.setattr(client_mod, "Client", RecordingClient)
+    monkeypatch.setattr(master_mod, "resolve_workers", lambda config, plugins: 0)
     return RecordingClient.calls
 
 
@@ -204,6 +206,8 @@ def server_calls(monkeypatch) -> list[dict]:
     RecordingServer.calls = []
     RecordingServer.listen_error = None
     monkeypatch.setattr(server_mod, "Server", RecordingServer)
+    # One process: these tests are about the command line, not the worker split.
+    monkeypatch.setattr(master_mod, "resolve_workers", lambda config, plugins: 0)
 
     async def fake_inetd(config_path, config, plugins, overrides):
         RecordingServer.calls.append({"path": config_path, "opts": overrides, "inetd": True})
