@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -347,3 +349,27 @@ def run_bounded(coro_fn, limit: float):
     t.join(limit)
     assert not t.is_alive(), f"the loop did not finish within {limit} s"
     return box["result"]
+
+
+def test_a_signal_after_main_returned_does_not_kill_the_exiting_process() -> None:
+    """A daemon's second SIGTERM (a master's, after it forwarded the first) may land after
+    its loop is done: it must not kill the process with the default action (-15)."""
+    code = (
+        "import asyncio, os, signal, sys\n"
+        "from vtcore.runtime import loop\n"
+        "async def main():\n"
+        "    done = asyncio.Event()\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, done.set)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    await asyncio.wait_for(done.wait(), 5)\n"
+        "    return 7\n"
+        "rc = loop.run(main())\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # late: the loop is closed\n"
+        "os.kill(os.getpid(), signal.SIGHUP)\n"
+        "sys.exit(rc)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 7, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr

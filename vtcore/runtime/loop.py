@@ -23,6 +23,7 @@ import errno
 import math
 import select
 import selectors
+import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
@@ -266,7 +267,23 @@ def remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_reader(fd)
 
 
+QUIETED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on a :class:`DataLoop`: what the daemons run their top coroutine with."""
     with asyncio.Runner(loop_factory=DataLoop) as runner:
-        return runner.run(main)
+        try:
+            return runner.run(main)
+        finally:
+            _ignore_late_signals(runner.get_loop())
+
+
+def _ignore_late_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """``main`` is done: the process is on its way out.  Closing the loop would put the
+    default actions back, so a late SIGTERM (a master's second one, or the service
+    manager's) would kill it mid-exit (status -15), or find the loop's wakeup pipe
+    closed; it is ignored instead."""
+    for sig in QUIETED:
+        if loop.remove_signal_handler(sig):
+            signal.signal(sig, signal.SIG_IGN)
