@@ -272,14 +272,19 @@ class VtundClient(_Client):
         return [VTUND, "-n", "-f", self.cfg, "-P", self.port, self.host, self.server_addr]
 
 
+TEST_WORKERS = os.environ.get("VT_TEST_WORKERS", "1")
+"""How many workers each vt peer of the run gets unless its config says (``workers N;``):
+``1`` by default -- the shipped split (a root master, an unprivileged worker) at the
+least start-up cost per daemon; ``auto``: vt's own default (one per CPU); ``0``: one
+process; any N: ``VT_TEST_WORKERS=2 make flakes``.  tests/test_workers.py covers more
+than one worker and the default itself."""
+
+
 def _with_workers(text: str) -> str:
-    """``VT_TEST_WORKERS=N``: every vt peer of the run gets ``workers N; user nobody;``
-    (unless its config sets workers), so that any test suite can be run through the
-    master/worker split (issue 18): ``VT_TEST_WORKERS=2 make flakes``."""
-    count = os.environ.get("VT_TEST_WORKERS")
-    if not count or re.search(r"\bworkers\b", text):
+    """The config with ``workers`` set as :data:`TEST_WORKERS` says, if it sets none."""
+    if TEST_WORKERS == "auto" or re.search(r"\bworkers\b", text):
         return text
-    split = f"workers {int(count)}; user nobody;"
+    split = f"workers {int(TEST_WORKERS)};"
     out, n = re.subn(r"^options\s*\{", lambda m: f"{m.group(0)} {split}", text, count=1,
                      flags=re.M)
     return out if n else f"options {{ {split} }}\n{text}"

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import peers
 import pytest
 from behaviour import HOST, conf, status_docs, tmpdir, wait_for
 from netns import iperf3, ping, two_hosts, wait_ping
@@ -373,7 +374,7 @@ def test_a_root_server_and_client_split_by_default(start: str, d: Path, monkeypa
     """No ``workers`` in the config: one worker per CPU of the daemon's affinity, as the
     default user; one root process where it could not drop privileges (and it says so);
     the client splits too."""
-    monkeypatch.delenv("VT_TEST_WORKERS", raising=False)
+    monkeypatch.setattr(peers, "TEST_WORKERS", "auto")  # the shipped default, untouched
     prefix = {"plain": [], "one-cpu": ["taskset", "-c", str(min(os.sched_getaffinity(0)))],
               "no-setuid": ["setpriv", "--bounding-set", "-setuid,-setgid", "--"]}[start]
     expected = {"plain": len(os.sched_getaffinity(0)), "one-cpu": 1, "no-setuid": 0}[start]
