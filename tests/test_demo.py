@@ -25,8 +25,8 @@ def test_demo_moves_traffic_shows_stats_and_cleans_up(tmp_path) -> None:
     assert "5 packets transmitted, 5 received" in out
     assert re.search(r"4194304 bytes in [\d.]+ s, sha256 matches", out)
     # vt status answered for both daemons, each with its session.
-    assert re.search(r"pid \d+: server on \S+, 1 session\(s\)", out)
-    assert re.search(r"pid \d+: client demo -> \S+, 1 session\(s\)", out)
+    assert re.search(r"pid \d+: server on \S+, (\d+ workers? as \S+, )?1 session\(s\)", out)
+    assert re.search(r"pid \d+: client demo -> \S+, (\d+ workers? as \S+, )?1 session\(s\)", out)
     # Both logs end with the session's counters.
     assert len(re.findall(r"session closed .*byte_in=\d+", out)) == 2
     assert out.rstrip().endswith("== torn down")

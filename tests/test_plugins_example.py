@@ -7,6 +7,7 @@ Nothing in vtcore names vt-pcap; with the wheel off the path, vt must not know `
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -104,6 +105,10 @@ def test_example_tests_pass_against_the_installed_wheel(site: Path, tmp_path: Pa
 def test_tunnel_capture_in_netns(site: Path, tmp_path: Path) -> None:
     """A real tunnel (zlib-compressed, so the wire differs from the packets) between two
     namespaces, both ends capturing: each file holds the plain ICMP packets of both ways."""
+    import pwd
+    import shutil
+    import tempfile
+
     from netns import two_hosts, wait_ping
     from peers import VtClient, VtServer, vtund_conf
 
@@ -111,22 +116,30 @@ def test_tunnel_capture_in_netns(site: Path, tmp_path: Path) -> None:
         text = vtund_conf("pcapt", type="tun", device=device, **extra)
         return text.replace("pcapt {\n", f'pcapt {{\n  pcap "{capture}";\n', 1)
 
-    caps = {"server": tmp_path / "server.pcap", "client": tmp_path / "client.pcap"}
-    with two_hosts() as p:
-        ta, tb = p.add_tunnel_devices("tpsrv", "tpcli")
-        scfg = config("tpsrv", caps["server"], compress="zlib:9", proto="tcp")
-        ccfg = config("tpcli", caps["client"])
-        with with_site(VtServer, site)(p.a, scfg), \
-                with_site(VtClient, site)(p.b, ccfg, "pcapt", p.a_addr):
-            wait_ping(p.b, ta, timeout=15)
-            p.b.run("ping", "-n", "-c", "4", "-i", "0.2", "-W", "2", "-p", "cafebabe", ta,
-                    timeout=20)
-    for side, cap in caps.items():
-        data = cap.read_bytes()
-        info = vt(["pcap-info", str(cap)], site)
-        assert info.returncode == 0, info.stderr
-        count = int(re.search(r": (\d+) packets", info.stdout).group(1))
-        assert data[20:24] == struct.pack("<I", 101), side  # LINKTYPE_RAW
-        # 4 echo requests and 4 replies with the pattern, both directions, uncompressed.
-        assert data.count(bytes.fromhex("cafebabe") * 4) >= 8, side
-        assert count >= 8, (side, count)
+    # The captures are written where the packets are, in each end's unprivileged worker
+    # (vt's split): into a directory the workers' user may write, as a deployment must.
+    capdir = Path(tempfile.mkdtemp(prefix="vt-pcap-"))
+    nobody = pwd.getpwnam("nobody")
+    os.chown(capdir, nobody.pw_uid, nobody.pw_gid)
+    caps = {"server": capdir / "server.pcap", "client": capdir / "client.pcap"}
+    try:
+        with two_hosts() as p:
+            ta, tb = p.add_tunnel_devices("tpsrv", "tpcli")
+            scfg = config("tpsrv", caps["server"], compress="zlib:9", proto="tcp")
+            ccfg = config("tpcli", caps["client"])
+            with with_site(VtServer, site)(p.a, scfg), \
+                    with_site(VtClient, site)(p.b, ccfg, "pcapt", p.a_addr):
+                wait_ping(p.b, ta, timeout=15)
+                p.b.run("ping", "-n", "-c", "4", "-i", "0.2", "-W", "2", "-p", "cafebabe",
+                        ta, timeout=20)
+        for side, cap in caps.items():
+            data = cap.read_bytes()
+            info = vt(["pcap-info", str(cap)], site)
+            assert info.returncode == 0, info.stderr
+            count = int(re.search(r": (\d+) packets", info.stdout).group(1))
+            assert data[20:24] == struct.pack("<I", 101), side  # LINKTYPE_RAW
+            # 4 echo requests and 4 replies with the pattern, both ways, uncompressed.
+            assert data.count(bytes.fromhex("cafebabe") * 4) >= 8, side
+            assert count >= 8, (side, count)
+    finally:
+        shutil.rmtree(capdir, ignore_errors=True)

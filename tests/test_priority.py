@@ -59,23 +59,46 @@ def test_without_privilege_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.netns
-def test_daemons_run_links_at_nice_minus_one() -> None:
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_daemons_run_links_at_nice_minus_one(workers: str, monkeypatch) -> None:
+    """One process: the first link lowers its nice, the last restores it.  With workers
+    (a master and its unprivileged data paths) the workers carry the links and run at -1
+    from their start (they could not lower it themselves); the master keeps its own."""
+    import peers
     from netns import two_hosts, wait_ping
     from peers import VtClient, VtServer
     from secure_tools import add_devices, client_conf, no_crash, server_conf
 
+    monkeypatch.setattr(peers, "TEST_WORKERS", workers)
     base = _nice()  # what the daemons inherit
+    link = min(base, -1)
     with two_hosts() as p:
         ta, _tb = add_devices(p, "tun")
         with VtServer(p.a, server_conf(encrypt=None)) as s:
-            assert _nice(s.proc.pid) == base, "no link yet"
+            if workers == "0":
+                assert _nice(s.proc.pid) == base, "no link yet"
             with VtClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
                 wait_ping(p.b, ta, timeout=15)
-                assert _nice(s.proc.pid) == min(base, -1)
-                assert _nice(c.proc.pid) == min(base, -1)
-            deadline = time.monotonic() + 10
-            while _nice(s.proc.pid) != base and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert _nice(s.proc.pid) == base, "the server's last link ended: restored"
+                for daemon in (s, c):
+                    carriers = _children(daemon.proc.pid) if workers == "1" else []
+                    assert len(carriers) == int(workers)
+                    for pid in carriers or [daemon.proc.pid]:
+                        assert _nice(pid) == link, (daemon.kind, pid)
+                    if carriers:
+                        assert _nice(daemon.proc.pid) == base, "the master keeps its own"
+            if workers == "0":
+                deadline = time.monotonic() + 10
+                while _nice(s.proc.pid) != base and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert _nice(s.proc.pid) == base, "the server's last link ended: restored"
             assert s.alive()
             no_crash(s)

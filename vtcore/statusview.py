@@ -88,7 +88,8 @@ def render(docs: list[dict], history: History | None = None) -> list[str]:
         what = (f"server on {doc.get('listen')}" if doc.get("role") == "server"
                 else f"client {doc.get('host')} -> {doc.get('server')}")
         if doc.get("workers") is not None:  # options { workers N; }: the master
-            what += f", {len(doc['workers'])} workers as {doc.get('user')}"
+            count = len(doc["workers"])
+            what += f", {count} worker{'s' if count != 1 else ''} as {doc.get('user')}"
         lines.append(f"pid {doc.get('pid')}: {what}, "
                      f"{len(doc.get('sessions', []))} session(s)")
         for s in doc.get("sessions", []):
