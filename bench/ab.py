@@ -51,8 +51,8 @@ def one(name: str, tree: Path | None, cfg: Config, seconds: float, perf: Path | 
             recs = []
             if perf is not None and os.environ.get("AB_PERF"):
                 recs.append(subprocess.Popen(
-                    ["perf", "record", "-a", "-o", str(perf / f"{name}.perf"), "--",
-                     "sleep", str(int(seconds))],
+                    ["perf", "record", "-o", str(perf / f"{name}.perf"), "-p",
+                     ",".join(map(str, measure_pids(t))), "--", "sleep", str(int(seconds))],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             elif perf is not None:
                 spy = Path(sys.executable).parent / "py-spy"
