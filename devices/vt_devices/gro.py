@@ -259,6 +259,11 @@ def _parse(p: bytes, tap: bool) -> tuple | None:
 MIN_STRETCH = 3
 """Packets after a run's latest of the same length from which :func:`_take_stretch` checks
 them all at once (fewer: one by one, as cheap)."""
+MAX_MISSES = 3
+"""Stretches that joined nothing (beyond one per 8 packets that did) after which a batch
+goes on one by one: equal-length segments of flows taking turns (two iperf3 streams)
+would otherwise pay a failed check after every packet (measured 5.7 against 1.8 us a
+packet)."""
 
 
 def _stretch_ends(packets: list[bytes]) -> list[int]:
@@ -311,16 +316,30 @@ def _take_stretch(run: _Run, last: bytes, packets: list[bytes], start: int, end:
     n = end - start
     if n < MIN_STRETCH:
         return 0
-    stretch = packets[start:end]
     mask, shift, headers, payload_of = _masks_of(run)
     step = plen << shift
-    first = (int.from_bytes(headers(last), "big") & mask) + step
-    fits = list(map(int.__eq__, map(mask.__and__, map(int.from_bytes, map(headers, stretch))),
-                    range(first, first + n * step, step)))
-    fits += (False,)
-    n = fits.index(False)
+    expect = (int.from_bytes(headers(last), "big") & mask) + step
+    # In chunks that double: segments of two flows taking turns (equal lengths, no
+    # stretch to take) cost one comparison each, not one per packet left in the batch.
+    pos = start
+    chunk = 1
+    while pos < end:
+        stop = min(end, pos + chunk)
+        part = packets[pos:stop]
+        fits = list(map(int.__eq__,
+                        map(mask.__and__, map(int.from_bytes, map(headers, part))),
+                        range(expect, expect + len(part) * step, step)))
+        fits += (False,)
+        k = fits.index(False)
+        if k:
+            run.pieces += map(payload_of, part[:k] if k < len(part) else part)
+            pos += k
+            expect += k * step
+        if k < len(part):
+            break
+        chunk *= 4
+    n = pos - start
     if n:
-        run.pieces += map(payload_of, stretch[:n] if n < end - start else stretch)
         run.total += n * plen
         run.next_seq = (seq + n * plen) & 0xFFFFFFFF
     return n
@@ -342,6 +361,7 @@ def coalesce(packets: list[bytes], tap: bool = False, partial: bool = False) -> 
     runs: dict[bytes, _Run] = {}
     n = len(packets)
     ends = _stretch_ends(packets) if n > MIN_STRETCH else None
+    misses = taken = 0
     i = 0
     while i < n:
         p = packets[i]
@@ -360,6 +380,12 @@ def coalesce(packets: list[bytes], tap: bool = False, partial: bool = False) -> 
                 out.append(run.emit(partial))
             run = runs[flow] = _Run(p, l3, l4, hlen, v6, sig, seq, plen, psh)
         if ends is not None and not run.closed and ends[i - 1] - i >= MIN_STRETCH:
-            i += _take_stretch(run, p, packets, i, ends[i - 1])
+            took = _take_stretch(run, p, packets, i, ends[i - 1])
+            i += took
+            taken += took
+            if not took:
+                misses += 1
+                if misses > MAX_MISSES + taken // 8:  # flows taking turns: one by one
+                    ends = None
     out.extend(run.emit(partial) for run in runs.values())
     return out
