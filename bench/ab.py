@@ -43,17 +43,24 @@ def tree_env(tree: Path | None) -> None:
         os.environ["PYTHONPATH"] = ":".join(str(tree / part) for part in PARTS)
 
 
-def one(name: str, tree: Path | None, cfg: Config, seconds: float, perf: Path | None) -> dict:
+def one(name: str, tree: Path | None, cfg: Config, seconds: float, perf: Path | None,
+        impl: str = "vt") -> dict:
     tree_env(tree)
     out: dict = {"tree": name}
     try:
-        with two_hosts() as pair, tunnels.vtun_family("vt", pair, cfg, (0, 1)) as t:
+        with two_hosts() as pair, tunnels.vtun_family(impl, pair, cfg, (0, 1)) as t:
             recs = []
             if perf is not None and os.environ.get("AB_PERF"):
                 recs.append(subprocess.Popen(
                     ["perf", "record", "-o", str(perf / f"{name}.perf"), "-p",
                      ",".join(map(str, measure_pids(t))), "--", "sleep", str(int(seconds))],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            elif perf is not None and os.environ.get("AB_STRACE"):
+                for pid in measure_pids(t):
+                    recs.append(subprocess.Popen(
+                        ["timeout", "-s", "INT", str(int(seconds)), "strace", "-c", "-f", "-o",
+                         str(perf / f"{name}-{pid}.strace"), "-p", str(pid)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             elif perf is not None:
                 spy = Path(sys.executable).parent / "py-spy"
                 for pid in measure_pids(t):
@@ -89,6 +96,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--config", default="tun/udp/none")
+    ap.add_argument("--impl", default="vt", help="vt, or a mixed pair: vt-vtund, vtund-vt")
     ap.add_argument("--spy", type=Path, help="directory for py-spy stacks of round 1")
     ap.add_argument("--json", type=Path, help="write every result here")
     args = ap.parse_args()
@@ -99,7 +107,7 @@ def main() -> int:
         if i % 2:
             order.reverse()
         for name, tree in order:
-            r = one(name, tree, cfg, args.seconds, args.spy if i < 2 else None)
+            r = one(name, tree, cfg, args.seconds, args.spy if i < 2 else None, args.impl)
             r["round"] = i
             results.append(r)
             print(json.dumps(r), flush=True)

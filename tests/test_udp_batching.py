@@ -211,11 +211,13 @@ def _random_batch(rng: random.Random) -> tuple[list[bytes], int]:
     return out, size
 
 
-def test_a_gro_receive_gives_what_decoding_each_datagram_alone_gives() -> None:
+@pytest.mark.parametrize("views", [False, True])
+def test_a_gro_receive_gives_what_decoding_each_datagram_alone_gives(views: bool) -> None:
     """The run's full-size data frames are taken a byte column at a time
     (``transports.udp._data_run``); 300 random receives with control frames, malformed
     datagrams, a shorter last one and frames over ``max_frame`` anywhere in them: the
-    same frames, in the same order, and the same count of bad ones as decoding each."""
+    same frames, in the same order, and the same count of bad ones as decoding each
+    (``views``: the run's data frames as memoryviews of the receive buffer)."""
     rng = random.Random(19)
     tx, rx = _pair()
     try:
@@ -224,6 +226,7 @@ def test_a_gro_receive_gives_what_decoding_each_datagram_alone_gives() -> None:
             want = [decode_datagram(d, MAX_FRAME) for d in datagrams]
             link = UdpLink(rx, ENDS, connected=True)
             link.gro = True
+            link.views = views
             link.sock = _Batches([(b"".join(datagrams), size if len(datagrams) > 1 else 0)])
             got = link.read_frames(64)
             assert got == [f for f in want if f is not None]

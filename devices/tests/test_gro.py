@@ -369,3 +369,21 @@ def test_a_stretch_stops_at_the_first_packet_that_does_not_follow() -> None:
     assert writes[4][0][VNET_HDR_LEN:] == other
     assert b"".join(w[0][VNET_HDR_LEN + 40:] for w in writes if w[1] > 1) == b"".join(
         payload_of(p) for p in segs[:10] + segs[11:25] + segs[26:])
+
+
+@pytest.mark.parametrize("tap", [False, True])
+def test_memoryviews_are_joined_as_bytes_are(tap: bool) -> None:
+    """A link may hand on views of its receive buffer (``UdpLink.views``): the same
+    writes as for bytes, over tun and tap, IPv4 and IPv6, joined or written alone."""
+    rng = random.Random(5)
+    for _ in range(100):
+        batch = _bulk_batch(rng) + [tcp6(1, b"x" * 500), tcp6(501, b"y" * 500)]
+        if tap:
+            batch = [MAC + (b"\x86\xdd" if p[0] >> 4 == 6 else b"\x08\x00") + p for p in batch]
+        buf = b"".join(batch)
+        views, pos = [], 0
+        for p in batch:
+            views.append(memoryview(buf)[pos:pos + len(p)])
+            pos += len(p)
+        for partial in (False, True):
+            assert coalesce(views, tap, partial) == coalesce(batch, tap, partial)

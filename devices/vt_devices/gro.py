@@ -346,7 +346,8 @@ def _take_stretch(run: _Run, last: bytes, packets: list[bytes], start: int, end:
 
 
 def coalesce(packets: list[bytes], tap: bool = False, partial: bool = False) -> list[Write]:
-    """The buffers to write for ``packets`` (each with a ``virtio_net_hdr`` in front).
+    """The buffers to write for ``packets`` (each with a ``virtio_net_hdr`` in front);
+    packets may be memoryviews (of a link's receive buffer).
 
     Runs of different flows may be reordered among themselves; a packet that joins
     nothing (SYN, FIN, ICMP, UDP...) is written after every run begun before it, so the
@@ -366,7 +367,12 @@ def coalesce(packets: list[bytes], tap: bool = False, partial: bool = False) -> 
     while i < n:
         p = packets[i]
         i += 1
-        info = _parse_tun4(p) if not tap and p and p[0] == 0x45 else _parse(p, tap)
+        if not tap and p and p[0] == 0x45:
+            info = _parse_tun4(p)
+        else:
+            if p.__class__ is memoryview:  # its flow key is made by joining slices
+                p = bytes(p)
+            info = _parse(p, tap)
         if info is None:
             if runs:
                 out.extend(run.emit(partial) for run in runs.values())

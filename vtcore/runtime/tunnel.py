@@ -152,6 +152,10 @@ class Tunnel:
         self._backlog_device = device if isinstance(device, BacklogDevice) else None
         self._probe_packet = probe
         self._probe: asyncio.TimerHandle | None = None
+        if not chain and getattr(device, "takes_views", False) and hasattr(link, "views"):
+            # Nothing but the device reads the payloads: the link may hand on views
+            # of its receive buffer instead of copies (vtcore.transports.udp).
+            link.views = True
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
         self.pacers = [*pacers, *(m for m in chain if isinstance(m, PacingModule))]
