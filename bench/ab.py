@@ -7,7 +7,10 @@ on a fresh tunnel in fresh namespaces, pinned like ``bench/run.py`` (A on CPU 0,
 CPU 1): iperf3 fwd and rev with a ping alongside.  The old tree is an unpacked copy of
 another revision (``git archive REV | tar -x -C DIR``); its daemons run with PYTHONPATH
 pointing at it, so the same venv serves both.  ``--spy DIR`` records every daemon
-process with py-spy (collapsed stacks) during the fwd test of each tree's first round.
+process during the fwd test of the first two rounds: with py-spy (collapsed stacks; wall
+time: a system call shows the time the daemon was preempted in it too), or with
+``AB_PERF=1`` ``perf record`` of the daemons (CPU time by DSO and symbol), or with
+``AB_STRACE=1`` ``strace -c`` (system calls per daemon).
 Prints one line per test and the medians; needs root.
 """
 

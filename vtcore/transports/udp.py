@@ -139,9 +139,9 @@ class UdpLink(HeaderFraming):
         last datagram (a ping, an ACK) sits: vt client -> vtund server under load lost
         15-33 % of pings with runs, none datagram by datagram (bench/README.md)."""
         self.gso_max = 65535
-        self.gro = _gro_enabled(sock)
-        """Receive runs of datagrams in one call (UDP GRO); each is still handled alone."""
         """Largest datagram GSO took on this path (learnt from EMSGSIZE/EINVAL)."""
+        self.gro = _gro_enabled(sock)
+        """Receive runs of datagrams in one call (UDP GRO); each is still a frame alone."""
         self.raw = raw
         """Datagrams are opaque frames (secure mode seals them): no vtun header."""
         self.views = False
