@@ -109,7 +109,8 @@ def _data_run(data: bytes, ancdata: list, data_max: int,
     if 0 < flen <= data_max and data[0::size][:full] == bytes((flen >> 8,)) * full \
             and data[1::size][:full] == bytes((flen & 0xFF,)) * full:
         end = full * size
-        cut = memoryview(data).__getitem__ if views else data.__getitem__
+        cut: Callable[[slice], bytes] = (
+            memoryview(data).__getitem__ if views else data.__getitem__)  # type: ignore[assignment]
         frames += zip(repeat(0), map(cut, map(slice, range(2, end, size),
                                               range(size, end + size, size))))
         return [data[end:]] if end < n else []
