@@ -8,6 +8,7 @@ datagram alone, in order, and drop (and count) a bad one without losing its neig
 
 from __future__ import annotations
 
+import random
 import select
 import socket
 import struct
@@ -15,8 +16,9 @@ import struct
 import pytest
 from netns import _skip_or_fail
 
+from vtcore.protocol.frames import MAX_FRAME, decode_datagram
 from vtcore.transports.base import Endpoints
-from vtcore.transports.udp import SOL_UDP, UDP_SEGMENT, UdpLink
+from vtcore.transports.udp import SOL_UDP, UDP_GRO, UDP_SEGMENT, UdpLink
 
 ENDS = Endpoints("127.0.0.1", 0, "127.0.0.1", 0)
 
@@ -168,6 +170,109 @@ def test_sealed_frames_of_a_run_are_opened_one_by_one() -> None:
         select.select([rx], [], [], 0.5)
         assert link.read_frames(64) == [(0, payloads[5])]
         assert link.rejected == 1 + 11
+    finally:
+        tx.close()
+        rx.close()
+
+
+class _Batches:
+    """A stand-in for a GRO socket: each ``recvmsg`` hands over one prepared batch."""
+
+    def __init__(self, batches: list[tuple[bytes, int]]) -> None:
+        self.batches = batches
+
+    def recvmsg(self, size: int, anc: int):  # noqa: ARG002
+        if not self.batches:
+            raise BlockingIOError
+        data, seg = self.batches.pop(0)
+        cmsg = [(SOL_UDP, UDP_GRO, struct.pack("=i", seg))] if seg else []
+        return data, cmsg, 0, None
+
+
+def _random_batch(rng: random.Random) -> tuple[list[bytes], int]:
+    """Datagrams as one GRO receive brings them: all ``size`` bytes but the last (which
+    may be shorter); most are data frames, some are control frames, malformed, or
+    claim another length."""
+    size = rng.choice([3, 40, 1402, 2150, 2152])  # 2152: over max_frame
+    count = rng.randrange(1, 64)
+    out = []
+    for i in range(count):
+        n = size if i < count - 1 or rng.random() < 0.5 else rng.randrange(2, size + 1)
+        kind = rng.random()
+        if kind < 0.9 or n < 4:
+            d = _vtun(rng.randbytes(n - 2)) if n > 2 else b"\x00\x00"
+        elif kind < 0.94:
+            d = struct.pack("!H", 0x2000) + rng.randbytes(n - 2)  # ECHO_REQ with padding
+        elif kind < 0.97:
+            d = struct.pack("!H", n - 3) + rng.randbytes(n - 2)  # wrong length
+        else:
+            d = struct.pack("!H", 0x8000 | (n - 2)) + rng.randbytes(n - 2)  # BAD_FRAME
+        out.append(d)
+    return out, size
+
+
+@pytest.mark.parametrize("views", [False, True])
+def test_a_gro_receive_gives_what_decoding_each_datagram_alone_gives(views: bool) -> None:
+    """The run's full-size data frames are taken a byte column at a time
+    (``transports.udp._data_run``); 300 random receives with control frames, malformed
+    datagrams, a shorter last one and frames over ``max_frame`` anywhere in them: the
+    same frames, in the same order, and the same count of bad ones as decoding each
+    (``views``: the run's data frames as memoryviews of the receive buffer)."""
+    rng = random.Random(19)
+    tx, rx = _pair()
+    try:
+        for _ in range(300):
+            datagrams, size = _random_batch(rng)
+            want = [decode_datagram(d, MAX_FRAME) for d in datagrams]
+            link = UdpLink(rx, ENDS, connected=True)
+            link.gro = True
+            link.views = views
+            link.sock = _Batches([(b"".join(datagrams), size if len(datagrams) > 1 else 0)])
+            got = link.read_frames(64)
+            assert got == [f for f in want if f is not None]
+            assert link.bad_frames == want.count(None)
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_send_groups_equal_sizes_into_runs_with_a_shorter_last() -> None:
+    """What ``_write`` hands the kernel: every datagram once, in order; each
+    ``UDP_SEGMENT`` call of at most 64 datagrams and 65000 bytes, all its size but the
+    last, which may be shorter; one call for a stretch that fits."""
+    sent: list[tuple[list[bytes], int]] = []
+
+    class Recorder:
+        def sendmsg(self, parts, cmsg=()):
+            seg = struct.unpack("=H", cmsg[0][2])[0] if cmsg else 0
+            sent.append((list(parts), seg))
+
+    tx, rx = _pair()
+    try:
+        link = UdpLink(tx, ENDS, connected=True)
+        link.gso = True
+        link.sock = Recorder()  # type: ignore[assignment]
+        rng = random.Random(7)
+        for _ in range(200):
+            sent.clear()
+            sizes = [rng.choice([1000, 1348, 1348, 1348, 40]) for _ in range(rng.randrange(1, 150))]
+            if rng.random() < 0.5:
+                sizes = [1348] * rng.randrange(1, 130) + [rng.randrange(1, 1348)]
+            payloads = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+            link.send(payloads)
+            datagrams = []
+            for parts, seg in sent:
+                group = [parts[i] + parts[i + 1] for i in range(0, len(parts), 2)]
+                if seg:
+                    assert len(group) <= 64 and sum(map(len, group)) <= 65000
+                    assert all(len(d) == seg for d in group[:-1]) and len(group[-1]) <= seg
+                else:
+                    assert len(group) == 1
+                datagrams += group
+            assert datagrams == [_vtun(p) for p in payloads]
+        sent.clear()
+        link.send([bytes(1348)] * 40 + [b"ping"])
+        assert [len(parts) // 2 for parts, _ in sent] == [41]
     finally:
         tx.close()
         rx.close()

@@ -293,3 +293,97 @@ def test_kernel_takes_a_joined_packet(netns) -> None:
             srv.close()
         finally:
             dev.close()
+
+
+def _bulk_batch(rng: random.Random) -> list[bytes]:
+    """What a receiving tunnel sees of bulk TCP: stretches of equal-length segments of
+    one or two flows, and now and then a gap (a lost datagram), a retransmission, a
+    PSH, a shorter segment, an ACK or window change, a pure ACK of the other direction,
+    a ping, or a segment of the other flow inside a stretch."""
+    mss = rng.choice([1000, 1348])
+    opts = b"\x01\x01\x08\x0a" + rng.randbytes(8)
+    seqs = {40000: rng.randrange(2**32), 40001: rng.choice([2**32 - 5 * mss, 77])}
+    out: list[bytes] = []
+    for _ in range(rng.randrange(1, 90)):
+        sport = 40000 if rng.random() < 0.85 else 40001
+        kind = rng.random()
+        flags, ack, size, ident = ACK, 1000, mss, rng.randrange(65536)
+        if kind < 0.04:
+            seqs[sport] += mss  # a gap
+        elif kind < 0.06:
+            seqs[sport] -= mss  # a retransmission
+        elif kind < 0.09:
+            flags |= PSH
+        elif kind < 0.11:
+            size = rng.randrange(1, mss)
+        elif kind < 0.13:
+            ack = 2000
+        elif kind < 0.15:
+            out.append(tcp4(5, b"", sport=5001, dport=sport))  # a pure ACK back
+            continue
+        elif kind < 0.16:
+            out.append(bytes.fromhex("450000540000400040010000") + SRC4 + DST4 + bytes(64))
+            continue
+        out.append(tcp4(seqs[sport], rng.randbytes(size), flags=flags, ack=ack, sport=sport,
+                        opts=opts, ident=ident))
+        seqs[sport] = (seqs[sport] + size) & 0xFFFFFFFF
+    return out
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_stretches_taken_at_once_give_what_taking_each_gives(monkeypatch, partial: bool) -> None:
+    """The fast path (a stretch of equal-length segments checked and taken in one go)
+    writes exactly what the packet-by-packet path writes, on 400 random bulk batches
+    with gaps, retransmissions, PSH, short segments, ACK changes, interleaved flows and
+    sequence numbers wrapping."""
+    import vt_devices.gro as gro
+
+    rng = random.Random(19)
+    batches = [_bulk_batch(rng) for _ in range(400)]
+    taken: list[int] = []
+    take = gro._take_stretch
+
+    def counted(*args):
+        taken.append(take(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(gro, "_take_stretch", counted)
+    fast = [coalesce(b, partial=partial) for b in batches]
+    assert sum(taken) > sum(map(len, batches)) // 4  # many packets went the fast way
+    monkeypatch.setattr(gro, "MIN_STRETCH", 10**9)  # packet by packet
+    slow = [coalesce(b, partial=partial) for b in batches]
+    assert fast == slow
+
+
+def test_a_stretch_stops_at_the_first_packet_that_does_not_follow() -> None:
+    """Inside one stretch of equal lengths: a lost segment, a foreign flow's segment, one
+    with another ACK."""
+    segs = segments(30, 1000)
+    other = tcp4(5, bytes(1000), sport=40001)
+    acked = tcp4(1 + 25 * 1000, segs[25][40:], ack=2000)
+    batch = segs[:10] + segs[11:15] + [other] + segs[15:25] + [acked] + segs[26:]
+    writes = coalesce(batch)
+    # Runs are per flow: the foreign segment goes out after them, the gap and the ACK
+    # change each end one.
+    assert [count for _, count, _ in writes] == [10, 14, 1, 4, 1]
+    assert writes[4][0][VNET_HDR_LEN:] == other
+    assert b"".join(w[0][VNET_HDR_LEN + 40:] for w in writes if w[1] > 1) == b"".join(
+        payload_of(p) for p in segs[:10] + segs[11:25] + segs[26:])
+
+
+@pytest.mark.parametrize("tap", [False, True])
+def test_memoryviews_are_joined_as_bytes_are(tap: bool) -> None:
+    """A link may hand on views of its receive buffer (``UdpLink.views``): the same
+    writes as for bytes, over tun and tap, IPv4 and IPv6, joined or written alone."""
+    rng = random.Random(5)
+    for _ in range(100):
+        batch = _bulk_batch(rng) + [tcp6(1, b"x" * 500), tcp6(501, b"y" * 500)]
+        if tap:
+            batch = [MAC + (b"\x86\xdd" if p[0] >> 4 == 6 else b"\x08\x00") + p for p in batch]
+        buf = b"".join(batch)
+        views, pos = [], 0
+        for p in batch:
+            views.append(memoryview(buf)[pos:pos + len(p)])
+            pos += len(p)
+        for partial in (False, True):
+            assert coalesce(views, tap, partial) == coalesce(batch, tap, partial)

@@ -74,6 +74,38 @@ def test_ipv4_segments_are_the_packets_the_kernel_would_send(flags: int) -> None
         assert completed(seg) == expect, i
 
 
+def _ident_at_sum_wrap(mss: int) -> int:
+    """The IPv4 ID at which a segment's header sum (all but the checksum) is 0xFFFF: one
+    more and the checksum's one's-complement wraps."""
+    c0 = struct.unpack("!H", tcp4(0, bytes(mss), ident=0)[10:12])[0]
+    return c0 & 0xFFFF  # sum(ident 0) = 0xFFFF - c0, so c0 more make 0xFFFF
+
+
+@pytest.mark.parametrize("case", ["plain", "id wraps", "sum wraps", "seq wraps", "cwr"])
+def test_many_segments_near_id_checksum_and_sequence_wraps(case: str) -> None:
+    """Twelve segments whose IPv4 ID, header checksum sum or TCP sequence number wraps
+    somewhere inside the super-packet: still exactly the packets the kernel would send."""
+    mss, count = 1000, 12
+    data = os.urandom(mss * (count - 1) + 77)
+    seqs = {"seq wraps": [2**32 - mss * k - 3 for k in range(1, 13)]}.get(case, [7_000])
+    idents = {"id wraps": list(range(65520, 65536)),
+              "sum wraps": [(_ident_at_sum_wrap(mss) - k) & 0xFFFF for k in range(-2, 14)],
+              }.get(case, [100])
+    flags = ACK | CWR | PSH if case == "cwr" else ACK | PSH
+    for seq0 in seqs:
+        for ident in idents:
+            segs = split(super4(seq0, data, mss, flags=flags, ident=ident))
+            assert segs is not None and len(segs) == count
+            for i, seg in enumerate(segs):
+                want = flags & ~(FIN | PSH) if i < count - 1 else flags & ~CWR
+                if 0 < i < count - 1:
+                    want &= ~CWR
+                expect = tcp4(seq0 + i * mss, data[i * mss:(i + 1) * mss], flags=want,
+                              ident=(ident + i) & 0xFFFF)
+                assert csum(seg[:20]) == 0, (seq0, ident, i)
+                assert completed(seg) == expect, (seq0, ident, i)
+
+
 def test_ipv6_segments() -> None:
     data = os.urandom(3000)
     p = tcp6(1, data, flags=ACK | PSH)

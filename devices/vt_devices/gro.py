@@ -24,6 +24,8 @@ any); the joined packet's TCP checksum is left for the kernel (``NEEDS_CSUM``).
 from __future__ import annotations
 
 import struct
+from itertools import groupby, repeat
+from operator import itemgetter
 
 VNET_HDR = struct.Struct("<BBHHHH")
 """``struct virtio_net_hdr``: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset."""
@@ -254,19 +256,123 @@ def _parse(p: bytes, tap: bool) -> tuple | None:
     return flow, sig, l3, l4, hlen, v6, seq, plen, bool(flags & PSH)
 
 
+MIN_STRETCH = 3
+"""Packets after a run's latest of the same length from which :func:`_take_stretch` checks
+them all at once (fewer: one by one, as cheap)."""
+MAX_MISSES = 3
+"""Stretches that joined nothing (beyond one per 8 packets that did) after which a batch
+goes on one by one: equal-length segments of flows taking turns (two iperf3 streams)
+would otherwise pay a failed check after every packet (measured 5.7 against 1.8 us a
+packet)."""
+
+
+def _stretch_ends(packets: list[bytes]) -> list[int]:
+    """For each index, the end of the stretch of packets of that one's length (a bulk
+    flow's segments come as such stretches: equal length, but for a run's last)."""
+    ends: list[int] = []
+    pos = 0
+    for _, group in groupby(map(len, packets)):
+        count = len(list(group))
+        pos += count
+        ends += repeat(pos, count)
+    return ends
+
+
+_masks: dict[tuple[int, int, int, bool], tuple[int, int, itemgetter, itemgetter]] = {}
+
+
+def _masks_of(run: _Run) -> tuple[int, int, itemgetter, itemgetter]:
+    """For a run's shape: the mask that keeps what must be equal in every segment's
+    headers and the sequence number (all but IPv4's ID and checksum and the TCP
+    checksum), the sequence number's place (bit shift), and ``itemgetter``s of the
+    headers and the payload: mapped over a stretch, the loops run in C."""
+    key = (run.l3, run.l4, run.hlen, run.v6)
+    got = _masks.get(key)
+    if got is None:
+        l3, l4, hlen = run.l3, run.l4, run.hlen
+        keep = bytearray(b"\xff" * hlen)
+        holes = [(l4 + 16, 2)] if run.v6 else [(l3 + 4, 2), (l3 + 10, 2), (l4 + 16, 2)]
+        for at, size in holes:
+            keep[at:at + size] = bytes(size)
+        got = _masks[key] = (int.from_bytes(keep, "big"), (hlen - l4 - 8) * 8,
+                             itemgetter(slice(0, hlen)), itemgetter(slice(hlen, None)))
+    return got
+
+
+def _take_stretch(run: _Run, last: bytes, packets: list[bytes], start: int, end: int) -> int:
+    """How many of ``packets[start:end]`` (each as long as ``last``, the run's latest
+    packet, which did not close it) join ``run`` in one go: the checks of
+    :meth:`_Run.take` made for the whole stretch by mapping over it.  Each packet's
+    headers as one integer, the fields that may differ masked out, must be ``last``'s
+    with the sequence number ``k`` segments on: an arithmetic progression, so one
+    comparison per packet covers the signature and the order (~0.5 us a packet against
+    ~2.3 us parsing and taking each).  Takes the longest prefix that passes; the caller
+    goes on one by one from there."""
+    plen = run.size
+    room = (MAX_IP_PAYLOAD - run.total) // plen
+    seq = run.next_seq
+    wrap = (0x100000000 - seq) // plen  # the sequence numbers must not wrap (carry)
+    end = min(end, start + room, start + wrap)
+    n = end - start
+    if n < MIN_STRETCH:
+        return 0
+    mask, shift, headers, payload_of = _masks_of(run)
+    step = plen << shift
+    expect = (int.from_bytes(headers(last), "big") & mask) + step
+    # In chunks that double: segments of two flows taking turns (equal lengths, no
+    # stretch to take) cost one comparison each, not one per packet left in the batch.
+    pos = start
+    chunk = 1
+    while pos < end:
+        stop = min(end, pos + chunk)
+        part = packets[pos:stop]
+        fits = list(map(int.__eq__,
+                        map(mask.__and__, map(int.from_bytes, map(headers, part))),
+                        range(expect, expect + len(part) * step, step)))
+        fits += (False,)
+        k = fits.index(False)
+        if k:
+            run.pieces += map(payload_of, part[:k] if k < len(part) else part)
+            pos += k
+            expect += k * step
+        if k < len(part):
+            break
+        chunk *= 4
+    n = pos - start
+    if n:
+        run.total += n * plen
+        run.next_seq = (seq + n * plen) & 0xFFFFFFFF
+    return n
+
+
 def coalesce(packets: list[bytes], tap: bool = False, partial: bool = False) -> list[Write]:
-    """The buffers to write for ``packets`` (each with a ``virtio_net_hdr`` in front).
+    """The buffers to write for ``packets`` (each with a ``virtio_net_hdr`` in front);
+    packets may be memoryviews (of a link's receive buffer).
 
     Runs of different flows may be reordered among themselves; a packet that joins
     nothing (SYN, FIN, ICMP, UDP...) is written after every run begun before it, so the
     order within each flow and around every other packet is kept.  ``partial``: the
     packets' TCP/UDP checksums are the pseudo-header sums of a splitting peer
     (:mod:`vt_devices.gso`), so a packet written alone leaves its checksum to the kernel
-    too (a joined one always does)."""
+    too (a joined one always does).
+
+    A bulk flow's segments arrive as stretches of equal length: once a packet is in an
+    open run, the rest of its stretch is checked and taken at once (:func:`_take_stretch`)."""
     out: list[Write] = []
     runs: dict[bytes, _Run] = {}
-    for p in packets:
-        info = _parse_tun4(p) if not tap and p and p[0] == 0x45 else _parse(p, tap)
+    n = len(packets)
+    ends = _stretch_ends(packets) if n > MIN_STRETCH else None
+    misses = taken = 0
+    i = 0
+    while i < n:
+        p = packets[i]
+        i += 1
+        if not tap and p and p[0] == 0x45:
+            info = _parse_tun4(p)
+        else:
+            if p.__class__ is memoryview:  # its flow key is made by joining slices
+                p = bytes(p)
+            info = _parse(p, tap)
         if info is None:
             if runs:
                 out.extend(run.emit(partial) for run in runs.values())
@@ -275,10 +381,17 @@ def coalesce(packets: list[bytes], tap: bool = False, partial: bool = False) -> 
             continue
         flow, sig, l3, l4, hlen, v6, seq, plen, psh = info
         run = runs.get(flow)
-        if run is not None:
-            if run.take(p, sig, seq, plen, psh):
-                continue
-            out.append(run.emit(partial))
-        runs[flow] = _Run(p, l3, l4, hlen, v6, sig, seq, plen, psh)
+        if run is None or not run.take(p, sig, seq, plen, psh):
+            if run is not None:
+                out.append(run.emit(partial))
+            run = runs[flow] = _Run(p, l3, l4, hlen, v6, sig, seq, plen, psh)
+        if ends is not None and not run.closed and ends[i - 1] - i >= MIN_STRETCH:
+            took = _take_stretch(run, p, packets, i, ends[i - 1])
+            i += took
+            taken += took
+            if not took:
+                misses += 1
+                if misses > MAX_MISSES + taken // 8:  # flows taking turns: one by one
+                    ends = None
     out.extend(run.emit(partial) for run in runs.values())
     return out

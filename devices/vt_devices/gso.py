@@ -83,7 +83,7 @@ def split(buf: bytes, tap: bool = False) -> list[bytes] | None:
     hlen = l4 + (p[l4 + 12] >> 4) * 4
     if hlen < l4 + 20 or hlen > len(p):
         return None
-    payload = p[hlen:]
+    payload = memoryview(p)[hlen:]  # segments are cut from it: one copy each, not two
     n = len(payload)
     if n <= gso_size:
         return [p]

@@ -203,6 +203,9 @@ class TunDevice:
     """An open tun or tap interface: one packet per read or write."""
 
     stream = False
+    takes_views = True
+    """:meth:`write_packets` takes memoryviews as well as bytes (a link may hand on views
+    of its receive buffer: ``vtcore.transports.udp.UdpLink.views``)."""
 
     def __init__(self, fd: int, name: str, tap: bool = False, read_size: int = READ_SIZE) -> None:
         self._fd = fd

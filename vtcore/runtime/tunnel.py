@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from operator import itemgetter
 
 from vt_api import (
     BacklogDevice,
@@ -59,6 +60,10 @@ BYTES_LIKE = (bytes, bytearray, memoryview)
 """What a module's ``encode``/``decode`` may return besides None."""
 HIGH_WATER = 512 * 1024
 """Queued bytes on the link above which the device is not read (TCP back-pressure)."""
+
+
+_flags_of = itemgetter(0)
+_payload_of = itemgetter(1)
 
 
 def _require_bytes(p: object) -> None:
@@ -147,6 +152,10 @@ class Tunnel:
         self._backlog_device = device if isinstance(device, BacklogDevice) else None
         self._probe_packet = probe
         self._probe: asyncio.TimerHandle | None = None
+        if not chain and getattr(device, "takes_views", False) and hasattr(link, "views"):
+            # Nothing but the device reads the payloads: the link may hand on views
+            # of its receive buffer instead of copies (vtcore.transports.udp).
+            link.views = True
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]
         self.pacers = [*pacers, *(m for m in chain if isinstance(m, PacingModule))]
@@ -265,6 +274,13 @@ class Tunnel:
         sent = 0
         enc = None
         p: bytes | None
+        if not encoders and all(packets) and max(map(len, packets)) <= max_payload:
+            # No module, nothing to refuse: the batch goes out as it came, without a
+            # Python step per packet.
+            frames = packets
+            sent = sum(map(len, packets))
+            c.byte_out += sent
+            packets = []
         try:
             for p in packets:
                 c.byte_out += len(p)
@@ -378,6 +394,16 @@ class Tunnel:
         out: list[bytes] = []
         dec = None
         p: bytes | None
+        if not decoders and not any(map(_flags_of, frames)):
+            # No module and only data frames (a bulk flow's batch): the payloads go to
+            # the device as they are, without a Python step per frame.
+            out = list(map(_payload_of, frames))
+            if all(out):
+                c.frames_in += len(out)
+                c.comp_in += sum(map(len, out))
+                frames = []
+            else:  # an empty one is counted as refused, in the loop
+                out = []
         try:
             for flags, p in frames:
                 if flags:

@@ -37,10 +37,9 @@ class HeaderFraming(ABC):
     _control: Callable[[int], bytes]
 
     def send(self, payloads: list[bytes]) -> None:
-        header = self._header
-        parts: list[bytes] = []
-        for p in payloads:
-            parts += (header(len(p)), p)
+        parts: list[bytes] = [b""] * (2 * len(payloads))
+        parts[0::2] = list(map(self._header, map(len, payloads)))
+        parts[1::2] = payloads
         self._write(parts)
 
     def send_control(self, flag: int) -> None:

@@ -12,6 +12,8 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
+from itertools import groupby, repeat
+from operator import add
 
 from vtcore.protocol.frames import FSIZE_MASK, MAX_FRAME, decode_datagram
 from vtcore.protocol.udp import PeerPort, PortExchange
@@ -87,6 +89,34 @@ def _split(data: bytes, ancdata: list) -> list[bytes]:
     return [data]
 
 
+def _data_run(data: bytes, ancdata: list, data_max: int,
+              frames: list[tuple[int, bytes]], views: bool = False) -> list[bytes]:
+    """A ``UDP_GRO`` receive of vtun frames: its full-size datagrams, when every one is a
+    data frame (the header is the payload's length: checked a byte column at a time,
+    ``data[0::size]``), go to ``frames`` in one go, without a Python step per datagram
+    (~0.15 against ~0.6 us a datagram); ``views``: as memoryviews of ``data``, not
+    copies.  Returned are the datagrams left to decode one by one: the last when it is
+    shorter, or all when the run is mixed."""
+    size = 0
+    for level, kind, value in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            size = _int(value[:4])[0]
+    n = len(data)
+    if not 0 < size < n:
+        return [data]
+    full = n // size
+    flen = size - 2
+    if 0 < flen <= data_max and data[0::size][:full] == bytes((flen >> 8,)) * full \
+            and data[1::size][:full] == bytes((flen & 0xFF,)) * full:
+        end = full * size
+        cut: Callable[[slice], bytes] = (
+            memoryview(data).__getitem__ if views else data.__getitem__)  # type: ignore[assignment]
+        frames += zip(repeat(0), map(cut, map(slice, range(2, end, size),
+                                              range(size, end + size, size))))
+        return [data[end:]] if end < n else []
+    return [data[i : i + size] for i in range(0, n, size)]
+
+
 def _no_header(n: int) -> bytes:
     return b""
 
@@ -110,11 +140,16 @@ class UdpLink(HeaderFraming):
         last datagram (a ping, an ACK) sits: vt client -> vtund server under load lost
         15-33 % of pings with runs, none datagram by datagram (bench/README.md)."""
         self.gso_max = 65535
-        self.gro = _gro_enabled(sock)
-        """Receive runs of datagrams in one call (UDP GRO); each is still handled alone."""
         """Largest datagram GSO took on this path (learnt from EMSGSIZE/EINVAL)."""
+        self.gro = _gro_enabled(sock)
+        """Receive runs of datagrams in one call (UDP GRO); each is still a frame alone."""
         self.raw = raw
         """Datagrams are opaque frames (secure mode seals them): no vtun header."""
+        self.views = False
+        """Hand on the data frames of a ``UDP_GRO`` run as memoryviews of the receive
+        buffer, not a copy each: set by the tunnel when no module reads them and the
+        device takes views (live, the copies cost ~1.3 us a datagram: a 1.4 KB
+        allocation each, beyond what the allocator keeps at hand)."""
         framing = RAW_FRAMING if raw else VTUN_FRAMING
         self._header, self._control = framing.header, framing.control
         self.max_payload = framing.max_payload
@@ -164,7 +199,12 @@ class UdpLink(HeaderFraming):
                     del datagrams[0]
                 elif gro:
                     data, anc, _, _ = sock.recvmsg(RECV_SIZE, GRO_CMSG_SPACE)
-                    datagrams = _split(data, anc) if anc else [data]
+                    if not anc:
+                        datagrams = [data]
+                    elif raw:
+                        datagrams = _split(data, anc)
+                    else:
+                        datagrams = _data_run(data, anc, data_max, frames, self.views)
                 else:
                     datagrams = [sock.recv(RECV_SIZE)]
             except (BlockingIOError, InterruptedError):
@@ -227,27 +267,28 @@ class UdpLink(HeaderFraming):
             for i in range(0, n, 2):
                 self._send(parts[i : i + 2], 1)
             return
+        # Datagram sizes and, for each, where its stretch of equal sizes ends: the loop
+        # below steps a run at a time, not a datagram at a time.
+        sizes = list(map(add, map(len, parts[0::2]), map(len, parts[1::2])))
+        ends: list[int] = []
+        for _, group in groupby(sizes):
+            count = len(list(group))
+            ends += repeat(len(ends) + count, count)
+        total = n // 2
         i = 0
-        while i < n:
-            size = len(parts[i]) + len(parts[i + 1])
-            j = i + 2
-            total = size
-            # Equal sizes; the run's last datagram may be shorter (as GSO allows).
-            while (j < n and (j - i) // 2 < GSO_MAX_SEGMENTS
-                   and total + size <= GSO_MAX_BYTES):
-                nxt = len(parts[j]) + len(parts[j + 1])
-                if nxt > size:
-                    break
-                total += nxt
-                j += 2
-                if nxt < size:
-                    break
-            count = (j - i) // 2
+        while i < total:
+            size = sizes[i]
+            per = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // max(size, 1))
+            j = min(ends[i], i + per)
+            # The run's last datagram may be shorter (as GSO allows).
+            if j < total and j - i < per and sizes[j] < size:
+                j += 1
+            count = j - i
             if count == 1 or size > self.gso_max:
-                for k in range(i, j, 2):
+                for k in range(2 * i, 2 * j, 2):
                     self._send(parts[k : k + 2], 1)
             else:
-                self._send(parts[i:j], count, [(SOL_UDP, UDP_SEGMENT, _u16(size))])
+                self._send(parts[2 * i : 2 * j], count, [(SOL_UDP, UDP_SEGMENT, _u16(size))])
             i = j
 
     def _send(self, parts: list[bytes], count: int, cmsg: list | None = None) -> None:
