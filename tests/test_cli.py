@@ -245,6 +245,20 @@ def test_daemons_tune_the_allocator(good, client_calls, server_calls, monkeypatc
     assert len(tuned) == 3
     assert invoke("config", "check", "-f", good).exit_code == 0
     assert len(tuned) == 3
+    # A worker carries the traffic of a split daemon: the same, before it drops root.
+    import vtcore.runtime.worker as worker_mod
+
+    order: list[str] = []
+    monkeypatch.setattr(memory_mod, "tune_allocator", lambda: order.append("tuned") or True)
+    monkeypatch.setattr(worker_mod, "drop_privileges", lambda *a: order.append("dropped"))
+
+    async def no_worker(fd, plugins) -> int:
+        return 0
+
+    monkeypatch.setattr(worker_mod, "run_worker", no_worker)
+    res = invoke("worker", "--fd", 99, "--master", 1, "--uid", 65534, "--gid", 65534)
+    assert res.exit_code == 0, res.output
+    assert order == ["tuned", "dropped"]
 
 
 # ------------------------------------------------------------------ config check

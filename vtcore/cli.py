@@ -271,15 +271,17 @@ def serve(ctx, config_path, port, bind, timeout, foreground, inetd, standalone, 
 def worker(ctx, fd, master_pid, uid, gid, facility) -> None:
     """A worker of ``vt serve`` (started by the master, never by hand)."""
     from vtcore.runtime import loop
-    from vtcore.runtime.worker import drop_privileges, run_worker
+    from vtcore.runtime import worker as worker_mod
+    from vtcore.runtime.memory import tune_allocator
 
     plugins = _plugins(ctx)
     _setup_logging(ctx, False, facility)
+    tune_allocator()  # the data path is here: as a one-process daemon's (runtime/memory.py)
     try:
-        drop_privileges(uid, gid, master_pid, plugins)
+        worker_mod.drop_privileges(uid, gid, master_pid, plugins)
     except (OSError, SystemExit) as exc:
         _fail(f"worker: cannot drop privileges: {exc}")
-    sys.exit(loop.run(run_worker(fd, plugins)))
+    sys.exit(loop.run(worker_mod.run_worker(fd, plugins)))
 
 
 @cli.command()
