@@ -206,6 +206,9 @@ def _one_session(server, impl: str):
 # ------------------------------------------------------------------ kill -9, SIGSTOP
 
 
+PINGER_SETTLE = 1.0
+
+
 class _Pinger:
     """``ping -D -i 0.05`` through the tunnel in the background: the load, and the clock
     of when replies stop and come back."""
@@ -223,7 +226,11 @@ class _Pinger:
             out, _ = self.proc.communicate(timeout=5)
         return [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
 
-    def stop(self) -> list[float]:
+    def stop(self, settle: float = PINGER_SETTLE) -> list[float]:
+        """Its replies, after ``settle`` s more: a scenario stops it once its own probe
+        ping got through, and the pinger's next reply (50 ms apart, behind whatever
+        queued while the tunnel was down) may not have come yet."""
+        time.sleep(settle)
         self.proc.send_signal(signal.SIGINT)
         return self.replies()
 
@@ -407,8 +414,7 @@ def config_sighup(count: int = 12, impl: str = "vt") -> dict:
             s.cfg.write_text(scfg)
             os.kill(s.proc.pid, signal.SIGHUP)
             wait_for(lambda: _count(s, r"config reloaded") > accepted, 10, "good reload")
-            time.sleep(0.5)
-            replies = pinger.stop()
+            replies = pinger.stop(settle=0.5)
             assert "session closed" not in s.log(), s.log()[-2000:]
             assert_clean(s, c)
             gaps = [b - a for a, b in zip(replies, replies[1:], strict=False)]
