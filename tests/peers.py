@@ -299,11 +299,12 @@ class VtServer(_Server):
         self.config_text = _with_workers(self.config_text)
         return super().start(timeout)
 
-    def wait_until_serving(self, timeout: float = 15) -> None:
-        """Its ``listening`` line: with workers, logged once every worker has loaded the
-        config (the port listens before, and connections wait in its queue till then).
-        For a test that measures the daemon at rest; others need not wait."""
-        self.wait_log(r"listening\s+address=", timeout)
+    def wait_ready(self, timeout: float) -> None:
+        """Its port listens (bound before anything else), then its ``listening`` line:
+        with workers, logged once every worker has loaded the config."""
+        start = time.monotonic()
+        super().wait_ready(timeout)
+        self.wait_log(r"listening\s+address=", max(1.0, timeout - (time.monotonic() - start)))
 
     def argv(self) -> list[object]:
         return [sys.executable, "-m", "vtcore", "serve", "-n", "-f", self.cfg, "-P", self.port]

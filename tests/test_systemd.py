@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from behaviour import HOST, conf
 from netns import two_hosts, wait_listening, wait_ping
-from peers import VtClient, VtServer
+from peers import VtClient, VtServer, _Server
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -149,6 +149,10 @@ class SocketActivatedServer(VtServer):
     """``systemd-socket-activate -l 0.0.0.0:PORT vt serve -n -f CFG``: vt gets the socket."""
 
     kind = "vt-socket-activated"
+
+    def wait_ready(self, timeout: float) -> None:
+        """systemd's port: vt itself starts on the first connection."""
+        _Server.wait_ready(self, timeout)
 
     def argv(self) -> list[object]:
         return [_need("systemd-socket-activate"), "-l", f"0.0.0.0:{self.port}",
