@@ -151,7 +151,9 @@ def test_procstat_reads_this_process() -> None:
     assert u.nprocs >= 1 and u.hwm_kb > 1000 and u.pss_kb > 0
     assert 0 < u.anon_pss_kb < u.pss_kb  # the interpreter's heap; its libraries are file pages
     before = procstat.anon_pss_kb([os.getpid()])
-    block = bytearray(8 << 20)  # zero-filled: every page touched
+    # Written, not only allocated: bytearray(n) is calloc, whose fresh mmap pages are not
+    # touched (nor counted) until written -- the test failed whenever glibc mapped them.
+    block = bytearray(b"\x01") * (8 << 20)
     assert procstat.anon_pss_kb([os.getpid()]) - before > 6000
     del block
     t0 = procstat.cpu_seconds([os.getpid()])
