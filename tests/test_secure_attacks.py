@@ -359,7 +359,12 @@ def test_handshake_flood_does_not_starve_a_good_client() -> None:
             # Refused by the secure limiter (ERR), or evicted by the source's cap on
             # handshake slots (closed: "failed").
             assert stats["offer"] <= 10 and stats["err"] + stats["failed"] >= 150, stats
-            assert len(log_lines(s.log(), "too many secure handshakes")) >= 100
+            # Both mechanisms refused (the flood's own count above is the measure).  How
+            # they share it depends on how fast connections reach the handshakes: in a
+            # worker, handed on by the master in bursts, more are closed at the slot cap
+            # (logged once) and fewer refused by the limiter (logged each time).
+            limited = len(log_lines(s.log(), "too many secure handshakes"))
+            assert limited >= 10, limited
             assert log_lines(s.log(), "handshake slots full")
             assert s.alive()
             no_crash(s)
