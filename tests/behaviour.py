@@ -61,23 +61,29 @@ def frozen(pid: int) -> Iterator[Callable[[], float]]:
                 os.kill(each, signal.SIGCONT)
 
 
+def children(pid: int) -> list[int]:
+    """The children of ``pid`` (/proc/PID/task/*/children); none once it is gone."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for task in tasks:
+        try:
+            out += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
 def _descendants(pid: int) -> list[int]:
-    """Children, grandchildren ... of ``pid`` (/proc/PID/task/*/children)."""
+    """Children, grandchildren ... of ``pid``."""
     out: list[int] = []
     todo = [pid]
     while todo and len(out) < 1000:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                kids = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
-            except OSError:
-                continue
-            out += [int(k) for k in kids]
-            todo += [int(k) for k in kids]
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
     return out
 
 

@@ -105,7 +105,6 @@ def test_example_tests_pass_against_the_installed_wheel(site: Path, tmp_path: Pa
 def test_tunnel_capture_in_netns(site: Path, tmp_path: Path) -> None:
     """A real tunnel (zlib-compressed, so the wire differs from the packets) between two
     namespaces, both ends capturing: each file holds the plain ICMP packets of both ways."""
-    import pwd
     import shutil
     import tempfile
 
@@ -118,9 +117,12 @@ def test_tunnel_capture_in_netns(site: Path, tmp_path: Path) -> None:
 
     # The captures are written where the packets are, in each end's unprivileged worker
     # (vt's split): into a directory the workers' user may write, as a deployment must.
+    from vtcore.config.model import Options
+    from vtcore.runtime.master import worker_account
+
     capdir = Path(tempfile.mkdtemp(prefix="vt-pcap-"))
-    nobody = pwd.getpwnam("nobody")
-    os.chown(capdir, nobody.pw_uid, nobody.pw_gid)
+    uid, gid, _ = worker_account(Options())  # the workers' default user
+    os.chown(capdir, uid, gid)
     caps = {"server": capdir / "server.pcap", "client": capdir / "client.pcap"}
     try:
         with two_hosts() as p:

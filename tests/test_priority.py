@@ -59,14 +59,6 @@ def test_without_privilege_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.netns
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            kids += [int(k) for k in f.read().split()]
-    return kids
-
-
 @pytest.mark.netns
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_daemons_run_links_at_nice_minus_one(workers: str, monkeypatch) -> None:
@@ -74,6 +66,7 @@ def test_daemons_run_links_at_nice_minus_one(workers: str, monkeypatch) -> None:
     (a master and its unprivileged data paths) the workers carry the links and run at -1
     from their start (they could not lower it themselves); the master keeps its own."""
     import peers
+    from behaviour import children
     from netns import two_hosts, wait_ping
     from peers import VtClient, VtServer
     from secure_tools import add_devices, client_conf, no_crash, server_conf
@@ -89,7 +82,7 @@ def test_daemons_run_links_at_nice_minus_one(workers: str, monkeypatch) -> None:
             with VtClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
                 wait_ping(p.b, ta, timeout=15)
                 for daemon in (s, c):
-                    carriers = _children(daemon.proc.pid) if workers == "1" else []
+                    carriers = children(daemon.proc.pid) if workers == "1" else []
                     assert len(carriers) == int(workers)
                     for pid in carriers or [daemon.proc.pid]:
                         assert _nice(pid) == link, (daemon.kind, pid)

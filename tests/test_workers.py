@@ -26,7 +26,7 @@ from pathlib import Path
 
 import peers
 import pytest
-from behaviour import HOST, conf, status_docs, tmpdir, wait_for
+from behaviour import HOST, children, conf, status_docs, tmpdir, wait_for
 from netns import iperf3, ping, two_hosts, wait_ping
 from peers import VtClient, VtServer, VtundClient, requires_vtund
 
@@ -69,11 +69,7 @@ def _fd_targets(pid: int) -> list[str]:
 
 
 def _children(pid: int) -> set[int]:
-    kids = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        text = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-        kids |= {int(k) for k in text}
-    return kids
+    return set(children(pid))
 
 
 def _server_doc(pid: int) -> dict:

@@ -272,11 +272,9 @@ def worker(ctx, fd, master_pid, uid, gid, facility) -> None:
     """A worker of ``vt serve`` (started by the master, never by hand)."""
     from vtcore.runtime import loop
     from vtcore.runtime import worker as worker_mod
-    from vtcore.runtime.memory import tune_allocator
 
     plugins = _plugins(ctx)
-    _setup_logging(ctx, False, facility)
-    tune_allocator()  # the data path is here: as a one-process daemon's (runtime/memory.py)
+    _start(ctx, True, facility, False, False)  # the data path is here: as a daemon's
     try:
         worker_mod.drop_privileges(uid, gid, master_pid, plugins)
     except (OSError, SystemExit) as exc:

@@ -79,6 +79,11 @@ class ClientOptions:
     ipv6: bool | None = None
 
 
+def server_port(overrides: ClientOptions, options) -> int:
+    """The server's port: ``-P``, else ``options.port``."""
+    return overrides.port or options.port
+
+
 class Privileged(Protocol):
     """What a client worker asks of its root parent (:mod:`vtcore.runtime.worker`)."""
 
@@ -120,7 +125,7 @@ class Client:
 
     @property
     def port(self) -> int:
-        return self.o.port or self.config.options.port
+        return server_port(self.o, self.config.options)
 
     def stop(self, reason: str = "signal") -> None:
         self.stopping = True

@@ -47,6 +47,7 @@ from vtcore.notify import Notifier
 from vtcore.plugins import Plugins
 from vtcore.protocol.challenge import check_response
 from vtcore.runtime import fsguard, locks, trust
+from vtcore.runtime.client import server_port
 from vtcore.runtime.commands import Substitutions
 from vtcore.runtime.control import (
     Channel,
@@ -344,11 +345,7 @@ class Master:
         await self._send_config(worker)
         # A barrier: the channel keeps order, so the answer comes once the worker has
         # loaded the config.  "listening" and READY=1 then mean every worker can serve.
-        with contextlib.suppress(EOFError, TimeoutError, OSError):
-            worker.status, _ = await worker.channel.ask({"op": "status", "offset": 0},
-                                                        timeout=STATUS_TIMEOUT * 10)
-            worker.status.pop("re", None)
-            worker.status.pop("more", None)
+        await self._ask_status(worker, STATUS_TIMEOUT * 10)
         log.info("worker started", worker=proc.pid, slot=slot)
 
     async def _send_config(self, worker: WorkerProc) -> None:
@@ -687,27 +684,27 @@ class Master:
 
     async def refresh(self) -> None:
         """Ask every worker for its sessions now (bounded): ``status()`` shows them."""
-        workers = [w for w in self.workers if w is not None]
+        await asyncio.gather(*(self._ask_status(w) for w in self.workers if w is not None))
 
-        async def one(worker: WorkerProc) -> None:
-            doc: dict = {}
-            sessions: list = []
-            try:
-                for _ in range(MAX_STATUS_PAGES):  # a page per message (they are bounded)
-                    answer, _ = await worker.channel.ask(
-                        {"op": "status", "offset": len(sessions)}, timeout=STATUS_TIMEOUT)
-                    page = answer.get("sessions")
-                    sessions += page if isinstance(page, list) else []
-                    doc = answer
-                    if answer.get("more") is not True or not page:
-                        break
-            except (EOFError, TimeoutError, OSError):
-                return
-            doc.pop("re", None)
-            doc.pop("more", None)
-            worker.status = {**doc, "sessions": sessions}
-
-        await asyncio.gather(*(one(w) for w in workers))
+    async def _ask_status(self, worker: WorkerProc, timeout: float = STATUS_TIMEOUT) -> None:
+        """``worker.status``, asked a page at a time (each message is bounded); kept as
+        it was if the worker does not answer in ``timeout`` per page."""
+        doc: dict = {}
+        sessions: list = []
+        try:
+            for _ in range(MAX_STATUS_PAGES):
+                answer, _ = await worker.channel.ask(
+                    {"op": "status", "offset": len(sessions)}, timeout=timeout)
+                page = answer.get("sessions")
+                sessions += page if isinstance(page, list) else []
+                doc = answer
+                if answer.get("more") is not True or not page:
+                    break
+        except (EOFError, TimeoutError, OSError):
+            return
+        doc.pop("re", None)
+        doc.pop("more", None)
+        worker.status = {**doc, "sessions": sessions}
 
     def status(self) -> dict:
         """The document ``vt status`` shows: every worker's sessions, with its pid."""
@@ -833,7 +830,7 @@ class ClientMaster(Master):
     def status_line(self, address: str = "") -> str:
         sessions = self.workers[0].status.get("sessions") if self.workers[0] else None
         state = "connected to" if sessions else "connecting to"
-        port = self.client_overrides.port or self.config.options.port
+        port = server_port(self.client_overrides, self.config.options)
         return f"{self.host_name}: {state} {self.server_name}:{port}"
 
     def _stop_client(self) -> None:

@@ -79,14 +79,23 @@ def _gro_enabled(sock: socket.socket) -> bool:
     return True
 
 
-def _split(data: bytes, ancdata: list) -> list[bytes]:
-    """The datagrams of one ``UDP_GRO`` receive: all ``size`` bytes but the last."""
+def _gro_size(data: bytes, ancdata: list) -> int:
+    """The size of the datagrams one ``UDP_GRO`` receive joined (all but the last have
+    it), or 0 when it holds a single datagram."""
     for level, kind, value in ancdata:
         if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
             size = _int(value[:4])[0]
-            if 0 < size < len(data):
-                return [data[i : i + size] for i in range(0, len(data), size)]
-    return [data]
+            return size if 0 < size < len(data) else 0
+    return 0
+
+
+def _cut(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] if size else [data]
+
+
+def _split(data: bytes, ancdata: list) -> list[bytes]:
+    """The datagrams of one ``UDP_GRO`` receive: all ``size`` bytes but the last."""
+    return _cut(data, _gro_size(data, ancdata))
 
 
 def _data_run(data: bytes, ancdata: list, data_max: int,
@@ -97,13 +106,10 @@ def _data_run(data: bytes, ancdata: list, data_max: int,
     (~0.15 against ~0.6 us a datagram); ``views``: as memoryviews of ``data``, not
     copies.  Returned are the datagrams left to decode one by one: the last when it is
     shorter, or all when the run is mixed."""
-    size = 0
-    for level, kind, value in ancdata:
-        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-            size = _int(value[:4])[0]
-    n = len(data)
-    if not 0 < size < n:
+    size = _gro_size(data, ancdata)
+    if not size:
         return [data]
+    n = len(data)
     full = n // size
     flen = size - 2
     if 0 < flen <= data_max and data[0::size][:full] == bytes((flen >> 8,)) * full \
@@ -114,7 +120,7 @@ def _data_run(data: bytes, ancdata: list, data_max: int,
         frames += zip(repeat(0), map(cut, map(slice, range(2, end, size),
                                               range(size, end + size, size))))
         return [data[end:]] if end < n else []
-    return [data[i : i + size] for i in range(0, n, size)]
+    return _cut(data, size)
 
 
 def _no_header(n: int) -> bytes:
