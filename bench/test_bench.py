@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import shutil
@@ -151,11 +152,15 @@ def test_procstat_reads_this_process() -> None:
     assert u.nprocs >= 1 and u.hwm_kb > 1000 and u.pss_kb > 0
     assert 0 < u.anon_pss_kb < u.pss_kb  # the interpreter's heap; its libraries are file pages
     before = procstat.anon_pss_kb([os.getpid()])
-    # Written, not only allocated: bytearray(n) is calloc, whose fresh mmap pages are not
-    # touched (nor counted) until written -- the test failed whenever glibc mapped them.
-    block = bytearray(b"\x01") * (8 << 20)
-    assert procstat.anon_pss_kb([os.getpid()]) - before > 6000
-    del block
+    # A fresh anonymous mapping, written. A malloc'd block may reuse heap pages already
+    # resident: once an earlier test has freed a big block, glibc's dynamic mmap threshold
+    # serves 8 MiB from the heap, and the CI run saw a delta of 0. Unwritten pages do not count.
+    block = mmap.mmap(-1, 8 << 20)
+    try:
+        block.write(b"\x01" * (8 << 20))
+        assert procstat.anon_pss_kb([os.getpid()]) - before > 6000
+    finally:
+        block.close()
     t0 = procstat.cpu_seconds([os.getpid()])
     x = 0
     for i in range(3_000_000):
