@@ -147,7 +147,7 @@ def test_a_client_without_the_token_gets_the_old_path() -> None:
 OLD_CLIENT = (
     "import sys, vtcore.runtime.client as cl\n"
     "tokens = cl.host_tokens\n"  # the client as it was: no gso token on its HOST line
-    "cl.host_tokens = lambda *a: tuple(t for t in tokens(*a) if t != 'gso')\n"
+    "cl.host_tokens = lambda *a: tuple(t for t in tokens(*a) if t != 'gso2')\n"
     "sys.argv = ['vt'] + sys.argv[1:]\n"
     "from vtcore.cli import main\n"
     "main()\n"

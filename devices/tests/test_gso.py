@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import select
 import struct
 import subprocess
@@ -230,7 +231,7 @@ class Relay(threading.Thread):
     segment; ``complete``: write each with its checksum computed here and an all-zero
     header (so the kernel takes it only if it is a valid packet by itself)."""
 
-    def __init__(self, a, b, mtu: int, complete: bool, limit: int = 1) -> None:
+    def __init__(self, a, b, mtu: int, complete: bool, limit: int = 1, drop: int = 0) -> None:
         super().__init__(daemon=True)
         self.devs = {a.fileno(): (a, b), b.fileno(): (b, a)}
         self.mtu = mtu
@@ -244,8 +245,21 @@ class Relay(threading.Thread):
         """Reads that came out as more than one packet."""
         self.packets = 0
         self.errors: list[str] = []
+        self.drop = drop
+        """Lose one packet in ``drop`` at random (0: none), as a lossy underlay would."""
+        self.rng = random.Random(drop)
+        self.dropped = 0
+        self.marked = 0
+        """Packets that were marked segments (vt_devices.runs)."""
 
     def run(self) -> None:
+        try:
+            self._relay()
+        except Exception as exc:  # a dead relay must fail the test, not stall it
+            self.errors.append(f"relay died: {exc!r}")
+            raise
+
+    def _relay(self) -> None:
         deadline = time.monotonic() + 60
         while not self.stop.is_set() and time.monotonic() < deadline:
             ready, _, _ = select.select(list(self.devs), [], [], 0.1)
@@ -259,6 +273,10 @@ class Relay(threading.Thread):
                     self.cut += len(packets) > 1
                     self.packets += len(packets)
                     self._check(packets)
+                    if self.drop:
+                        kept = [p for p in packets if self.rng.randrange(self.drop)]
+                        self.dropped += len(packets) - len(kept)
+                        packets = kept
                     if self.complete:
                         for p in packets:
                             os.write(dst.fileno(), PLAIN + self._full(p))
@@ -266,6 +284,7 @@ class Relay(threading.Thread):
                         dst.write_packets(packets)
 
     def _check(self, packets: list[bytes]) -> None:
+        self.marked += sum(p[0] < 0x20 for p in packets)
         for p in packets:
             if len(p) > self.mtu:
                 self.errors.append(f"{len(p)}-byte packet over the MTU")
@@ -297,8 +316,13 @@ def netns2(netns):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("complete", [False, True], ids=["needs-csum", "complete"])
-def test_kernels_make_and_take_the_segments(netns2, complete: bool) -> None:
+@pytest.mark.parametrize(("complete", "runs", "drop"), [
+    (False, True, 0), (False, False, 0), (True, False, 0), (False, True, 30), (False, False, 30)],
+    ids=["marked", "needs-csum", "complete", "marked-lossy", "lossy"])
+def test_kernels_make_and_take_the_segments(netns2, complete: bool, runs: bool,
+                                            drop: int) -> None:
+    """``marked``: the super-packets go as marked segments (vt_devices.runs), joined back
+    on the other side; ``lossy``: with one in 30 lost on the way (partial runs)."""
     from vt_devices.tun import open_tun_device
 
     a, b = netns2
@@ -309,13 +333,14 @@ def test_kernels_make_and_take_the_segments(netns2, complete: bool) -> None:
             with ns.entered():
                 dev = open_tun_device(SimpleNamespace(name=name, offload=False, gro=True,
                                                       split=True))
+            dev.runs = runs
             devs.append(dev)
             assert dev.split and not dev.gro
             ns.ip("addr", "add", mine, "peer", peer, "dev", name)
             ns.ip("link", "set", name, "mtu", "1400", "up")
-        relay = Relay(devs[0], devs[1], 1400, complete)
+        relay = Relay(devs[0], devs[1], 1400, complete, drop=drop)
         relay.start()
-        data = os.urandom(4 << 20)
+        data = os.urandom(1 << 20 if drop else 4 << 20)
         for src, dst, addr in ((b, a, "10.77.0.1"), (a, b, "10.77.0.2")):
             recv = subprocess.Popen(["ip", "netns", "exec", dst.name, sys.executable, "-c", RECV,
                                      addr, "5201"], stdout=subprocess.PIPE, text=True)
@@ -335,6 +360,8 @@ def test_kernels_make_and_take_the_segments(netns2, complete: bool) -> None:
         assert not relay.errors, relay.errors[:5]
         assert relay.cut > 0, "the kernels made no super-packets"
         assert devs[0].unsplit == devs[1].unsplit == 0
+        assert relay.marked > 0 if runs else relay.marked == 0
+        assert relay.dropped > 0 if drop else relay.dropped == 0
     finally:
         for dev in devs:
             dev.close()

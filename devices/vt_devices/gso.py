@@ -36,6 +36,7 @@ from vt_devices.gro import (
     _fold,
     l4_of,
 )
+from vt_devices.runs import cut
 
 GSO_ECN = 0x80
 FIN, PSH, CWR = 0x01, 0x08, 0x80
@@ -53,10 +54,12 @@ def _complete(p: bytes, start: int, offset: int) -> bytes:
     return b"".join((p[:field], _u16.pack(~total & 0xFFFF or 0xFFFF), p[field + 2:]))
 
 
-def split(buf: bytes, tap: bool = False) -> list[bytes] | None:
+def split(buf: bytes, tap: bool = False, runs: bool = False) -> list[bytes] | None:
     """The packets in one read from an offload device (``virtio_net_hdr`` + packet): the
     segments of a TCP super-packet, or the packet itself; None for what cannot be split
-    (a GSO type not asked for, a malformed header): the caller counts and drops it."""
+    (a GSO type not asked for, a malformed header): the caller counts and drops it.
+    ``runs`` (a tun whose peer joins them): a super-packet's segments are marked ones
+    (:mod:`vt_devices.runs`), not packets, where it can be said that way."""
     if len(buf) <= VNET_HDR_LEN:
         return None
     flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(buf)
@@ -87,6 +90,10 @@ def split(buf: bytes, tap: bool = False) -> list[bytes] | None:
     n = len(payload)
     if n <= gso_size:
         return [p]
+    if runs and not tap:
+        segments = cut(p, l4, hlen, v6, gso_size, payload)
+        if segments is not None:
+            return segments
     tcp_flags = p[l4 + 13]
     seq0 = int.from_bytes(p[l4 + 4:l4 + 8], "big")
     # Every segment's headers are the super-packet's with a few fields changed: one

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -34,8 +35,9 @@ from typing import Any, NamedTuple
 from vt_api import DeviceRequest
 
 from vt_devices.base import DeviceError
-from vt_devices.gro import PLAIN, coalesce, partial_header
+from vt_devices.gro import PLAIN, Write, coalesce, partial_header
 from vt_devices.gso import split
+from vt_devices.runs import MARK_LIMIT, first_bytes, is_segment, join
 
 TUN_PATH = "/dev/net/tun"
 NEEDS_NET_ADMIN = ("needs the CAP_NET_ADMIN capability: run vt as root, or grant it, e.g. "
@@ -225,6 +227,9 @@ class TunDevice:
         """Offloads on, super-packets cut on read, checksums left to the kernel on write."""
         self.unsplit = 0
         """Reads :func:`~vt_devices.gso.split` could not cut (counted, dropped)."""
+        self.runs = not tap
+        """Split mode: a super-packet goes as marked segments (:mod:`vt_devices.runs`),
+        which the peer joins back; off, as real packets.  Writes take both."""
         self.owner = True
         """False for a worker's adopted copy: the master's copy resets the offloads."""
 
@@ -251,6 +256,7 @@ class TunDevice:
         read's segments; at most ``limit`` reads, even when none can be cut."""
         out: list[bytes] = []
         tap = self.tap
+        runs = self.runs
         read = os.read
         fd = self._fd
         size = self.read_size
@@ -258,7 +264,7 @@ class TunDevice:
         try:
             while len(out) < limit and reads < limit:
                 reads += 1
-                packets = split(read(fd, size), tap)
+                packets = split(read(fd, size), tap, runs)
                 if packets is None:
                     self.unsplit += 1
                 else:
@@ -297,6 +303,8 @@ class TunDevice:
         (malformed or too big), ENOMEM.  Any write error drops: if the interface is gone
         for good, :meth:`read_packets` says so.
         """
+        if self.split and not self.tap and is_segment(packet):
+            return self._write_joined([packet]) == (0, 0)
         try:
             if self.split:
                 os.write(self._fd, b"".join(partial_header(packet, self.tap)))
@@ -325,7 +333,18 @@ class TunDevice:
             return lost, lost_bytes
         if len(packets) == 1:  # nothing to join (and the idle path stays short)
             return (0, 0) if self.write_packet(packets[0]) else (1, len(packets[0]))
-        for buf, count, nbytes in coalesce(packets, self.tap, partial=self.split):
+        return self._write_joined(packets)
+
+    def _write_joined(self, packets: list[bytes]) -> tuple[int, int]:
+        """gro and split modes: segments joined into super-packets, each written once."""
+        write = os.write
+        fd = self._fd
+        lost = lost_bytes = 0
+        if self.split and not self.tap:
+            writes, lost, lost_bytes = _plan_runs(packets)
+        else:
+            writes = coalesce(packets, self.tap, partial=self.split)
+        for buf, count, nbytes in writes:
             try:
                 write(fd, buf)
             except OSError:
@@ -364,6 +383,32 @@ class TunDevice:
 
     def __repr__(self) -> str:
         return f"<{'tap' if self.tap else 'tun'} {self.name} fd={self._fd}>"
+
+
+_STRETCHES = re.compile(rb"[\x00-\x1f]+|[\x20-\xff]+")
+"""Stretches of marked segments (first byte below ``MARK_LIMIT``) and of packets."""
+
+
+def _plan_runs(packets: list[bytes]) -> tuple[list[Write], int, int]:
+    """A split-mode tun's writes for a batch of marked segments (:mod:`vt_devices.runs`)
+    and packets, in order; with the segments and bytes dropped as malformed."""
+    firsts = first_bytes(packets)
+    if not firsts or min(firsts) >= MARK_LIMIT:
+        return coalesce(packets, partial=True), 0, 0
+    out: list[Write] = []
+    if max(firsts) < MARK_LIMIT:
+        bad, bad_bytes = join(packets, out)
+        return out, bad, bad_bytes
+    bad = bad_bytes = 0
+    for m in _STRETCHES.finditer(firsts):
+        part = packets[m.start():m.end()]
+        if firsts[m.start()] < MARK_LIMIT:
+            b, nb = join(part, out)
+            bad += b
+            bad_bytes += nb
+        else:
+            out += coalesce(part, partial=True)
+    return out, bad, bad_bytes
 
 
 def _open(request: DeviceRequest, tap: bool) -> TunDevice:

@@ -14,10 +14,14 @@ itself.  Features:
        per frame); ``n`` implies it.  Plugins see both as ``LinkSettings.native``.
 ``g``  over UDP, tun/tap: both devices read TCP super-packets (offloads on) and cut them
        into packets in user space (``vt_devices.gso``); the TCP/UDP checksums they carry
-       are left to the receiving kernel (``NEEDS_CSUM``).  Granted only to a client that
-       offered it with the HOST token ``gso``: a vt client from before it would ignore an
-       unknown letter and take packets it cannot write (checksums not complete), so it
-       is never told.  An old server ignores the token and grants no ``g``.
+       are left to the receiving kernel (``NEEDS_CSUM``).  On a tun, a super-packet's
+       segments go as marked segments that the receiver joins without parsing each
+       (``vt_devices.runs``).  Granted only to a client that offered it with the HOST
+       token ``gso2``: a vt client from before it would ignore an unknown letter and take
+       packets it cannot write (checksums not complete, segments marked), so it is never
+       told.  A server from before it ignores the token and grants no ``g``; a client from
+       before the marked segments offers ``gso``, which no longer earns ``g`` (it would
+       not understand the marks): either way the tunnel runs, a datagram per packet.
 
 ``vtmode no;`` in a host section turns all of it off (vtun framing, one packet per
 frame, exactly what vtund would send) -- for trouble-shooting and measurement.
@@ -50,8 +54,9 @@ NATIVE_FRAMING = "n"
 OFFLOAD = "o"
 MODULE_FORMATS = "m"
 SEGMENTS = "g"
-GSO_TOKEN = "gso"
-"""HOST token: this client can cut super-packets over UDP and takes partial checksums."""
+GSO_TOKEN = "gso2"
+"""HOST token: this client can cut super-packets over UDP, takes partial checksums and
+joins marked segments (``gso`` was the same before the marks: not granted any more)."""
 
 VTUND_COMPRESSORS = frozenset({"zlib", "lzo"})
 """The compressors ``OK FLAGS`` carries (``C``, ``L``); any other is agreed by name."""
