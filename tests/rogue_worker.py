@@ -58,7 +58,8 @@ while True:  # the config and the master's status round trip first, then a conne
 
 proof = chal_response(chal, password).hex()
 claim = {"op": "claim", "conn": conn, "host": "bt1", "response": proof}
-device = {"op": "device", "conn": conn, "type": "pipe", "offload": False, "split": False}
+device = {"op": "device", "conn": conn, "type": "pipe", "offload": False, "split": False,
+          "runs": False}
 up = {"op": "up", "conn": conn, "local": ["127.0.0.1", 5000], "remote": ["127.0.0.1", 40000]}
 
 if case == "good":

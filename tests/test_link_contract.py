@@ -107,3 +107,47 @@ def test_a_contract_1_1_link_still_carries_a_tunnel() -> None:
     finally:
         old.close()
         peer.close()
+
+
+class ViewsQueueDevice(QueueDevice):
+    """A third party's device declaring the contract 1.4 extra ``ViewsDevice``."""
+
+    takes_views = True
+
+
+def test_views_are_asked_only_of_a_declared_link_for_a_declared_device() -> None:
+    """Contract 1.4: ``ViewsDevice.takes_views`` and ``ViewsLink.views``, both declared in
+    vt_api (they were found with getattr/hasattr before): the tunnel turns views on only
+    when both ends declare them and no frame module reads the payloads."""
+    from vt_api import ViewsDevice, ViewsLink
+
+    from vtcore.runtime.tunnel import Tunnel
+
+    class Module:  # any frame module: it reads the payloads, so no views
+        def encode(self, p: bytes) -> bytes:
+            return p
+
+        def decode(self, p: bytes) -> bytes:
+            return p
+
+    cases = [(ViewsQueueDevice, [], True), (ViewsQueueDevice, [Module()], False),
+             (QueueDevice, [], False)]
+    for device_type, chain, expect in cases:
+        a, b = udp_pair()
+        link = UdpLink(a, ENDS, connected=True)
+        device = device_type()
+        try:
+            assert isinstance(link, ViewsLink) and not link.views
+            assert isinstance(device, ViewsDevice) == (device_type is ViewsQueueDevice)
+            Tunnel(link, device, chain)
+            assert link.views is expect, (device_type, chain)
+        finally:
+            link.close()
+            device.close()
+            b.close()
+    a, b = udp_pair()
+    try:  # a link without the extra is never asked
+        assert not isinstance(as_link(OldLink(a)), ViewsLink)
+    finally:
+        a.close()
+        b.close()

@@ -288,21 +288,35 @@ def _host(text: str):
 
 
 @pytest.mark.parametrize(("profile", "tokens", "granted"), [
-    ("type tun; proto udp;", ("vt2", "gso2"), "mg"),
-    ("type ether; proto udp;", ("vt2", "gso2"), "mg"),
-    ("type tun; proto udp;", ("vt2", "gso"), "m"),  # before marked segments: not told
+    ("type tun; proto udp;", ("vt2", "gso"), "mg"),
+    ("type ether; proto udp;", ("vt2", "gso"), "mg"),
     ("type tun; proto udp;", ("vt2",), "m"),  # a vt client from before: never told
-    ("type tun; proto udp;", ("gso2",), ""),  # not a vt client
-    ("type tty; proto udp;", ("vt2", "gso2"), "m"),
-    ("type tun; proto udp; speed 256:256;", ("vt2", "gso2"), "m"),  # shaped: packet-sized
-    ("type tun; proto udp; vtmode no;", ("vt2", "gso2"), ""),
-    ("type tun; proto tcp;", ("vt2", "gso2"), "no"),
+    ("type tun; proto udp;", ("gso",), ""),  # not a vt client
+    ("type tty; proto udp;", ("vt2", "gso"), "m"),
+    ("type tun; proto udp; speed 256:256;", ("vt2", "gso"), "m"),  # shaped: packet-sized
+    ("type tun; proto udp; vtmode no;", ("vt2", "gso"), ""),
+    ("type tun; proto tcp;", ("vt2", "gso"), "no"),
 ])
 def test_the_server_grants_segments_only_to_a_client_that_offered_them(
         profile: str, tokens: tuple[str, ...], granted: str) -> None:
     from vtcore.runtime.native import server_features
 
     assert server_features(_host(profile), tokens) == granted
+    # Marked segments: only where both tun backends take them, the client says so.
+    runs = "r" if "g" in granted and "tun" in profile else ""
+    assert server_features(_host(profile), (*tokens, "runs"), runs=True) == granted + runs
+    assert server_features(_host(profile), (*tokens, "runs")) == granted
+    assert server_features(_host(profile), tokens, runs=True) == granted
+
+
+def test_runs_reach_the_typed_settings_only_with_segments() -> None:
+    from vtcore.plugins import load_plugins
+    from vtcore.runtime.native import feature_settings, takes_runs
+
+    assert feature_settings("mgr")["runs"] and feature_settings("mgr")["segments"]
+    assert not feature_settings("mg")["runs"]
+    assert not feature_settings("mr")["runs"]  # never without g
+    assert takes_runs(load_plugins().registry)  # vt-devices' tun backend (contract 1.4)
 
 
 def test_segments_reach_the_typed_settings_and_an_old_reader_ignores_the_letter() -> None:
@@ -316,7 +330,7 @@ def test_segments_reach_the_typed_settings_and_an_old_reader_ignores_the_letter(
     assert c.segments and c.native
     assert not server_settings(host, "m").segments
     # How a client from before reads "<UuFmg>": letter by letter, 'g' unknown and ignored;
-    # which is why the server sends it only to a client that offered 'gso2'.
+    # which is why the server sends it only to a client that offered 'gso'.
     assert parse_flags("<UuFmg>", allow_extra=True).extra == "mg"
 
 
@@ -325,17 +339,19 @@ def test_the_client_offers_gso_last_and_only_where_the_host_line_has_room() -> N
 
     from vtcore.runtime.native import host_tokens
 
-    assert host_tokens("t1", ("vt2",), [], None) == ("vt2", "gso2")
-    assert host_tokens("t1", ("vt2",), ["zstd"], "zstd") == ("vt2", "c=zstd", "gso2")
+    assert host_tokens("t1", ("vt2",), [], None) == ("vt2", "gso")
+    assert host_tokens("t1", ("vt2",), [], None, runs=True) == ("vt2", "gso", "runs")
+    assert host_tokens("h" * 30, ("vt2",), [], None, runs=True) == ("vt2", "gso")  # no room
+    assert host_tokens("t1", ("vt2",), ["zstd"], "zstd") == ("vt2", "c=zstd", "gso")
     assert host_tokens("t1", (), ["zstd"], "zstd") == ()  # vtmode no: the vtund line
     for n in range(1, 45):
         name = "h" * n
         tokens = host_tokens(name, ("vt2",), ["zstd"], "zstd")
-        if "gso2" in tokens:  # never what makes the line too long
+        if "gso" in tokens:  # never what makes the line too long
             assert len(f"HOST: {' '.join((name, *tokens))}\n") <= MAX_TEXT, n
         if n <= 30:  # 48 - len("HOST:  vt2 c=zstd \n") characters
             assert "c=zstd" in tokens  # the offer keeps its room, as before gso
-    assert "gso2" not in host_tokens("h" * 34, ("vt2",), [], None)
+    assert "gso" not in host_tokens("h" * 35, ("vt2",), [], None)
 
 
 # ------------------------------------------------------------------ runs only to a vt peer

@@ -91,6 +91,7 @@ def test_udp_cuts_super_packets_and_survives_loss_and_reordering(encrypt: str | 
             for peer in (s, c):
                 line = peer.wait_log(r"session up.*").group(0)
                 assert _field(line, "split") == "True", line
+                assert _field(line, "runs") == "True", line  # marked segments (tun)
                 assert _field(line, "proto") == "udp", line
             frags = [Fragments(p.a), Fragments(p.b)]
             for rev in (False, True):
@@ -144,10 +145,28 @@ def test_a_client_without_the_token_gets_the_old_path() -> None:
             no_crash(s, c)
 
 
+def test_a_client_without_marked_segments_gets_real_packets() -> None:
+    """A client whose tun backend does not take marked segments (no ``runs`` token, a
+    third-party backend or a vt from before them): ``g`` without ``r``, packets both
+    ways, and a new server's device sends it real packets."""
+    with two_hosts() as p:
+        ta, tb = add_devices(p, "tun", mtu=1400)
+        with VtServer(p.a, server_conf(proto="udp", encrypt=None)) as s, \
+                NoRunsVtClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            for peer in (s, c):
+                line = peer.wait_log(r"session up.*").group(0)
+                assert _field(line, "split") == "True", line
+                assert _field(line, "runs") == "False", line
+            assert transfer_file(p.b, p.a, ta, nbytes=3 << 20)
+            assert transfer_file(p.a, p.b, tb, nbytes=3 << 20)
+            no_crash(s, c)
+
+
 OLD_CLIENT = (
     "import sys, vtcore.runtime.client as cl\n"
-    "tokens = cl.host_tokens\n"  # the client as it was: no gso token on its HOST line
-    "cl.host_tokens = lambda *a: tuple(t for t in tokens(*a) if t != 'gso2')\n"
+    "tokens = cl.host_tokens\n"  # the client as it was: without these HOST tokens
+    "cl.host_tokens = lambda *a, **k: tuple(t for t in tokens(*a, **k) if t not in {drop})\n"
     "sys.argv = ['vt'] + sys.argv[1:]\n"
     "from vtcore.cli import main\n"
     "main()\n"
@@ -158,6 +177,7 @@ class OldVtClient(VtClient):
     """vt's client with the ``gso`` HOST token taken out (a client from before it)."""
 
     kind = "vt-client-old"
+    drop: tuple[str, ...] = ("gso", "runs")
 
     def start(self, timeout: float = 10):
         # In this process (the patch above), never in a worker (VT_TEST_WORKERS).
@@ -165,4 +185,11 @@ class OldVtClient(VtClient):
         return super().start(timeout)
 
     def argv(self) -> list[object]:
-        return [sys.executable, "-c", OLD_CLIENT, *super().argv()[3:]]
+        return [sys.executable, "-c", OLD_CLIENT.format(drop=self.drop), *super().argv()[3:]]
+
+
+class NoRunsVtClient(OldVtClient):
+    """vt's client without the ``runs`` HOST token."""
+
+    kind = "vt-client-noruns"
+    drop = ("runs",)

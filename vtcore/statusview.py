@@ -104,7 +104,7 @@ def render(docs: list[dict], history: History | None = None) -> list[str]:
 def _session(s: dict, spark: Iterable[float] | None) -> list[str]:
     c = s["counters"]
     r = s.get("rates") or {}
-    mode = "+".join(m for m in ("native", "offload", "segments") if s.get(m)) or "vtun"
+    mode = "+".join(m for m in ("native", "offload", "segments", "runs") if s.get(m)) or "vtun"
     peer = s["peer"] + (f" (udp {s['udp_peer']})" if s.get("udp_peer") else "")
     dropped = sum(c.get(k, 0) for k in ("dropped_decode", "dropped_encode", "dropped_device",
                                         "dropped_link"))

@@ -32,7 +32,7 @@ from vt_api.wire import (
     unpack_msg,
 )
 
-CONTRACT_VERSION = (1, 3)
+CONTRACT_VERSION = (1, 4)
 """(major, minor) of this contract; see the module doc for the promise."""
 
 HOST_TOKEN = "vt2"
@@ -102,6 +102,9 @@ class LinkSettings:
     segments: bool = False
     """Contract 1.2.  Over UDP: both devices read TCP super-packets and cut them into
     packets in user space (``DeviceRequest.split``); frames still carry one packet each."""
+    runs: bool = False
+    """Contract 1.4.  With ``segments``: both devices send a super-packet as marked
+    segments and join them back (``DeviceRequest.runs``); a frame carries one segment."""
     max_frame: int | None = None
     """Contract 1.2.  The largest frame the session carries, the bound of a module's
     decoded output; None: vtund's (2148 bytes on the wire)."""
@@ -224,6 +227,11 @@ class DeviceRequest:
     """vt-native over UDP (contract 1.2, both ends agree, ``LinkSettings.segments``): open
     with TCP segmentation offload, cut each super-packet read into packets, and write
     TCP/UDP packets with their checksum left to the kernel (the peer cut them so too)."""
+    runs: bool = False
+    """Contract 1.4, with ``split`` (both ends agree, ``LinkSettings.runs``; only asked of a
+    backend whose :class:`DeviceBackendType` says ``runs``): send a TCP super-packet as
+    marked segments instead of packets, and join the marked segments written to it (the
+    format: ``docs/plugins.md``, "Marked segments").  Packets are still written too."""
 
 
 class Device(Protocol):
@@ -279,6 +287,16 @@ class BacklogDevice(Protocol):
 
 
 @runtime_checkable
+class ViewsDevice(Protocol):
+    """Optional extra (contract 1.4) of a packet device whose ``write_packets`` takes
+    ``memoryview`` items as well as ``bytes`` and keeps none of them after it returns:
+    with ``takes_views`` true and no frame module in the chain, the tunnel lets a
+    :class:`ViewsLink` hand over views of its receive buffer instead of a copy each."""
+
+    takes_views: bool
+
+
+@runtime_checkable
 class PortableDevice(Protocol):
     """Optional extra (contract 1.3) of a device another process can carry: with
     ``options { workers N; }`` the privileged master opens the device, runs the up and
@@ -312,6 +330,9 @@ class DeviceBackendType:
     worker's own copy, which the device then owns).  The adopted device has no stdio
     (the master ran the up commands) and closing it closes only that copy.  ``None``:
     the backend's sessions cannot run in a worker (the server says so at start-up)."""
+    runs: bool = False
+    """Contract 1.4: its devices honour ``DeviceRequest.runs`` (marked segments).  vt
+    offers and grants them only when its own backend for the type says so."""
 
 
 # --------------------------------------------------------------------------- transports
@@ -438,6 +459,16 @@ class UnreachableLink(Protocol):
     link wrapping another (secure mode's) passes the attribute on to the inner link."""
 
     on_unreachable: Callable[[], None] | None
+
+
+@runtime_checkable
+class ViewsLink(Protocol):
+    """Optional extra (contract 1.4) of a link that can return data frames from
+    ``read_frames`` as ``memoryview``s of its receive buffer: the tunnel sets ``views``
+    to True only when nothing but a :class:`ViewsDevice` reads them (no frame module),
+    and the link then must not reuse that buffer before its next ``read_frames``."""
+
+    views: bool
 
 
 OpenLink = Callable[[socket.socket, "LinkSettings", float, bool], Awaitable[Link]]
@@ -788,7 +819,7 @@ def _clash(mine: frozenset[tuple[str, str]], theirs: frozenset[tuple[str, str]])
 
 
 __all__ = [
-    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice",
+    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice", "ViewsDevice", "ViewsLink",
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
     "Framing", "HandshakeRefused", "Kind", "LegacyLink", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",

@@ -15,7 +15,7 @@ from vt_devices.tun import adopt, open_tap_device, open_tun_device
 
 BACKENDS = (
     DeviceBackendType("tun", "tun", "u", open_tun_device, "tun: raw IP packets (/dev/net/tun)",
-                      adopt=adopt),
+                      adopt=adopt, runs=True),
     DeviceBackendType("tap", "ether", "e", open_tap_device,
                       "tap: raw Ethernet frames (/dev/net/tun)", adopt=adopt),
     DeviceBackendType("pty", "tty", "t", open_pty_device,

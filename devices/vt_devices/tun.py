@@ -19,7 +19,9 @@ segmentation offloads.  Two modes use it:
 * ``split`` (vt-native over UDP, both ends vt): offloads on (TCP segmentation, checksum),
   so one read is a whole TCP super-packet, cut into packets here (:mod:`vt_devices.gso`);
   their TCP/UDP checksums are the receiving kernel's, so written packets go out with
-  ``NEEDS_CSUM`` (joined as in ``gro`` mode).
+  ``NEEDS_CSUM`` (joined as in ``gro`` mode).  With ``runs`` too (a tun, both ends
+  agreed), a super-packet goes as marked segments and marked segments written are joined
+  back without a parse per packet (:mod:`vt_devices.runs`).
 """
 
 from __future__ import annotations
@@ -227,9 +229,9 @@ class TunDevice:
         """Offloads on, super-packets cut on read, checksums left to the kernel on write."""
         self.unsplit = 0
         """Reads :func:`~vt_devices.gso.split` could not cut (counted, dropped)."""
-        self.runs = not tap
-        """Split mode: a super-packet goes as marked segments (:mod:`vt_devices.runs`),
-        which the peer joins back; off, as real packets.  Writes take both."""
+        self.runs = False
+        """Split mode, a tun, both ends agreed (``DeviceRequest.runs``): a super-packet
+        goes as marked segments (:mod:`vt_devices.runs`), which the peer joins back."""
         self.owner = True
         """False for a worker's adopted copy: the master's copy resets the offloads."""
 
@@ -303,7 +305,7 @@ class TunDevice:
         (malformed or too big), ENOMEM.  Any write error drops: if the interface is gone
         for good, :meth:`read_packets` says so.
         """
-        if self.split and not self.tap and is_segment(packet):
+        if self.runs and is_segment(packet):
             return self._write_joined([packet]) == (0, 0)
         try:
             if self.split:
@@ -340,7 +342,7 @@ class TunDevice:
         write = os.write
         fd = self._fd
         lost = lost_bytes = 0
-        if self.split and not self.tap:
+        if self.runs:
             writes, lost, lost_bytes = _plan_runs(packets)
         else:
             writes = coalesce(packets, self.tap, partial=self.split)
@@ -373,7 +375,8 @@ class TunDevice:
         """For a worker (:class:`vt_api.PortableDevice`): the fd and the modes it was
         opened with; :func:`adopt` rebuilds the device there."""
         return self._fd, {"name": self.name, "tap": self.tap, "read_size": self.read_size,
-                          "offload": self.offload, "gro": self.gro, "split": self.split}
+                          "offload": self.offload, "gro": self.gro, "split": self.split,
+                          "runs": self.runs}
 
     def __enter__(self) -> TunDevice:
         return self
@@ -422,6 +425,7 @@ def _open(request: DeviceRequest, tap: bool) -> TunDevice:
     dev.offload = handle.offload if offload else 0
     dev.gro = gro
     dev.split = cut
+    dev.runs = cut and not tap and bool(getattr(request, "runs", False))
     return dev
 
 
@@ -432,6 +436,7 @@ def adopt(fd: int, state: Mapping[str, Any]) -> TunDevice:
     dev.offload = int(state["offload"])
     dev.gro = bool(state["gro"])
     dev.split = bool(state["split"])
+    dev.runs = bool(state.get("runs", False)) and dev.split and not dev.tap
     dev.owner = False
     return dev
 

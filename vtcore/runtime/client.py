@@ -33,6 +33,7 @@ from vtcore.runtime.native import (
     confirmation_error,
     host_tokens,
     plugin_compressor,
+    takes_runs,
 )
 from vtcore.runtime.netio import drive, peer_name, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
@@ -371,7 +372,7 @@ class Client:
             token = (mode.host_token,)
         wanted = plugin_compressor(self.host.compress)
         token = host_tokens(self.host.name, token, self.plugins.registry.words("compress"),
-                            wanted)
+                            wanted, runs=takes_runs(self.plugins.registry))
         letters = flag_letters(self.plugins.registry)
         hs = ClientHandshake(self.host.name, self.host.password_bytes(), self.host.sslauth,
                              host_extra=token, letters=letters)

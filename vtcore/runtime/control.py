@@ -60,6 +60,7 @@ class OpenDevice:
     host's own); a client learns it from the server."""
     offload: bool
     split: bool
+    runs: bool
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ Request = Claim | OpenDevice | Up | Down | Release | Stat | Pinned | Remember
 
 _FIELDS: dict[str, tuple[type, dict[str, Any]]] = {
     "claim": (Claim, {"conn": int, "host": str, "response": str}),
-    "device": (OpenDevice, {"conn": int, "type": str, "offload": bool, "split": bool}),
+    "device": (OpenDevice, {"conn": int, "type": str, "offload": bool, "split": bool,
+                            "runs": bool}),
     "up": (Up, {"conn": int, "local": list, "remote": list}),
     "down": (Down, {"conn": int}),
     "release": (Release, {"conn": int}),
@@ -174,7 +176,8 @@ def parse_request(msg: object) -> Request:
     elif op == "device":
         if not 0 < len(msg["type"]) <= MAX_HOST:
             raise Violation("device: bad type")
-        args.update(type=msg["type"], offload=msg["offload"], split=msg["split"])
+        args.update(type=msg["type"], offload=msg["offload"], split=msg["split"],
+                    runs=msg["runs"])
     elif op == "up":
         args.update(local=_endpoint(msg["local"], "up local"),
                     remote=_endpoint(msg["remote"], "up remote"))

@@ -552,6 +552,7 @@ class Master:
         if kept is not None:  # persist keep: the last session's, if its modes still do
             if (bool(getattr(kept, "offload", False)) == request.offload
                     and bool(getattr(kept, "split", False)) == request.split
+                    and bool(getattr(kept, "runs", False)) == request.runs
                     and isinstance(kept, PortableDevice)):
                 grant.device = kept
                 fd, state = kept.export()
@@ -566,7 +567,8 @@ class Master:
         try:
             device = backend.open(DeviceRequest(
                 kind, host.device, host.name, offload=request.offload,
-                gro=bool(getattr(host, "vtmode", True)), split=request.split))
+                gro=bool(getattr(host, "vtmode", True)), split=request.split,
+                runs=request.runs and backend.runs))
         except OSError as exc:
             return {"ok": False, "error": f"cannot open {kind} device: {exc}"}, None
         if not isinstance(device, PortableDevice):

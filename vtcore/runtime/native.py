@@ -14,14 +14,14 @@ itself.  Features:
        per frame); ``n`` implies it.  Plugins see both as ``LinkSettings.native``.
 ``g``  over UDP, tun/tap: both devices read TCP super-packets (offloads on) and cut them
        into packets in user space (``vt_devices.gso``); the TCP/UDP checksums they carry
-       are left to the receiving kernel (``NEEDS_CSUM``).  On a tun, a super-packet's
-       segments go as marked segments that the receiver joins without parsing each
-       (``vt_devices.runs``).  Granted only to a client that offered it with the HOST
-       token ``gso2``: a vt client from before it would ignore an unknown letter and take
-       packets it cannot write (checksums not complete, segments marked), so it is never
-       told.  A server from before it ignores the token and grants no ``g``; a client from
-       before the marked segments offers ``gso``, which no longer earns ``g`` (it would
-       not understand the marks): either way the tunnel runs, a datagram per packet.
+       are left to the receiving kernel (``NEEDS_CSUM``).  Granted only to a client that
+       offered it with the HOST token ``gso``: a vt client from before it would ignore an
+       unknown letter and take packets it cannot write (checksums not complete), so it
+       is never told.  An old server ignores the token and grants no ``g``.
+``r``  with ``g``, tun: a super-packet goes as marked segments, which the receiver joins
+       without parsing each (``DeviceRequest.runs``, ``vt_devices.runs``).  Granted only
+       to a client that offered the HOST token ``runs`` (its tun backend takes them), by
+       a server whose own tun backend does; otherwise ``g`` alone, real packets.
 
 ``vtmode no;`` in a host section turns all of it off (vtun framing, one packet per
 frame, exactly what vtund would send) -- for trouble-shooting and measurement.
@@ -47,16 +47,18 @@ from vt_api.wire import MAX_TEXT
 from vtcore.protocol.native import MAX_NATIVE_FRAME
 
 __all__ = [
-    "GSO_TOKEN", "HOST_TOKEN", "compressor_offer", "host_tokens", "confirmation_error", "confirmed_compressor",
+    "GSO_TOKEN", "HOST_TOKEN", "RUNS_TOKEN", "takes_runs", "compressor_offer", "host_tokens", "confirmation_error", "confirmed_compressor",
     "feature_settings", "legacy_cipher", "plugin_compressor", "refusal", "server_features",
 ]
 NATIVE_FRAMING = "n"
 OFFLOAD = "o"
 MODULE_FORMATS = "m"
 SEGMENTS = "g"
-GSO_TOKEN = "gso2"
-"""HOST token: this client can cut super-packets over UDP, takes partial checksums and
-joins marked segments (``gso`` was the same before the marks: not granted any more)."""
+SEGMENT_RUNS = "r"
+GSO_TOKEN = "gso"
+"""HOST token: this client can cut super-packets over UDP and takes partial checksums."""
+RUNS_TOKEN = "runs"
+"""HOST token: this client's tun backend sends and joins marked segments (``r``)."""
 
 VTUND_COMPRESSORS = frozenset({"zlib", "lzo"})
 """The compressors ``OK FLAGS`` carries (``C``, ``L``); any other is agreed by name."""
@@ -87,18 +89,27 @@ def compressor_offer(installed: list[str], wanted: str | None, room: int) -> tup
 
 
 def host_tokens(name: str, tokens: tuple[str, ...], installed: list[str],
-                wanted: str | None) -> tuple[str, ...]:
+                wanted: str | None, runs: bool = False) -> tuple[str, ...]:
     """A client's HOST tokens after its name: ``tokens`` (``vt2`` or its secure mode's;
     none: a vtund-like client, nothing added), the plugin compressors it offers, then
-    ``gso`` if the line still fits its 48 characters.  Speed only, so last: a long host
-    name must not cost a compressor offer (a refusal) or a line cut inside a token."""
+    ``gso`` and (``runs``: its tun backend takes marked segments) ``runs``, each if the
+    line still fits its 48 characters.  Speed only, so last: a long host name must not
+    cost a compressor offer (a refusal) or a line cut inside a token."""
     if not tokens:
         return ()
     room = MAX_TEXT - len(f"HOST: {' '.join((name, *tokens))} \n")
     tokens += compressor_offer(installed, wanted, room)
-    if len(f"HOST: {' '.join((name, *tokens, GSO_TOKEN))}\n") <= MAX_TEXT:
-        tokens += (GSO_TOKEN,)
+    for token in (GSO_TOKEN, RUNS_TOKEN) if runs else (GSO_TOKEN,):
+        if len(f"HOST: {' '.join((name, *tokens, token))}\n") > MAX_TEXT:
+            break
+        tokens += (token,)
     return tokens
+
+
+def takes_runs(registry) -> bool:
+    """Whether this side's backend for ``type tun`` takes marked segments (contract 1.4:
+    ``DeviceBackendType.runs``): what a client offers and a server grants on."""
+    return bool(getattr(registry.devices.get("tun"), "runs", False))
 
 
 def offered(peer_tokens: tuple[str, ...]) -> frozenset[str]:
@@ -118,11 +129,13 @@ def refusal(host, peer_tokens: tuple[str, ...]) -> tuple[str, str] | None:
             f"needs compress {word}, not offered")
 
 
-def server_features(host, peer_tokens: tuple[str, ...], stream: bool | None = None) -> str:
+def server_features(host, peer_tokens: tuple[str, ...], stream: bool | None = None,
+                    runs: bool = False) -> str:
     """The ``F`` features a server grants a client that sent ``peer_tokens`` (call
     :func:`refusal` first: the confirmed compressor is assumed offered).  ``stream``: the
     host's frames travel on a byte stream (``tcp``, or a transport that wraps the TCP
-    connection, e.g. ``proto ws``); by default, only for ``proto tcp``."""
+    connection, e.g. ``proto ws``); by default, only for ``proto tcp``.  ``runs``: this
+    server's backend for the host's type takes marked segments."""
     if HOST_TOKEN not in peer_tokens:
         return ""
     word = plugin_compressor(host.compress)
@@ -136,6 +149,8 @@ def server_features(host, peer_tokens: tuple[str, ...], stream: bool | None = No
         if (host.proto == "udp" and GSO_TOKEN in peer_tokens
                 and host.type in ("tun", "ether") and not shaped):
             feats += SEGMENTS
+            if runs and RUNS_TOKEN in peer_tokens and host.type == "tun":
+                feats += SEGMENT_RUNS
         return feats + confirm
     feats = NATIVE_FRAMING
     if host.type in ("tun", "ether") and not shaped:
@@ -173,6 +188,7 @@ class FeatureSettings(TypedDict):
     native_framing: bool
     offload: bool
     segments: bool
+    runs: bool
     max_frame: int | None
 
 
@@ -185,6 +201,7 @@ def feature_settings(features: str) -> FeatureSettings:
         "native_framing": native_framing,
         "offload": OFFLOAD in features,
         "segments": SEGMENTS in features,
+        "runs": SEGMENTS in features and SEGMENT_RUNS in features,
         "max_frame": MAX_NATIVE_FRAME if native_framing else None,
     }
 

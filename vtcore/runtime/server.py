@@ -33,7 +33,7 @@ from vtcore.protocol.events import Accept, Challenge, ChallengeAnswered, HostAnn
 from vtcore.protocol.handshake import ServerHandshake, pack_msg
 from vtcore.protocol.keepalive import PROBE_TIMEOUT
 from vtcore.runtime import fsguard, locks
-from vtcore.runtime.native import HOST_TOKEN, refusal, server_features
+from vtcore.runtime.native import HOST_TOKEN, refusal, server_features, takes_runs
 from vtcore.runtime.netio import drive, peer_name, send_all
 from vtcore.runtime.secure import drive_secure, safe_log_fields
 from vtcore.runtime.session import (
@@ -506,7 +506,8 @@ class Server:
                         await send_all(conn, hs.send(Reject()), min(1.0, left()))
                         return None
                     assert host is not None  # ok: the password matched its profile
-                    features = server_features(host, hs.host_extra, self._stream(host))
+                    features = server_features(host, hs.host_extra, self._stream(host),
+                                               takes_runs(self.plugins.registry))
                     session = self._new_session(host, features, None, peer)
                     try:
                         # Its device first: a server that cannot open it says ERR now
@@ -585,8 +586,9 @@ class Server:
         try:
             host = self.config.hosts.get(event.host)
             tokens = (HOST_TOKEN, *event.extra)
-            features = (server_features(host, tokens, self._stream(host)) if host is not None
-                        else "")
+            features = (server_features(host, tokens, self._stream(host),
+                                        takes_runs(self.plugins.registry))
+                        if host is not None else "")
             flags = server_flags(host, "", self.letters) if host is not None else "<T>"
             password = host.password_bytes() if host is not None else None
             await send_all(conn, offer, max(0.0, deadline - loop.time()))

@@ -274,20 +274,22 @@ class Session:
         server opens it before it accepts the client."""
         offload = self.settings.offload
         segments = self.settings.segments
+        runs = self.settings.runs
         if self.device is not None:
             if (bool(getattr(self.device, "offload", False)) == offload
-                    and bool(getattr(self.device, "split", False)) == segments):
+                    and bool(getattr(self.device, "split", False)) == segments
+                    and bool(getattr(self.device, "runs", False)) == runs):
                 return self.device
             # persist keep across a change of offload: the framing of packets differs.
             self.log.info("reopening device: offload changed", offload=offload,
-                          segments=segments)
+                          segments=segments, runs=runs)
             self.device.close()
             self.device = None
         try:
             self.device = await self.ops.open_device(
                 DeviceRequest(self.settings.tunnel_type, self.host.device, self.host.name,
                               offload=offload, gro=bool(getattr(self.host, "vtmode", True)),
-                              split=segments)
+                              split=segments, runs=runs)
             )
         except OSError as exc:
             raise SessionError(f"cannot open {self.settings.tunnel_type} device: {exc}") from exc
@@ -366,6 +368,7 @@ class Session:
                           offload=bool(getattr(device, "offload", False)),
                           gro=bool(getattr(device, "gro", False)),
                           split=bool(getattr(device, "split", False)),
+                          runs=bool(getattr(device, "runs", False)),
                           modules=module_names(self.settings))
             with LINK_PRIORITY.link():
                 reason = await self.tunnel.run()

@@ -53,6 +53,7 @@ def session_status(session) -> dict[str, object]:
         "native": session.settings.native,
         "offload": session.settings.offload,
         "segments": session.settings.segments,
+        "runs": session.settings.runs,
         "secure": session.settings.secure is not None,
         "compress": compression_name(session.settings),
         "cipher": cipher_name(session.settings),

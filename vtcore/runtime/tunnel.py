@@ -31,6 +31,8 @@ from vt_api import (
     PacingModule,
     ResyncingModule,
     UnreachableLink,
+    ViewsDevice,
+    ViewsLink,
 )
 
 from vtcore.protocol.frames import CONN_CLOSE, ECHO_REP, ECHO_REQ, FRAME_EOF
@@ -152,9 +154,10 @@ class Tunnel:
         self._backlog_device = device if isinstance(device, BacklogDevice) else None
         self._probe_packet = probe
         self._probe: asyncio.TimerHandle | None = None
-        if not chain and getattr(device, "takes_views", False) and hasattr(link, "views"):
+        if (not chain and isinstance(device, ViewsDevice) and device.takes_views
+                and isinstance(link, ViewsLink)):
             # Nothing but the device reads the payloads: the link may hand on views
-            # of its receive buffer instead of copies (vtcore.transports.udp).
+            # of its receive buffer instead of copies (contract 1.4; transports.udp).
             link.views = True
         self.encoders = [m.encode for m in chain]
         self.decoders = [m.decode for m in reversed(chain)]

@@ -106,7 +106,8 @@ class MasterOps(HostOps):
         answer, fds = await self.channel.ask({"op": "device", "conn": self.conn,
                                               "type": request.tunnel_type,
                                               "offload": request.offload,
-                                              "split": request.split})
+                                              "split": request.split,
+                                              "runs": request.runs})
         backend = self.registry.devices.get(request.tunnel_type)
         if answer.get("ok") is not True or len(fds) != 1 or backend is None \
                 or backend.adopt is None:
