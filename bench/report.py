@@ -188,6 +188,46 @@ def _secure_target(cases: dict) -> dict:
             "met": None if not ok else all(ok)}
 
 
+UDP_CPU_CEILING = 0.3
+"""Issue 19: vt <-> vt over UDP at most 0.3x vtund's CPU seconds per GB."""
+
+
+def _udp_cpu_target(cases: dict) -> dict:
+    """vt's CPU per GB over UDP against vtund's, every udp config both ran (issue 19)."""
+    parts, ok = [], []
+    for key in cases:
+        if key == REF or "/udp/" not in key:
+            continue
+        a = cases[key].get("vt", {}).get("cpu_per_gb")
+        b = cases[key].get("vtund", {}).get("cpu_per_gb")
+        if a is None or not b:
+            continue
+        ok.append(a / b <= UDP_CPU_CEILING)
+        parts.append(f"{key} {a / b:.2f}")
+    return {"target": "CPU s/GB over udp ≤ 0.3× vtund (vt native, every udp config)",
+            "measured": "; ".join(parts) or "not measured",
+            "met": None if not ok else all(ok)}
+
+
+def _secure_udp_target(cases: dict) -> dict:
+    """Secure mode over UDP: ≥ 4x OpenVPN (AES-256-GCM over UDP) and ≥ 0.7x secure mode
+    over TCP, both directions (issue 19)."""
+    mine = cases.get("tun/udp/aead", {}).get("vt", {})
+    refs = (("OpenVPN", cases.get(REF, {}).get("openvpn", {}), 4.0),
+            ("vt secure over tcp", cases.get("tun/tcp/aead", {}).get("vt", {}), 0.7))
+    parts, ok = [], []
+    for name, ref, floor in refs:
+        for f in ("fwd_mbit", "rev_mbit"):
+            a, b = mine.get(f), ref.get(f)
+            if a is None or not b:
+                continue
+            ok.append(a / b >= floor)
+            parts.append(f"{f[:3]} {a / b:.2f}× {name}")
+    return {"target": "secure mode over udp ≥ 4× OpenVPN and ≥ 0.7× secure mode over tcp",
+            "measured": "; ".join(parts) or "not measured",
+            "met": None if not ok else all(ok)}
+
+
 def _loaded_ping_target(cases: dict) -> dict:
     """vt's ping under load over UDP against the same over TCP (issue 19), per config."""
     parts, ok = [], []
@@ -254,6 +294,10 @@ def targets(results: dict, cases: dict) -> list[dict]:
                            "vt-compat (vtun wire), tun/tcp, fwd and rev ≥ 1.0× vtund"),
         _throughput_target(cases, ("vt",), 4.0,
                            "vt native, tun/tcp, fwd and rev ≥ 4× vtund"),
+        _throughput_target(cases, ("vt",), 4.0,
+                           "vt native, tun/udp, fwd and rev ≥ 4× vtund", keys=("tun/udp/none",)),
+        _throughput_target(cases, ("vt",), 3.0, "vt native, ether/udp, fwd and rev ≥ 3× vtund",
+                           keys=("ether/udp/none",)),
     ]  # fmt: skip
     keys = [k for k in cases if k != REF and "vt" in cases[k] and "vtund" in cases[k]]
 
@@ -290,6 +334,8 @@ def targets(results: dict, cases: dict) -> list[dict]:
                 "met": None if not got else len(ok) == len(got) and not missing})  # fmt: skip
 
     out.append(_secure_target(cases))
+    out.append(_udp_cpu_target(cases))
+    out.append(_secure_udp_target(cases))
     out.append(_loaded_ping_target(cases))
     out.append(_workers_target(cases))
 

@@ -197,7 +197,8 @@ def test_targets_judge_mixed_ratio_and_scale_honestly() -> None:
     ts = {t["target"].split(",")[0]: t for t in got}
     mixed = next(t for t in got if t["target"].startswith("mixed vt ↔ vtund, tun/tcp"))
     assert mixed["met"] is False and "worst 0.90 (vtund-vt none fwd)" in mixed["measured"]
-    assert ts["vt native"]["met"] is True  # 4.5x
+    native = {t["target"]: t for t in got}["vt native, tun/tcp, fwd and rev ≥ 4× vtund"]
+    assert native["met"] is True  # 4.5x
     assert ts["vt-compat (vtun wire)"]["met"] is None  # not run
     assert ts["vt server"]["met"] is True
     heavy = dict(scale_ok, pss_per_session_kb=300.0)
@@ -292,6 +293,38 @@ def test_mixed_udp_pairs_have_their_own_target() -> None:
     cases["tun/udp/none"]["vtund-vt"] = report.summarize([_round(295, 2.0)])
     udp = [t for t in report.targets({"scale": []}, cases) if "tun/udp" in t["target"]][0]
     assert udp["met"] is True and "vt-vtund none 0.97/0.97" in udp["measured"]
+
+
+def test_udp_targets_of_issue_19_are_judged() -> None:
+    """tun/udp ≥ 4×, ether/udp ≥ 3× vtund, CPU per GB ≤ 0.3× vtund's over udp, secure
+    mode over udp ≥ 4× OpenVPN and ≥ 0.7× itself over tcp."""
+    vtund = report.summarize([_round(800, 12.0)])
+    cases = {"tun/udp/none": {"vtund": vtund, "vt": report.summarize([_round(3300, 1.0)])},
+             "ether/udp/none": {"vtund": vtund, "vt": report.summarize([_round(2300, 1.0)])},
+             "tun/udp/aead": {"vt": report.summarize([_round(2200, 2.0)])},
+             "tun/tcp/aead": {"vt": report.summarize([_round(3000, 1.0)])},
+             report.REF: {"openvpn": report.summarize([_round(500, 5.0)])}}
+
+    def judged() -> dict:
+        return {t["target"]: t for t in report.targets({"scale": []}, cases)}
+
+    ts = judged()
+    assert ts["vt native, tun/udp, fwd and rev ≥ 4× vtund"]["met"] is True
+    ether = ts["vt native, ether/udp, fwd and rev ≥ 3× vtund"]
+    assert ether["met"] is False and "2.88" in ether["measured"]
+    cpu = ts["CPU s/GB over udp ≤ 0.3× vtund (vt native, every udp config)"]
+    assert cpu["met"] is True and "tun/udp/none 0.08" in cpu["measured"]
+    secure = ts["secure mode over udp ≥ 4× OpenVPN and ≥ 0.7× secure mode over tcp"]
+    assert secure["met"] is True and "4.40× OpenVPN" in secure["measured"]
+    cases["tun/tcp/aead"]["vt"] = report.summarize([_round(3300, 1.0)])  # 0.67×
+    assert judged()["secure mode over udp ≥ 4× OpenVPN and ≥ 0.7× secure mode over tcp"][
+        "met"] is False
+    cases["ether/udp/none"]["vt"] = report.summarize([_round(800, 4.0)])  # 0.33× CPU
+    assert judged()["CPU s/GB over udp ≤ 0.3× vtund (vt native, every udp config)"][
+        "met"] is False
+    del cases["tun/udp/aead"]
+    assert judged()["secure mode over udp ≥ 4× OpenVPN and ≥ 0.7× secure mode over tcp"][
+        "met"] is None
 
 
 def test_workers_are_judged_against_one_process_by_ping() -> None:
