@@ -127,6 +127,27 @@ def test_udp_cuts_super_packets_and_survives_loss_and_reordering(encrypt: str | 
             no_crash(s, c)
 
 
+@pytest.mark.parametrize("encrypt", [None, "aead"], ids=["plain", "aead"])
+def test_ether_over_udp_goes_as_marked_segments(encrypt: str | None) -> None:
+    """tap: the marks sit after the Ethernet header; ARP and the rest pass as frames."""
+    with two_hosts() as p:
+        ta, tb = add_devices(p, "ether", mtu=1400)
+        with VtServer(p.a, server_conf(proto="udp", type_="ether", encrypt=encrypt)) as s, \
+                VtClient(p.b, client_conf(encrypt=encrypt), "t1", p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            for peer in (s, c):
+                line = peer.wait_log(r"session up.*").group(0)
+                assert _field(line, "type") == "ether", line
+                assert _field(line, "runs") == "True", line
+            assert transfer_file(p.b, p.a, ta, nbytes=4 << 20)
+            assert transfer_file(p.a, p.b, tb, nbytes=4 << 20)
+            assert s.alive() and c.alive()
+            c.stop()
+            line = log_lines(c.log(), "session closed")[-1]
+            assert int(_field(line, "dropped_device")) == 0, line
+            no_crash(s, c)
+
+
 def test_a_client_without_the_token_gets_the_old_path() -> None:
     """What an old vt client sends (``HOST: t1 vt2``, no ``gso``): the server grants
     ``m`` only, and both ends carry whole packets from devices without offloads."""

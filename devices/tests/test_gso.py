@@ -231,7 +231,8 @@ class Relay(threading.Thread):
     segment; ``complete``: write each with its checksum computed here and an all-zero
     header (so the kernel takes it only if it is a valid packet by itself)."""
 
-    def __init__(self, a, b, mtu: int, complete: bool, limit: int = 1, drop: int = 0) -> None:
+    def __init__(self, a, b, mtu: int, complete: bool, limit: int = 1, drop: int = 0,
+                 tap: bool = False) -> None:
         super().__init__(daemon=True)
         self.devs = {a.fileno(): (a, b), b.fileno(): (b, a)}
         self.mtu = mtu
@@ -249,6 +250,7 @@ class Relay(threading.Thread):
         """Lose one packet in ``drop`` at random (0: none), as a lossy underlay would."""
         self.rng = random.Random(drop)
         self.dropped = 0
+        self.l3 = 14 if tap else 0
         self.marked = 0
         """Packets that were marked segments (vt_devices.runs)."""
 
@@ -284,7 +286,8 @@ class Relay(threading.Thread):
                         dst.write_packets(packets)
 
     def _check(self, packets: list[bytes]) -> None:
-        self.marked += sum(p[0] < 0x20 for p in packets)
+        self.marked += sum(p[self.l3] < 0x20 and (not self.l3 or p[12:14] in (b"\x08\x00", b"\x86\xdd"))
+                           for p in packets)
         for p in packets:
             if len(p) > self.mtu:
                 self.errors.append(f"{len(p)}-byte packet over the MTU")
@@ -316,14 +319,18 @@ def netns2(netns):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize(("complete", "runs", "drop"), [
-    (False, True, 0), (False, False, 0), (True, False, 0), (False, True, 30), (False, False, 30)],
-    ids=["marked", "needs-csum", "complete", "marked-lossy", "lossy"])
+@pytest.mark.parametrize(("complete", "runs", "drop", "tap"), [
+    (False, True, 0, False), (False, False, 0, False), (True, False, 0, False),
+    (False, True, 30, False), (False, False, 30, False), (False, True, 0, True),
+    (False, True, 30, True)],
+    ids=["marked", "needs-csum", "complete", "marked-lossy", "lossy", "tap-marked",
+         "tap-marked-lossy"])
 def test_kernels_make_and_take_the_segments(netns2, complete: bool, runs: bool,
-                                            drop: int) -> None:
+                                            drop: int, tap: bool) -> None:
     """``marked``: the super-packets go as marked segments (vt_devices.runs), joined back
-    on the other side; ``lossy``: with one in 30 lost on the way (partial runs)."""
-    from vt_devices.tun import open_tun_device
+    on the other side; ``lossy``: with one in 30 lost on the way (partial runs); ``tap``:
+    Ethernet frames, ARP among them."""
+    from vt_devices.tun import open_tap_device, open_tun_device
 
     a, b = netns2
     devs = []
@@ -331,14 +338,14 @@ def test_kernels_make_and_take_the_segments(netns2, complete: bool, runs: bool,
         for ns, name, mine, peer in ((a, "vgsoa", "10.77.0.1", "10.77.0.2"),
                                      (b, "vgsob", "10.77.0.2", "10.77.0.1")):
             with ns.entered():
-                dev = open_tun_device(SimpleNamespace(name=name, offload=False, gro=True,
-                                                      split=True))
+                dev = (open_tap_device if tap else open_tun_device)(SimpleNamespace(
+                    name=name, offload=False, gro=True, split=True))
             dev.runs = runs
             devs.append(dev)
             assert dev.split and not dev.gro
             ns.ip("addr", "add", mine, "peer", peer, "dev", name)
             ns.ip("link", "set", name, "mtu", "1400", "up")
-        relay = Relay(devs[0], devs[1], 1400, complete, drop=drop)
+        relay = Relay(devs[0], devs[1], 1400 + 14 * tap, complete, drop=drop, tap=tap)
         relay.start()
         data = os.urandom(1 << 20 if drop else 4 << 20)
         for src, dst, addr in ((b, a, "10.77.0.1"), (a, b, "10.77.0.2")):

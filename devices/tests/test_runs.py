@@ -14,7 +14,7 @@ import random
 import struct
 
 import pytest
-from test_gro import ACK, PSH, csum, finish_checksum, tcp6
+from test_gro import ACK, MAC, PSH, csum, finish_checksum, tcp6
 from test_gso import super4
 from vt_devices.gro import (
     F_NEEDS_CSUM,
@@ -71,6 +71,37 @@ def test_a_whole_run_is_one_write_the_same_as_the_joined_packets(make) -> None:
     ((buf, count, _),) = joined(marked)
     assert count == 45 and buf[VNET_HDR_LEN + (40 if make is super4 else 60):] == data
     same_writes(marked, real)
+
+
+def super6_tap(seq: int, payload: bytes, mss: int, flags: int = ACK | PSH) -> bytes:
+    head = super6(seq, payload, mss, flags)
+    flags_, gso, hlen, size, start, off = VNET_HDR.unpack_from(head)
+    return (VNET_HDR.pack(flags_, gso, hlen + 14, size, start + 14, off) + MAC + b"\x86\xdd"
+            + head[VNET_HDR_LEN:])
+
+
+@pytest.mark.parametrize("make", [lambda *a, **k: super4(*a, tap=True, **k), super6_tap],
+                         ids=["ipv4", "ipv6"])
+def test_a_tap_run_keeps_its_ethernet_header_and_joins_as_the_packets(make) -> None:
+    """On a tap the mark sits after the Ethernet header; an ARP frame (byte 14 is 0 too)
+    between runs is no segment and goes as it came."""
+    data = os.urandom(MSS * 20 + 77)
+    buf = make(11, data, MSS, flags=ACK | PSH)
+    marked, real = split(buf, tap=True, runs=True), split(buf, tap=True)
+    assert marked is not None and real is not None and len(marked) == len(real) == 21
+    assert all(m[:14] == r[:14] and m[14] >> 4 in (0, 1) for m, r in zip(marked, real, strict=True))
+    got, want = [], coalesce(real, True, partial=True)
+    assert join(marked, got, tap=True) == (0, 0)
+    assert [(b, c) for b, c, _ in got] == [(b, c) for b, c, _ in want]
+    keep = [0, 1, 2, 5, 6, 9, 20]  # with losses too
+    got = []
+    assert join([marked[i] for i in keep], got, tap=True) == (0, 0)
+    want = coalesce([real[i] for i in keep], True, partial=True)
+    assert [(b, c) for b, c, _ in got] == [(b, c) for b, c, _ in want]
+    arp = MAC + b"\x08\x06" + bytes.fromhex("0001080006040001") + bytes(20)
+    writes, bad, _ = _plan_runs([*marked[:3], arp, *marked[3:]], tap=True)
+    assert bad == 0 and [c for _, c, _ in writes] == [3, 1, 18]
+    assert writes[1][0][VNET_HDR_LEN:] == arp
 
 
 def test_a_run_is_joined_from_views_of_one_receive_buffer() -> None:
@@ -134,34 +165,40 @@ def test_a_mixed_batch_keeps_its_order() -> None:
 
 
 def test_gso_types_and_shapes_that_are_not_marked() -> None:
-    """A tap frame, a packet that fits one segment, and a super-packet cut finer than a
-    one-byte count go as real packets."""
+    """A packet that fits one segment, and a super-packet cut finer than a one-byte count
+    go as real packets."""
     small = super4(1, os.urandom(900), MSS)
     assert split(small, runs=True) == split(small)
     tiny = super4(1, os.urandom(300 * 40), 40)
     cut = split(tiny, runs=True)
     assert cut is not None and len(cut) == 300 and cut[0][0] == 0x45
-    tap = super4(1, os.urandom(MSS * 3), MSS, tap=True)
-    assert split(tap, tap=True, runs=True) == split(tap, tap=True)
 
 
-def test_malformed_segments_are_dropped_and_counted_never_raised() -> None:
+@pytest.mark.parametrize("tap", [False, True], ids=["tun", "tap"])
+def test_malformed_segments_are_dropped_and_counted_never_raised(tap: bool) -> None:
     rng = random.Random(5)
-    marked, _ = both(super4(1, os.urandom(MSS * 8), MSS, flags=ACK | PSH))
+    l3 = 14 if tap else 0
+    marked = split(super4(1, os.urandom(MSS * 8), MSS, flags=ACK | PSH, tap=tap), tap=tap,
+                   runs=True)
+    assert marked is not None
     for _ in range(3000):
         batch = [bytearray(m) for m in rng.sample(marked, rng.randrange(1, 6))]
         for seg in batch:
             for _ in range(rng.randrange(1, 4)):
-                seg[rng.randrange(min(len(seg), 80))] = rng.randrange(256)
-            seg[0] &= 0x1F  # still marked
+                seg[rng.randrange(min(len(seg), l3 + 80))] = rng.randrange(256)
+            seg[l3] &= 0x1F  # still marked (on a tap, unless the EtherType was hit)
         if rng.random() < 0.3:
-            batch.append(bytearray(rng.randbytes(rng.randrange(0, 70))))
+            batch.append(bytearray(rng.randbytes(rng.randrange(0, l3 + 70))))
         out: list = []
-        bad, bad_bytes = join([bytes(s) for s in batch], out)
+        bad, bad_bytes = join([bytes(s) for s in batch], out, tap=tap)
         assert bad + sum(c for _, c, _ in out) == len(batch)
         for buf, _, _ in out:  # what is written has a sane header and fits an IP packet
             flags, gso, hlen, size, start, offset = VNET_HDR.unpack_from(buf)
-            assert gso in (GSO_NONE, GSO_TCPV4, GSO_TCPV6) and len(buf) - VNET_HDR_LEN <= 65535 + 60
+            assert gso in (GSO_NONE, GSO_TCPV4, GSO_TCPV6) and len(buf) - VNET_HDR_LEN <= 65535 + 60 + l3
+        writes, bad, _ = _plan_runs([bytes(s) for s in batch], tap)  # as the device does
+        assert bad + sum(c for _, c, _ in writes) == len(batch)
+    if tap:
+        return
     three, _ = both(super4(1, os.urandom(MSS * 2 + 100), MSS, flags=ACK | PSH))
     out = []
     # A short one in the middle of a run (that may end short): its index is never read.

@@ -58,7 +58,7 @@ def split(buf: bytes, tap: bool = False, runs: bool = False) -> list[bytes] | No
     """The packets in one read from an offload device (``virtio_net_hdr`` + packet): the
     segments of a TCP super-packet, or the packet itself; None for what cannot be split
     (a GSO type not asked for, a malformed header): the caller counts and drops it.
-    ``runs`` (a tun whose peer joins them): a super-packet's segments are marked ones
+    ``runs`` (a peer that joins them): a super-packet's segments are marked ones
     (:mod:`vt_devices.runs`), not packets, where it can be said that way."""
     if len(buf) <= VNET_HDR_LEN:
         return None
@@ -90,8 +90,8 @@ def split(buf: bytes, tap: bool = False, runs: bool = False) -> list[bytes] | No
     n = len(payload)
     if n <= gso_size:
         return [p]
-    if runs and not tap:
-        segments = cut(p, l4, hlen, v6, gso_size, payload)
+    if runs:
+        segments = cut(p, l3, l4, hlen, v6, gso_size, payload)
         if segments is not None:
             return segments
     tcp_flags = p[l4 + 13]

@@ -17,7 +17,7 @@ BACKENDS = (
     DeviceBackendType("tun", "tun", "u", open_tun_device, "tun: raw IP packets (/dev/net/tun)",
                       adopt=adopt, runs=True),
     DeviceBackendType("tap", "ether", "e", open_tap_device,
-                      "tap: raw Ethernet frames (/dev/net/tun)", adopt=adopt),
+                      "tap: raw Ethernet frames (/dev/net/tun)", adopt=adopt, runs=True),
     DeviceBackendType("pty", "tty", "t", open_pty_device,
                       "pty: byte stream on a pseudo tty (pppd, slip)", adopt=adopt_stream),
     DeviceBackendType("pipe", "pipe", "p", open_pipe_device, "pipe: byte stream on a socket pair",

@@ -20,9 +20,12 @@ writes it once: sequence number, IPv4 ID and lengths from the stretch's first in
 PSH/FIN only if it holds the last segment, CWR only if it holds the first.  A complete run
 costs the receiver a few comparisons mapped in C, not a parse per packet.
 
-Only a tun (no Ethernet header to put the mark in), IPv4 with any options and IPv6 whose
-next header is TCP; anything else is cut into real packets as before.  Both ends must
-agree: the HOST token ``gso2`` (``vtcore.runtime.native``).
+On a tap the same fields are marked after the 14-byte Ethernet header, whose EtherType
+(IPv4 or IPv6, no VLAN tag) stays: an IPv4 EtherType with version nibble 0 is no valid
+frame either, so a frame that is not a segment (ARP, a VLAN-tagged one) is told apart
+and written as it came.  IPv4 with any options and IPv6 whose next header is TCP;
+anything else is cut into real packets as before.  Both ends must agree: feature ``r``
+(``vtcore.runtime.native``, ``DeviceRequest.runs``).
 
 Pure functions over bytes (no I/O).  What a peer sends is not trusted: a segment whose
 fields do not hold together is dropped and counted, never raised.
@@ -44,10 +47,13 @@ from vt_devices.gro import (
     VNET_HDR,
     Write,
     _fold,
+    coalesce,
 )
 
 MARK_LIMIT = 0x20
 """First bytes below this are segments (version nibble 0 or 1), at or above it packets."""
+ETH_LEN = 14
+_IPV4, _IPV6 = b"\x08\x00", b"\x86\xdd"
 MAX_SEGMENTS = 255
 """The count is one byte: a super-packet cut finer (a tiny MSS) goes as real packets."""
 FIN, PSH, CWR = 0x01, 0x08, 0x80
@@ -55,22 +61,24 @@ _INDEX = [bytes((i,)) for i in range(256)]
 _RANGE = bytes(range(256))
 _u16 = struct.Struct("!H")
 _get0 = itemgetter(0)
+_get14 = itemgetter(ETH_LEN)
 
 
-def cut(p: bytes | memoryview, l4: int, hlen: int, v6: bool, gso_size: int,
+def cut(p: bytes | memoryview, l3: int, l4: int, hlen: int, v6: bool, gso_size: int,
         payload: memoryview) -> list[bytes] | None:
-    """The segments of super-packet ``p`` (headers ``p[:hlen]``, TCP from ``l4``,
-    ``payload`` its bytes after the headers), or None when it has too many to count."""
+    """The segments of super-packet ``p`` (IP from ``l3``: 0 on a tun, 14 on a tap; TCP
+    from ``l4``, headers ``p[:hlen]``, ``payload`` its bytes after the headers), or None
+    when it has too many to count."""
     n = (len(payload) + gso_size - 1) // gso_size
     if n > MAX_SEGMENTS or gso_size > 0xFFFF:
         return None
     head = bytearray(p[:hlen])
-    head[0] &= 0x0F
+    head[l3] &= 0x0F
     if v6:
-        head[0] |= 0x10
-        at = 4
+        head[l3] |= 0x10
+        at = l3 + 4
     else:
-        at = 2
+        at = l3 + 2
     head[at + 1] = n
     head[l4 + 16:l4 + 18] = _u16.pack(gso_size)
     before, after = bytes(head[:at]), bytes(head[at + 1:])
@@ -81,20 +89,31 @@ def cut(p: bytes | memoryview, l4: int, hlen: int, v6: bool, gso_size: int,
                                           range(gso_size, end + gso_size, gso_size))))))
 
 
-def _shape(p: bytes | memoryview) -> tuple[int, int, bool, int, int, int, int] | None:
+def marked(p: bytes | memoryview, l3: int) -> bool:
+    """Whether ``p`` carries the mark (on a tap: after an IPv4 or IPv6 EtherType)."""
+    if len(p) <= l3:
+        return False
+    if not l3:
+        return p[0] < MARK_LIMIT
+    kind = p[l3] >> 4
+    etype = p[12:14]
+    return (kind == 0 and etype == _IPV4) or (kind == 1 and etype == _IPV6)
+
+
+def _shape(p: bytes | memoryview, l3: int) -> tuple[int, int, bool, int, int, int, int] | None:
     """(l4, hlen, v6, place of the index, index, count, gso_size) of a segment whose
     fields hold together, else None."""
     n = len(p)
-    if n < 40:
+    if n < l3 + 40 or not marked(p, l3):
         return None
-    v6 = p[0] >> 4 == 1
+    v6 = p[l3] >> 4 == 1
     if v6:
-        if p[6] != TCP or n < 60:
+        if p[l3 + 6] != TCP or n < l3 + 60:
             return None
-        l4, at = 40, 4
+        l4, at = l3 + 40, l3 + 4
     else:
-        l4, at = (p[0] & 0x0F) * 4, 2
-        if l4 < 20 or p[9] != TCP or n < l4 + 20:
+        l4, at = l3 + (p[l3] & 0x0F) * 4, l3 + 2
+        if l4 < l3 + 20 or p[l3 + 9] != TCP or n < l4 + 20:
             return None
     hlen = l4 + (p[l4 + 12] >> 4) * 4
     index, count = p[at], p[at + 1]
@@ -106,8 +125,8 @@ def _shape(p: bytes | memoryview) -> tuple[int, int, bool, int, int, int, int] |
     return l4, hlen, v6, at, index, count, size
 
 
-def _emit(first: bytes | memoryview, shape: tuple[int, int, bool, int, int, int, int],
-          pieces: list) -> Write:
+def _emit(first: bytes | memoryview, l3: int,
+          shape: tuple[int, int, bool, int, int, int, int], pieces: list) -> Write:
     """The buffer to write for segments ``first`` (index ``shape[4]``) and on: one packet,
     or a super-packet when there are several."""
     l4, hlen, v6, at, index, count, size = shape
@@ -115,7 +134,7 @@ def _emit(first: bytes | memoryview, shape: tuple[int, int, bool, int, int, int,
     last = index + k - 1
     plen = sum(map(len, pieces))
     tcp_len = hlen - l4 + plen
-    ip = bytearray(first[:l4])
+    ip = bytearray(first[l3:l4])
     tcp = bytearray(first[l4:hlen])
     if v6:
         ip[0] = 0x60 | (ip[0] & 0x0F)
@@ -124,7 +143,7 @@ def _emit(first: bytes | memoryview, shape: tuple[int, int, bool, int, int, int,
         gso = GSO_TCPV6
     else:
         ip[0] = 0x40 | (ip[0] & 0x0F)
-        ip[2:4] = _u16.pack(l4 + tcp_len)
+        ip[2:4] = _u16.pack(l4 - l3 + tcp_len)
         ip[4:6] = _u16.pack((int.from_bytes(ip[4:6], "big") + index) & 0xFFFF)
         ip[10:12] = b"\0\0"
         ip[10:12] = _u16.pack(~_fold(int.from_bytes(ip, "big")) & 0xFFFF)
@@ -140,22 +159,27 @@ def _emit(first: bytes | memoryview, shape: tuple[int, int, bool, int, int, int,
         head = VNET_HDR.pack(F_NEEDS_CSUM, gso, hlen, size, l4, 16)
     else:
         head = VNET_HDR.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, l4, 16)
-    return b"".join((head, ip, tcp, *pieces)), k, k * hlen + plen
+    return b"".join((head, first[:l3], ip, tcp, *pieces)), k, k * hlen + plen
 
 
-def join(segments: list, out: list[Write]) -> tuple[int, int]:
-    """Append to ``out`` the writes for ``segments`` (each a marked segment: first byte
-    below :data:`MARK_LIMIT`), in order: each stretch of one run as one write.  Returns
-    the segments and bytes dropped as malformed."""
+def join(segments: list, out: list[Write], tap: bool = False) -> tuple[int, int]:
+    """Append to ``out`` the writes for ``segments`` (marked segments, as
+    :func:`first_bytes` found them), in order: each stretch of one run as one write.
+    Returns the segments and bytes dropped as malformed.  On a tap, a frame without the
+    mark (ARP, whose byte 14 is 0 too) is written as it came."""
     bad = bad_bytes = 0
+    l3 = ETH_LEN if tap else 0
     n = len(segments)
     i = 0
     while i < n:
         first = segments[i]
-        shape = _shape(first)
+        shape = _shape(first, l3)
         if shape is None:
-            bad += 1
-            bad_bytes += len(first)
+            if tap and not marked(first, l3):
+                out.extend(coalesce([first], True, partial=True))
+            else:
+                bad += 1
+                bad_bytes += len(first)
             i += 1
             continue
         l4, hlen, _, at, index, count, size = shape
@@ -191,15 +215,16 @@ def join(segments: list, out: list[Write]) -> tuple[int, int]:
                 fits.append(False)
                 k = fits.index(False) or 1
         pieces = list(map(itemgetter(slice(hlen, None)), segments[i:i + k]))
-        out.append(_emit(first, shape, pieces))
+        out.append(_emit(first, l3, shape, pieces))
         i += k
     return bad, bad_bytes
 
 
-def is_segment(p: bytes | memoryview) -> bool:
-    return bool(p) and p[0] < MARK_LIMIT
-
-
-def first_bytes(packets: list) -> bytes:
-    """The first byte of every packet (0 for an empty one), for finding the segments."""
-    return bytes(map(_get0, packets)) if all(packets) else bytes(p[0] if p else 0 for p in packets)
+def first_bytes(packets: list, tap: bool = False) -> bytes:
+    """The byte that carries the mark of every packet (its first, or on a tap its 15th;
+    0 where there is none), for finding the segments: below :data:`MARK_LIMIT`, a
+    segment (on a tap, possibly: :func:`join` tells)."""
+    at = ETH_LEN if tap else 0
+    if min(map(len, packets), default=1) > at:
+        return bytes(map(_get14 if tap else _get0, packets))
+    return bytes(p[at] if len(p) > at else 0 for p in packets)

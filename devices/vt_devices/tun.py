@@ -19,8 +19,8 @@ segmentation offloads.  Two modes use it:
 * ``split`` (vt-native over UDP, both ends vt): offloads on (TCP segmentation, checksum),
   so one read is a whole TCP super-packet, cut into packets here (:mod:`vt_devices.gso`);
   their TCP/UDP checksums are the receiving kernel's, so written packets go out with
-  ``NEEDS_CSUM`` (joined as in ``gro`` mode).  With ``runs`` too (a tun, both ends
-  agreed), a super-packet goes as marked segments and marked segments written are joined
+  ``NEEDS_CSUM`` (joined as in ``gro`` mode).  With ``runs`` too (both ends agreed),
+  a super-packet goes as marked segments and marked segments written are joined
   back without a parse per packet (:mod:`vt_devices.runs`).
 """
 
@@ -39,7 +39,7 @@ from vt_api import DeviceRequest
 from vt_devices.base import DeviceError
 from vt_devices.gro import PLAIN, Write, coalesce, partial_header
 from vt_devices.gso import split
-from vt_devices.runs import MARK_LIMIT, first_bytes, is_segment, join
+from vt_devices.runs import ETH_LEN, MARK_LIMIT, first_bytes, join, marked
 
 TUN_PATH = "/dev/net/tun"
 NEEDS_NET_ADMIN = ("needs the CAP_NET_ADMIN capability: run vt as root, or grant it, e.g. "
@@ -230,7 +230,7 @@ class TunDevice:
         self.unsplit = 0
         """Reads :func:`~vt_devices.gso.split` could not cut (counted, dropped)."""
         self.runs = False
-        """Split mode, a tun, both ends agreed (``DeviceRequest.runs``): a super-packet
+        """Split mode, both ends agreed (``DeviceRequest.runs``): a super-packet
         goes as marked segments (:mod:`vt_devices.runs`), which the peer joins back."""
         self.owner = True
         """False for a worker's adopted copy: the master's copy resets the offloads."""
@@ -305,7 +305,7 @@ class TunDevice:
         (malformed or too big), ENOMEM.  Any write error drops: if the interface is gone
         for good, :meth:`read_packets` says so.
         """
-        if self.runs and is_segment(packet):
+        if self.runs and marked(packet, ETH_LEN if self.tap else 0):
             return self._write_joined([packet]) == (0, 0)
         try:
             if self.split:
@@ -343,7 +343,7 @@ class TunDevice:
         fd = self._fd
         lost = lost_bytes = 0
         if self.runs:
-            writes, lost, lost_bytes = _plan_runs(packets)
+            writes, lost, lost_bytes = _plan_runs(packets, self.tap)
         else:
             writes = coalesce(packets, self.tap, partial=self.split)
         for buf, count, nbytes in writes:
@@ -392,25 +392,25 @@ _STRETCHES = re.compile(rb"[\x00-\x1f]+|[\x20-\xff]+")
 """Stretches of marked segments (first byte below ``MARK_LIMIT``) and of packets."""
 
 
-def _plan_runs(packets: list[bytes]) -> tuple[list[Write], int, int]:
-    """A split-mode tun's writes for a batch of marked segments (:mod:`vt_devices.runs`)
+def _plan_runs(packets: list[bytes], tap: bool = False) -> tuple[list[Write], int, int]:
+    """A split-mode device's writes for a batch of marked segments (:mod:`vt_devices.runs`)
     and packets, in order; with the segments and bytes dropped as malformed."""
-    firsts = first_bytes(packets)
+    firsts = first_bytes(packets, tap)
     if not firsts or min(firsts) >= MARK_LIMIT:
-        return coalesce(packets, partial=True), 0, 0
+        return coalesce(packets, tap, partial=True), 0, 0
     out: list[Write] = []
     if max(firsts) < MARK_LIMIT:
-        bad, bad_bytes = join(packets, out)
+        bad, bad_bytes = join(packets, out, tap)
         return out, bad, bad_bytes
     bad = bad_bytes = 0
     for m in _STRETCHES.finditer(firsts):
         part = packets[m.start():m.end()]
         if firsts[m.start()] < MARK_LIMIT:
-            b, nb = join(part, out)
+            b, nb = join(part, out, tap)
             bad += b
             bad_bytes += nb
         else:
-            out += coalesce(part, partial=True)
+            out += coalesce(part, tap, partial=True)
     return out, bad, bad_bytes
 
 
@@ -425,7 +425,7 @@ def _open(request: DeviceRequest, tap: bool) -> TunDevice:
     dev.offload = handle.offload if offload else 0
     dev.gro = gro
     dev.split = cut
-    dev.runs = cut and not tap and bool(getattr(request, "runs", False))
+    dev.runs = cut and bool(getattr(request, "runs", False))
     return dev
 
 
@@ -436,7 +436,7 @@ def adopt(fd: int, state: Mapping[str, Any]) -> TunDevice:
     dev.offload = int(state["offload"])
     dev.gro = bool(state["gro"])
     dev.split = bool(state["split"])
-    dev.runs = bool(state.get("runs", False)) and dev.split and not dev.tap
+    dev.runs = bool(state.get("runs", False)) and dev.split
     dev.owner = False
     return dev
 

@@ -18,10 +18,11 @@ itself.  Features:
        offered it with the HOST token ``gso``: a vt client from before it would ignore an
        unknown letter and take packets it cannot write (checksums not complete), so it
        is never told.  An old server ignores the token and grants no ``g``.
-``r``  with ``g``, tun: a super-packet goes as marked segments, which the receiver joins
+``r``  with ``g``: a super-packet goes as marked segments, which the receiver joins
        without parsing each (``DeviceRequest.runs``, ``vt_devices.runs``).  Granted only
-       to a client that offered the HOST token ``runs`` (its tun backend takes them), by
-       a server whose own tun backend does; otherwise ``g`` alone, real packets.
+       to a client that offered the HOST token ``runs`` (its tun and tap backends take
+       them), by a server whose own backend for the host's type does; otherwise ``g``
+       alone, real packets.
 
 ``vtmode no;`` in a host section turns all of it off (vtun framing, one packet per
 frame, exactly what vtund would send) -- for trouble-shooting and measurement.
@@ -106,10 +107,11 @@ def host_tokens(name: str, tokens: tuple[str, ...], installed: list[str],
     return tokens
 
 
-def takes_runs(registry) -> bool:
-    """Whether this side's backend for ``type tun`` takes marked segments (contract 1.4:
-    ``DeviceBackendType.runs``): what a client offers and a server grants on."""
-    return bool(getattr(registry.devices.get("tun"), "runs", False))
+def takes_runs(registry, kinds: tuple[str, ...] = ("tun", "ether")) -> bool:
+    """Whether this side's backends for the ``kinds`` take marked segments (contract 1.4:
+    ``DeviceBackendType.runs``): a client offers them when both packet types' do (the
+    server's host picks the type), a server grants them for its host's type."""
+    return all(getattr(registry.devices.get(kind), "runs", False) for kind in kinds)
 
 
 def offered(peer_tokens: tuple[str, ...]) -> frozenset[str]:
@@ -135,7 +137,7 @@ def server_features(host, peer_tokens: tuple[str, ...], stream: bool | None = No
     :func:`refusal` first: the confirmed compressor is assumed offered).  ``stream``: the
     host's frames travel on a byte stream (``tcp``, or a transport that wraps the TCP
     connection, e.g. ``proto ws``); by default, only for ``proto tcp``.  ``runs``: this
-    server's backend for the host's type takes marked segments."""
+    server's backend for the host's type takes marked segments (:func:`takes_runs`)."""
     if HOST_TOKEN not in peer_tokens:
         return ""
     word = plugin_compressor(host.compress)
@@ -149,7 +151,7 @@ def server_features(host, peer_tokens: tuple[str, ...], stream: bool | None = No
         if (host.proto == "udp" and GSO_TOKEN in peer_tokens
                 and host.type in ("tun", "ether") and not shaped):
             feats += SEGMENTS
-            if runs and RUNS_TOKEN in peer_tokens and host.type == "tun":
+            if runs and RUNS_TOKEN in peer_tokens:
                 feats += SEGMENT_RUNS
         return feats + confirm
     feats = NATIVE_FRAMING

@@ -507,7 +507,7 @@ class Server:
                         return None
                     assert host is not None  # ok: the password matched its profile
                     features = server_features(host, hs.host_extra, self._stream(host),
-                                               takes_runs(self.plugins.registry))
+                                               takes_runs(self.plugins.registry, (host.type,)))
                     session = self._new_session(host, features, None, peer)
                     try:
                         # Its device first: a server that cannot open it says ERR now
@@ -587,7 +587,7 @@ class Server:
             host = self.config.hosts.get(event.host)
             tokens = (HOST_TOKEN, *event.extra)
             features = (server_features(host, tokens, self._stream(host),
-                                        takes_runs(self.plugins.registry))
+                                        takes_runs(self.plugins.registry, (host.type,)))
                         if host is not None else "")
             flags = server_flags(host, "", self.letters) if host is not None else "<T>"
             password = host.password_bytes() if host is not None else None
