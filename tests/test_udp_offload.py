@@ -148,6 +148,44 @@ def test_ether_over_udp_goes_as_marked_segments(encrypt: str | None) -> None:
             no_crash(s, c)
 
 
+@pytest.mark.parametrize(("encrypt", "fits"), [(None, 1270), ("aead", 1246)],
+                         ids=["plain", "aead"])
+def test_a_path_mtu_below_the_tunnels_is_learnt_never_fragmented(encrypt: str | None,
+                                                                 fits: int) -> None:
+    """The veths carry 1300-byte packets under a 1400-byte tunnel.  Between vt ends the
+    datagrams go with DF: none is fragmented on the wire.  A packet that does not fit is
+    answered "too big" into the device with the size that fits (1300 less the outer IP
+    and UDP headers and the frame's header, 2 bytes, or the seal's 26), the inner TCP
+    lowers its segments, and files cross both ways."""
+    with two_hosts() as p:
+        for ns in (p.a, p.b):
+            ns.run("ip", "link", "set", "veth0", "mtu", "1300")
+        ta, tb = add_devices(p, "tun", mtu=1400)
+        with VtServer(p.a, server_conf(proto="udp", encrypt=encrypt)) as s, \
+                VtClient(p.b, client_conf(encrypt=encrypt), "t1", p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            frags = [Fragments(p.a), Fragments(p.b)]
+            # A ping with DF that does not fit: a router's answer, with the size that fits.
+            ping = p.b.run("ping", "-c", "1", "-M", "do", "-s", "1372", "-W", "2", ta,
+                           check=False)
+            said = ping.stdout + ping.stderr
+            assert f"mtu = {fits}" in said or f"mtu={fits}" in said, said
+            assert transfer_file(p.b, p.a, ta, nbytes=3 << 20, timeout=60)
+            assert transfer_file(p.a, p.b, tb, nbytes=3 << 20, timeout=60)
+            for f in frags:  # (UDP GSO: a run of datagrams passes the veth as one packet)
+                fragments, udp = f.counts()
+                assert udp > 50 and fragments == 0, (fragments, udp)
+            # The rule does see fragments: a datagram over the veth's MTU, without DF.
+            p.b.run(sys.executable, "-c", "import socket, sys; socket.socket(socket.AF_INET, "
+                    "socket.SOCK_DGRAM).sendto(bytes(3000), (sys.argv[1], 9))", p.a_addr)
+            assert frags[0].counts()[0] >= 2
+            assert s.alive() and c.alive()
+            c.stop()
+            line = log_lines(c.log(), "session closed")[-1]
+            assert int(_field(line, "too_big")) >= 1, line
+            no_crash(s, c)
+
+
 def test_a_client_without_the_token_gets_the_old_path() -> None:
     """What an old vt client sends (``HOST: t1 vt2``, no ``gso``): the server grants
     ``m`` only, and both ends carry whole packets from devices without offloads."""

@@ -297,6 +297,17 @@ class ViewsDevice(Protocol):
 
 
 @runtime_checkable
+class TooBigDevice(Protocol):
+    """Optional extra (contract 1.4) of a packet device that can answer a packet too
+    large for the path as a router would: the tunnel calls ``too_big(packet, mtu)`` with
+    a packet it read and will not send (``mtu``: the largest packet, as read from the
+    device, that the link carries now) and the device writes an ICMP "fragmentation
+    needed" / "packet too big" back into itself; returns whether it did."""
+
+    def too_big(self, packet: bytes, mtu: int) -> bool: ...
+
+
+@runtime_checkable
 class PortableDevice(Protocol):
     """Optional extra (contract 1.3) of a device another process can carry: with
     ``options { workers N; }`` the privileged master opens the device, runs the up and
@@ -379,7 +390,9 @@ class Link(Protocol):
 
     @property
     def max_payload(self) -> int:
-        """The largest payload ``send`` carries (a longer one is the caller's to drop)."""
+        """The largest payload ``send`` carries (a longer one is the caller's to drop).
+        It may shrink during a session (contract 1.4: a datagram link learns the path
+        MTU); the tunnel reads it for every batch."""
         ...
 
     @property
@@ -819,7 +832,7 @@ def _clash(mine: frozenset[tuple[str, str]], theirs: frozenset[tuple[str, str]])
 
 
 __all__ = [
-    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice", "ViewsDevice", "ViewsLink",
+    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice", "TooBigDevice", "ViewsDevice", "ViewsLink",
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
     "Framing", "HandshakeRefused", "Kind", "LegacyLink", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",

@@ -220,6 +220,17 @@ def join(segments: list, out: list[Write], tap: bool = False) -> tuple[int, int]
     return bad, bad_bytes
 
 
+def packet_of(segment: bytes | memoryview, tap: bool = False) -> bytes | None:
+    """The real packet a marked segment stands for (its TCP checksum left as the
+    pseudo-header sum), or None if it is malformed: what an ICMP error quotes."""
+    l3 = ETH_LEN if tap else 0
+    shape = _shape(segment, l3)
+    if shape is None:
+        return None
+    buf, _, _ = _emit(segment, l3, shape, [segment[shape[1]:]])
+    return buf[VNET_HDR.size:]
+
+
 def first_bytes(packets: list, tap: bool = False) -> bytes:
     """The byte that carries the mark of every packet (its first, or on a tap its 15th;
     0 where there is none), for finding the segments: below :data:`MARK_LIMIT`, a

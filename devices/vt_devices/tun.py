@@ -39,7 +39,8 @@ from vt_api import DeviceRequest
 from vt_devices.base import DeviceError
 from vt_devices.gro import PLAIN, Write, coalesce, partial_header
 from vt_devices.gso import split
-from vt_devices.runs import ETH_LEN, MARK_LIMIT, first_bytes, join, marked
+from vt_devices.runs import ETH_LEN, MARK_LIMIT, first_bytes, join, marked, packet_of
+from vt_devices.toobig import reply
 
 TUN_PATH = "/dev/net/tun"
 NEEDS_NET_ADMIN = ("needs the CAP_NET_ADMIN capability: run vt as root, or grant it, e.g. "
@@ -316,6 +317,19 @@ class TunDevice:
             self.dropped += 1
             return False
         return True
+
+    def too_big(self, packet: bytes, mtu: int) -> bool:
+        """Answer ``packet`` (read here, larger than the path carries: ``mtu`` bytes as
+        read from this device) with the ICMP "too big" a router would send, written back
+        into the device (:mod:`vt_devices.toobig`); False when none is due or it failed."""
+        l3 = ETH_LEN if self.tap else 0
+        if self.runs and marked(packet, l3):
+            real = packet_of(packet, self.tap)
+            if real is None:
+                return False
+            packet = real
+        answer = reply(packet, mtu - l3, self.tap)
+        return answer is not None and self.write_packet(answer)
 
     def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
         """Write a batch; returns the packets and bytes the kernel refused.

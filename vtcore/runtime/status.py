@@ -60,9 +60,17 @@ def session_status(session) -> dict[str, object]:
         "counters": counters,
         "rates": _rates(session, counters),
         "rekeys": int(getattr(getattr(session.tunnel, "link", None), "rekeys", 0) or 0),
+        "max_payload": _max_payload(session),
         "last_frame_age": _frame_age(session, "link_idle"),
         "last_frame_out_age": _frame_age(session, "device_idle"),
     }
+
+
+def _max_payload(session) -> int | None:
+    """The largest packet the session's link carries now: between vt ends over udp it
+    follows the path MTU (DF set); a larger one is answered "too big"."""
+    link = getattr(getattr(session, "tunnel", None), "link", None)
+    return None if link is None else int(link.max_payload)
 
 
 def compression_name(settings) -> str | None:

@@ -30,6 +30,7 @@ from vt_api import (
     Link,
     PacingModule,
     ResyncingModule,
+    TooBigDevice,
     UnreachableLink,
     ViewsDevice,
     ViewsLink,
@@ -58,6 +59,9 @@ idle the batch's second read would only fail with EAGAIN, a syscall and an excep
 (~7 us, more with cold caches) spent before the packet moves on.  Under load wake-ups come
 closer and read whole batches; a packet left behind makes the descriptor readable again
 at once."""
+TOO_BIG_GAP = 0.01
+"""At most one ICMP "too big" answer per 10 ms (and so per batch): a sender learns the
+size from the first, and a burst of 45 too-large segments needs no 45 answers."""
 BYTES_LIKE = (bytes, bytearray, memoryview)
 """What a module's ``encode``/``decode`` may return besides None."""
 HIGH_WATER = 512 * 1024
@@ -108,6 +112,9 @@ class Counters:
     """Frames the kernel refused to send (udp ENOBUFS and the like, a full tcp backlog)."""
     joined: int = 0
     """Packets the device wrote inside joined super-packets (tun/tap gro mode)."""
+    too_big: int = 0
+    """Packets larger than the path carries, answered with an ICMP "too big" written
+    into the device (as a router would; also counted in ``dropped_encode``)."""
 
     def reset(self) -> None:
         for f in fields(self):
@@ -144,8 +151,9 @@ class Tunnel:
         pacers: Sequence[PacingModule] = (),
     ) -> None:
         self.link = link
-        self._max_payload = link.max_payload
         self.device = device
+        self._too_big = device.too_big if isinstance(device, TooBigDevice) else None
+        self._too_big_at = -math.inf
         self.modules = list(chain)
         self.names = list(names) if names is not None else [type(m).__name__ for m in chain]
         """Who each module belongs to, for the one line that ends a session it broke."""
@@ -272,7 +280,7 @@ class Tunnel:
             return
         c = self.counters
         encoders = self.encoders
-        max_payload = self._max_payload
+        max_payload = self.link.max_payload  # it may shrink: a path MTU learnt
         frames: list[bytes] = []
         sent = 0
         enc = None
@@ -286,6 +294,7 @@ class Tunnel:
             packets = []
         try:
             for p in packets:
+                raw = p
                 c.byte_out += len(p)
                 for enc in encoders:
                     p = enc(p)
@@ -299,6 +308,10 @@ class Tunnel:
                 n = len(p)
                 if n > max_payload:
                     c.dropped_encode += 1
+                    if self._too_big is not None and now - self._too_big_at >= TOO_BIG_GAP:
+                        # The largest packet that would fit, with this one's overhead.
+                        self._too_big_at = now
+                        c.too_big += self._too_big(raw, len(raw) - (n - max_payload))
                     continue
                 sent += n
                 frames.append(p)
@@ -481,7 +494,7 @@ class Tunnel:
             p = enc(p)
             if p is None:
                 return
-        if p and len(p) <= self._max_payload and self.link.ready():
+        if p and len(p) <= self.link.max_payload and self.link.ready():
             try:
                 self.link.send([p])
             except OSError:

@@ -44,6 +44,35 @@ _DROP_ERRNOS = {
 }
 
 
+IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
+IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO, IPV6_MTU = 23, 2, 24
+"""Linux's path MTU options (``<linux/in.h>``, ``<linux/in6.h>``)."""
+
+
+def _dont_fragment(sock: socket.socket) -> bool:
+    """Set DF on every datagram and let the kernel track the path MTU (ICMP "fragmentation
+    needed" from a router lowers it; a datagram over it fails with EMSGSIZE, never goes
+    out in fragments).  False where the socket refuses."""
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+    except OSError:
+        return False
+    return True
+
+
+def path_mtu(sock: socket.socket) -> int | None:
+    """The path MTU the kernel knows for a connected socket's peer, or None."""
+    try:
+        if sock.family == socket.AF_INET6:
+            return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+        return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:  # not connected yet (nat_hack), or no such option
+        return None
+
+
 SOCKET_BUFFER = 4 * 1024 * 1024
 """Datagrams queue here while the loop is busy: a burst must not overflow the default."""
 
@@ -136,7 +165,8 @@ class UdpLink(HeaderFraming):
     stream = False
 
     def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
-                 max_frame: int = MAX_FRAME, raw: bool = False, gso: bool = True) -> None:
+                 max_frame: int = MAX_FRAME, raw: bool = False, gso: bool = True,
+                 df: bool = False) -> None:
         sock.setblocking(False)
         _grow_buffers(sock)
         self.gso = gso and _gso_supported(sock)
@@ -158,8 +188,15 @@ class UdpLink(HeaderFraming):
         allocation each, beyond what the allocator keeps at hand)."""
         framing = RAW_FRAMING if raw else VTUN_FRAMING
         self._header, self._control = framing.header, framing.control
-        self.max_payload = framing.max_payload
+        self._framing_max = self.max_payload = framing.max_payload
+        self._overhead = (48 if sock.family == socket.AF_INET6 else 28) + len(framing.header(1))
+        """Outer IP and UDP headers and this link's frame header: a datagram's share of
+        the path MTU that is not payload."""
         self.sock = sock
+        self.df = df and _dont_fragment(sock)
+        """Datagrams go with DF set (to a vt peer): ``max_payload`` follows the path MTU."""
+        self.path_mtu: int | None = None
+        """The path MTU last learnt (DF links), for the log and ``vt status``."""
         self.endpoints = endpoints
         self.connected = connected
         self.max_frame = max_frame
@@ -173,6 +210,19 @@ class UdpLink(HeaderFraming):
         """Called once with the address a ``nat_hack`` link connected to."""
         self.on_unreachable: Callable[[], None] | None = None
         """Called when an ICMP error says the peer may be gone (set by the tunnel)."""
+        if connected:
+            self._learn_mtu()
+
+    def _learn_mtu(self) -> None:
+        """DF links: ``max_payload`` from the path MTU the kernel knows now (at the start,
+        the route's; later what a router's ICMP or a refused send taught it)."""
+        if not self.df:
+            return
+        mtu = path_mtu(self.sock)
+        if mtu is None or mtu == self.path_mtu:
+            return
+        self.path_mtu = mtu
+        self.max_payload = max(1, min(self._framing_max, mtu - self._overhead))
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -222,6 +272,7 @@ class UdpLink(HeaderFraming):
                     self._unreachable()
                     continue
                 if exc.errno == errno.EMSGSIZE:  # path MTU news, nothing lost here
+                    self._learn_mtu()
                     continue
                 raise EOFError(f"udp error: {exc.strerror or exc}") from None
             if raw:
@@ -253,6 +304,7 @@ class UdpLink(HeaderFraming):
         self.sock.connect(addr)
         self.connected = True
         self.peer_addr = addr
+        self._learn_mtu()
         self.endpoints = endpoints_of(self.sock)
         if self.on_peer is not None:
             self.on_peer(addr)
@@ -318,6 +370,8 @@ class UdpLink(HeaderFraming):
                 self.dropped_out += count
                 if exc.errno in _UNREACHABLE_ERRNOS:
                     self._unreachable()
+                elif exc.errno == errno.EMSGSIZE:  # over the path MTU: learn it
+                    self._learn_mtu()
                 return
             raise
 
@@ -377,4 +431,8 @@ async def open_udp_link(tcp: socket.socket, settings, timeout: float,
                    raw=settings.secure is not None,
                    # Runs of datagrams only where the peer is vt (native formats agreed:
                    # it reads them with UDP_GRO into a 4 MiB buffer), never to vtund.
-                   gso=settings.native or settings.secure is not None)
+                   gso=settings.native or settings.secure is not None,
+                   # DF (no fragment on the wire) to a vt peer only, whose packets that
+                   # do not fit are answered "too big" into the device; to vtund as
+                   # vtund does: the kernel may fragment.
+                   df=settings.native or settings.secure is not None)

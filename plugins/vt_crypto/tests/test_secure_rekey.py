@@ -269,7 +269,8 @@ def test_rekeys_reach_the_session_status() -> None:
     w = Wire()
     w.at(120)
     w.at(245)
-    inner = SimpleNamespace(framing=VTUN_FRAMING, ready=lambda: True)
+    inner = SimpleNamespace(framing=VTUN_FRAMING, ready=lambda: True,
+                            max_payload=VTUN_FRAMING.max_payload)
     link = SealedLink(inner, w.c, stream=True, max_payload=1500)
     assert link.rekeys == 2
     class Session(SimpleNamespace):

@@ -78,8 +78,7 @@ class SealedLink:
         self._seal = crypto.sealer.seal  # the data path: one call, no wrapper
         self.stream = stream
         self.rejected = 0
-        self.max_payload = max_payload
-        """What the tunnel may hand :meth:`send`: the inner link's less the seal."""
+        self._max_payload = max_payload
         self._first: tuple[int, bytes] | None = None
         """The (flag, payload) of the datagram that named a nat_hack peer, opened already."""
         if not stream and not inner.ready() and hasattr(inner, "admit_first"):
@@ -91,6 +90,12 @@ class SealedLink:
         self._rekeys_logged = 0
         self._closed = False
         self._arm()
+
+    @property
+    def max_payload(self) -> int:
+        """What the tunnel may hand :meth:`send`: the inner link's less the seal (the
+        inner one follows the path MTU over udp, so this is read each time)."""
+        return min(self._max_payload, self.inner.max_payload - OVERHEAD)
 
     @property
     def rekeys(self) -> int:
