@@ -186,6 +186,36 @@ def test_a_path_mtu_below_the_tunnels_is_learnt_never_fragmented(encrypt: str | 
             no_crash(s, c)
 
 
+MTU_FOLLOWER = r"""
+import socket, subprocess, sys
+import vtcore.transports.udp as udp
+peer = (sys.argv[1], 9)
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.connect(peer)
+link = udp.UdpLink(sock, udp.Endpoints("a", 1, "b", 9), connected=True, df=True)
+seen = [link.max_payload]
+subprocess.run(["ip", "link", "set", "veth0", "mtu", "1200"], check=True)
+udp.MTU_RECHECK = 0.0  # read it at the next send
+link.send([b"x" * 100])
+seen.append(link.max_payload)
+subprocess.run(["ip", "link", "set", "veth0", "mtu", "1500"], check=True)
+link.send([b"x" * 100])
+seen.append(link.max_payload)
+print(*seen)
+"""
+
+
+def test_the_path_mtu_is_followed_down_and_back_up() -> None:
+    """A DF link reads the path MTU at the start and again while it sends: a lowered one
+    shrinks ``max_payload``, and once the path takes more again, the session grows back
+    (it never keeps the smallest it saw).  1300/1200/1500 less 28 (IP, UDP) and 2 (the
+    frame's header)."""
+    with two_hosts() as p:
+        p.b.run("ip", "link", "set", "veth0", "mtu", "1300")
+        out = p.b.run(sys.executable, "-c", MTU_FOLLOWER, p.a_addr).stdout.split()
+        assert out == ["1270", "1170", "1470"], out
+
+
 def test_a_client_without_the_token_gets_the_old_path() -> None:
     """What an old vt client sends (``HOST: t1 vt2``, no ``gso``): the server grants
     ``m`` only, and both ends carry whole packets from devices without offloads."""

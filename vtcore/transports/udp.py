@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import time
 from collections.abc import Callable
 from itertools import groupby, repeat
 from operator import add
@@ -71,6 +72,12 @@ def path_mtu(sock: socket.socket) -> int | None:
         return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
     except OSError:  # not connected yet (nat_hack), or no such option
         return None
+
+
+MTU_RECHECK = 10.0
+"""Seconds between two reads of the path MTU while sending (DF links): the kernel forgets
+a lowered one after ``net.ipv4.route.mtu_expires`` (10 min), and a session must grow back
+with it, not keep the smallest it ever saw."""
 
 
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -196,7 +203,8 @@ class UdpLink(HeaderFraming):
         self.df = df and _dont_fragment(sock)
         """Datagrams go with DF set (to a vt peer): ``max_payload`` follows the path MTU."""
         self.path_mtu: int | None = None
-        """The path MTU last learnt (DF links), for the log and ``vt status``."""
+        """The path MTU last learnt (DF links)."""
+        self._mtu_at = time.monotonic()
         self.endpoints = endpoints
         self.connected = connected
         self.max_frame = max_frame
@@ -218,6 +226,7 @@ class UdpLink(HeaderFraming):
         the route's; later what a router's ICMP or a refused send taught it)."""
         if not self.df:
             return
+        self._mtu_at = time.monotonic()
         mtu = path_mtu(self.sock)
         if mtu is None or mtu == self.path_mtu:
             return
@@ -320,6 +329,8 @@ class UdpLink(HeaderFraming):
         if not self.connected:
             self.dropped_out += len(parts) // 2
             return
+        if self.df and time.monotonic() - self._mtu_at >= MTU_RECHECK:
+            self._learn_mtu()
         n = len(parts)
         if not self.gso or n <= 2:
             for i in range(0, n, 2):
