@@ -298,3 +298,69 @@ def test_epoch_byte_wraps() -> None:
         opener.install_next(key, epoch, 0.0)
     assert opener.epoch == 299 and sealer.epoch == 300
     assert opener.open(sealer.seal(0, b"y")) == (0, b"y")
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _state(o: Opener) -> tuple:
+    w = o._cur.window
+    return (o.accepted, o.rejected, o.replayed, o.epoch,
+            (w.last, w.bitmap) if isinstance(w, ReplayWindow) else w.next)
+
+
+@pytest.mark.parametrize("window", [64, None], ids=["udp", "tcp"])
+@pytest.mark.parametrize("seed", range(20))
+def test_a_batch_opens_exactly_as_frame_by_frame(window: int | None, seed: int) -> None:
+    """Opener.open_run (through SessionCrypto's fallback rule: None means one by one)
+    against Opener.open, over random batches: in order, reordered, replayed, forged,
+    truncated, too old for the window.  Same results, same counters, same window."""
+    rng = random.Random(seed)
+    s = Sealer(KEY, "aes256gcm")
+    frames = [s.seal(FRAME_DATA, rng.randbytes(rng.randrange(0, 300)), 0.0) for _ in range(400)]
+    one, many = Opener(KEY, "aes256gcm", window=window), Opener(KEY, "aes256gcm", window=window)
+    batched = 0
+    pos = 0
+    while pos < len(frames):
+        k = rng.randrange(1, 40)
+        batch = frames[pos:pos + k]
+        pos += k
+        if window is not None:
+            if rng.random() < 0.3:
+                batch = rng.sample(batch, len(batch))  # reordered
+            if rng.random() < 0.2 and pos > 100:
+                batch.insert(rng.randrange(len(batch) + 1), frames[rng.randrange(pos - 100)])
+        # (On tcp the first forged frame ends the session: only the last batch has one.)
+        last = pos >= len(frames)
+        if rng.random() < 0.15 if window is not None else last:  # forged: a flipped byte
+            i = rng.randrange(len(batch))
+            bad = bytearray(batch[i])
+            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+            batch[i] = bytes(bad)
+        if rng.random() < 0.05 and (window is not None or last):
+            batch.append(b"\x00" * 5)  # too short
+        want = [one.open(f, 0.0) for f in batch]
+        got = many.open_run(batch, 0.0)
+        if got is None:
+            got = [many.open(f, 0.0) for f in batch]
+        else:
+            batched += 1
+        assert got == want
+        assert _state(many) == _state(one)
+    assert batched > 0  # the fast path ran
+
+
+def test_a_batch_across_a_new_epoch_goes_frame_by_frame() -> None:
+    """A batch holding the next epoch's first frames is never opened at once: the new
+    key (and the grace for the old one) comes with the first of them."""
+    s = Sealer(KEY, "aes256gcm")
+    o = Opener(KEY, "aes256gcm")
+    old = [s.seal(FRAME_DATA, b"a", 0.0) for _ in range(3)]
+    s.install(KEY2, 1, 0.0)
+    o.install_next(KEY2, 1, 0.0)
+    new = [s.seal(FRAME_DATA, b"b", 0.0) for _ in range(3)]
+    assert o.open_run(old + new, 0.0) is None and o.accepted == 0
+    assert o.open_run(old, 0.0) == [(FRAME_DATA, b"a")] * 3
+    assert o.open_run(new, 0.0) is None  # not yet current: frame by frame
+    assert [o.open(f, 0.0) for f in new] == [(FRAME_DATA, b"b")] * 3 and o.epoch == 1
+    assert o.open_run(old[:2] + [s.seal(FRAME_DATA, b"c", 0.0)], 0.0) is None

@@ -12,6 +12,8 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, TypedDict, cast
 
 import structlog
@@ -33,6 +35,7 @@ from vt_crypto.secure.settings import DEFAULT_MAX_FRAME, SecureSettings
 from vt_crypto.secure.suites import SECURE_WORDS
 
 _TO_TYPE = {ECHO_REQ: FRAME_ECHO_REQ, ECHO_REP: FRAME_ECHO_REP, CONN_CLOSE: FRAME_CLOSE}
+_first, _second = itemgetter(0), itemgetter(1)
 _TO_FLAG = {FRAME_DATA: 0, FRAME_ECHO_REQ: ECHO_REQ, FRAME_ECHO_REP: ECHO_REP,
             FRAME_CLOSE: CONN_CLOSE}
 UDP_WINDOW = 2048
@@ -220,8 +223,13 @@ class SealedLink:
             out.append(self._first)
             self._first = None
             frames = frames[1:]
-        for _flags, frame in frames:
-            opened = crypto.open(frame, now)
+        results = crypto.open_many([frame for _flags, frame in frames], now)
+        if None not in results:
+            data = cast(list[tuple[int, bytes]], results)
+            if bytes(map(_first, data)) == bytes(len(data)):  # a batch of data (FRAME_DATA 0)
+                out += zip(repeat(0), map(_second, data))
+                return out
+        for opened in results:
             if opened is None:
                 self.rejected += 1
                 if self.stream:
