@@ -151,3 +151,41 @@ def test_views_are_asked_only_of_a_declared_link_for_a_declared_device() -> None
     finally:
         a.close()
         b.close()
+
+
+class TooBigQueueDevice(QueueDevice):
+    """A third party's device declaring the contract 1.4 extra ``TooBigDevice``."""
+
+    def too_big(self, packet: bytes, mtu: int) -> bool:
+        return False
+
+
+def test_the_path_mtu_is_followed_only_where_a_drop_costs_one_packet() -> None:
+    """Contract 1.4 ``PathMtuLink``: the tunnel asks the link to keep within the path MTU
+    (DF) only with no frame module in the chain (a stream compressor must not lose a frame
+    it encoded) and a ``TooBigDevice`` to tell the sender; and a link to vtund refuses."""
+    from vt_api import PathMtuLink, TooBigDevice
+
+    class Module:
+        def encode(self, p: bytes) -> bytes:
+            return p
+
+        def decode(self, p: bytes) -> bytes:
+            return p
+
+    cases = [(TooBigQueueDevice, [], True, True), (TooBigQueueDevice, [Module()], True, False),
+             (QueueDevice, [], True, False), (TooBigQueueDevice, [], False, False)]
+    for device_type, chain, vt_peer, expect in cases:
+        a, b = udp_pair()
+        link = UdpLink(a, ENDS, connected=True, vt_peer=vt_peer)
+        device = device_type()
+        try:
+            assert isinstance(link, PathMtuLink) and not link.df
+            assert isinstance(device, TooBigDevice) == (device_type is TooBigQueueDevice)
+            Tunnel(link, device, chain)
+            assert link.df is expect, (device_type, chain, vt_peer)
+            assert (link.path_mtu is not None) is expect  # loopback: 65536
+        finally:
+            link.close()
+            device.close()
+            b.close()

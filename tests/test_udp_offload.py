@@ -192,8 +192,10 @@ import vtcore.transports.udp as udp
 peer = (sys.argv[1], 9)
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.connect(peer)
-link = udp.UdpLink(sock, udp.Endpoints("a", 1, "b", 9), connected=True, df=True)
-seen = [link.max_payload]
+link = udp.UdpLink(sock, udp.Endpoints("a", 1, "b", 9), connected=True, vt_peer=True)
+seen = [link.max_payload]  # until asked, vtund's way: the framing's limit
+assert link.follow_path_mtu()
+seen.append(link.max_payload)
 subprocess.run(["ip", "link", "set", "veth0", "mtu", "1200"], check=True)
 udp.MTU_RECHECK = 0.0  # read it at the next send
 link.send([b"x" * 100])
@@ -213,7 +215,29 @@ def test_the_path_mtu_is_followed_down_and_back_up() -> None:
     with two_hosts() as p:
         p.b.run("ip", "link", "set", "veth0", "mtu", "1300")
         out = p.b.run(sys.executable, "-c", MTU_FOLLOWER, p.a_addr).stdout.split()
-        assert out == ["1270", "1170", "1470"], out
+        assert out == ["4095", "1270", "1170", "1470"], out
+
+
+@pytest.mark.parametrize("extra", ["  compress zlib:2;\n", ""], ids=["zlib", "none"])
+def test_after_a_frame_module_or_to_a_stream_device_datagrams_may_fragment(extra: str) -> None:
+    """A tun whose MTU (1500) is the veth's: its full packets need datagrams over the path
+    MTU.  With a module in the chain (a zlib stream: a frame it encoded must never be
+    dropped) the link is not asked to keep within the path MTU: the kernel fragments, as
+    for vtund, and the file crosses; without one, DF and "too big" (the sender adapts)."""
+    with two_hosts() as p:
+        ta, _ = add_devices(p, "tun")
+        with VtServer(p.a, server_conf(proto="udp", encrypt=None, extra=extra)) as s, \
+                VtClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
+            wait_ping(p.b, ta, timeout=15)
+            frags = Fragments(p.a)
+            assert transfer_file(p.b, p.a, ta, nbytes=1 << 20, timeout=30)
+            fragments, _ = frags.counts()
+            assert (fragments > 0) if extra else fragments == 0
+            c.stop()
+            line = log_lines(c.log(), "session closed")[-1]
+            assert (int(_field(line, "too_big")) == 0) if extra else int(_field(line, "too_big")) >= 1
+            assert int(_field(line, "dropped_decode")) == 0
+            no_crash(s, c)
 
 
 def test_a_client_without_the_token_gets_the_old_path() -> None:

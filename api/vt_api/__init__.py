@@ -484,6 +484,17 @@ class ViewsLink(Protocol):
     views: bool
 
 
+@runtime_checkable
+class PathMtuLink(Protocol):
+    """Optional extra (contract 1.4) of a datagram link that can keep its datagrams
+    within the path MTU (DF set, no fragment on the wire) and shrink ``max_payload`` to
+    it.  The tunnel asks only when a too-large packet costs nothing but itself: no frame
+    module in the chain (a stream compressor must never lose a frame it encoded) and a
+    :class:`TooBigDevice` to tell the packet's sender.  Returns whether it does."""
+
+    def follow_path_mtu(self) -> bool: ...
+
+
 OpenLink = Callable[[socket.socket, "LinkSettings", float, bool], Awaitable[Link]]
 """``open_link(sock, settings, timeout, nat_hack)``: runs after the handshake on its TCP
 socket; with ``nat_hack`` a datagram link is not ``ready()`` until its peer's first
@@ -832,7 +843,7 @@ def _clash(mine: frozenset[tuple[str, str]], theirs: frozenset[tuple[str, str]])
 
 
 __all__ = [
-    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice", "TooBigDevice", "ViewsDevice", "ViewsLink",
+    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice", "PathMtuLink", "TooBigDevice", "ViewsDevice", "ViewsLink",
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
     "Framing", "HandshakeRefused", "Kind", "LegacyLink", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",

@@ -29,6 +29,7 @@ from vt_api import (
     FrameModule,
     Link,
     PacingModule,
+    PathMtuLink,
     ResyncingModule,
     TooBigDevice,
     UnreachableLink,
@@ -154,6 +155,11 @@ class Tunnel:
         self.device = device
         self._too_big = device.too_big if isinstance(device, TooBigDevice) else None
         self._too_big_at = -math.inf
+        if not chain and self._too_big is not None and isinstance(link, PathMtuLink):
+            # A packet too large for the path costs only itself and its sender is told:
+            # the link may keep within the path MTU (DF).  Never after a module, which
+            # may keep state across frames (a stream compressor), nor for a stream device.
+            link.follow_path_mtu()
         self.modules = list(chain)
         self.names = list(names) if names is not None else [type(m).__name__ for m in chain]
         """Who each module belongs to, for the one line that ends a session it broke."""

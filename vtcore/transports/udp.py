@@ -173,7 +173,7 @@ class UdpLink(HeaderFraming):
 
     def __init__(self, sock: socket.socket, endpoints: Endpoints, connected: bool,
                  max_frame: int = MAX_FRAME, raw: bool = False, gso: bool = True,
-                 df: bool = False) -> None:
+                 vt_peer: bool = False) -> None:
         sock.setblocking(False)
         _grow_buffers(sock)
         self.gso = gso and _gso_supported(sock)
@@ -200,8 +200,10 @@ class UdpLink(HeaderFraming):
         """Outer IP and UDP headers and this link's frame header: a datagram's share of
         the path MTU that is not payload."""
         self.sock = sock
-        self.df = df and _dont_fragment(sock)
-        """Datagrams go with DF set (to a vt peer): ``max_payload`` follows the path MTU."""
+        self.vt_peer = vt_peer
+        """The peer is vt (native or secure): DF may be set (:meth:`follow_path_mtu`)."""
+        self.df = False
+        """Datagrams go with DF set: ``max_payload`` follows the path MTU."""
         self.path_mtu: int | None = None
         """The path MTU last learnt (DF links)."""
         self._mtu_at = time.monotonic()
@@ -218,13 +220,21 @@ class UdpLink(HeaderFraming):
         """Called once with the address a ``nat_hack`` link connected to."""
         self.on_unreachable: Callable[[], None] | None = None
         """Called when an ICMP error says the peer may be gone (set by the tunnel)."""
-        if connected:
-            self._learn_mtu()
+
+    def follow_path_mtu(self) -> bool:
+        """Contract 1.4 (``PathMtuLink``), asked by the tunnel: from now on DF on every
+        datagram and ``max_payload`` within the path MTU.  Only to a vt peer (to vtund
+        the datagrams go as vtund sends them: the kernel may fragment)."""
+        if not self.vt_peer or not _dont_fragment(self.sock):
+            return False
+        self.df = True
+        self._learn_mtu()
+        return True
 
     def _learn_mtu(self) -> None:
         """DF links: ``max_payload`` from the path MTU the kernel knows now (at the start,
         the route's; later what a router's ICMP or a refused send taught it)."""
-        if not self.df:
+        if not self.df or not self.connected:
             return
         self._mtu_at = time.monotonic()
         mtu = path_mtu(self.sock)
@@ -446,4 +456,4 @@ async def open_udp_link(tcp: socket.socket, settings, timeout: float,
                    # DF (no fragment on the wire) to a vt peer only, whose packets that
                    # do not fit are answered "too big" into the device; to vtund as
                    # vtund does: the kernel may fragment.
-                   df=settings.native or settings.secure is not None)
+                   vt_peer=settings.native or settings.secure is not None)

@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any, TypedDict, cast
 
 import structlog
-from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Link, Role
+from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Link, PathMtuLink, Role
 
 from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
@@ -93,6 +93,11 @@ class SealedLink:
         self._rekeys_logged = 0
         self._closed = False
         self._arm()
+
+    def follow_path_mtu(self) -> bool:
+        """Contract 1.4 ``PathMtuLink``: the inner datagram link's, whose ``max_payload``
+        this one follows (sealing is per frame: a dropped frame costs only itself)."""
+        return isinstance(self.inner, PathMtuLink) and self.inner.follow_path_mtu()
 
     @property
     def max_payload(self) -> int:
