@@ -335,6 +335,40 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+class _Writes:
+    """A text stream that keeps each write() call apart."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("fmt", ["json", "console", "journal"])
+def test_each_log_line_is_one_write(fmt: str) -> None:
+    """Processes that share stderr (a master and its workers) must each write a whole line
+    at once: print()'s separate newline let two JSON records share a line in CI."""
+    from vtcore import log
+
+    stream = _Writes()
+    try:
+        log.configure(fmt, stream=stream)
+        log.structlog.get_logger("vt").info("one event", detail="x" * 300)
+        log.structlog.get_logger("vt").warning("another")
+    finally:
+        log.configure("auto")
+    assert len(stream.calls) == 2, stream.calls
+    assert all(c.endswith("\n") and c.count("\n") == 1 for c in stream.calls), stream.calls
+
+
 def test_log_format_json_real_client_failure(good):
     """The real client, a refused loopback connection: one JSON line per log event."""
     res = subprocess.run(

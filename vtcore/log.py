@@ -204,7 +204,7 @@ def configure(fmt: str | Destination = "auto", level: str = "info",
         factory: Any = structlog.ReturnLoggerFactory()
     elif fmt == "journal":
         processors = [*shared, JournalRenderer()]
-        factory = structlog.PrintLoggerFactory(file=stream)
+        factory = structlog.WriteLoggerFactory(file=stream)
     else:
         stamp = structlog.processors.TimeStamper(fmt="iso" if fmt == "json" else "%H:%M:%S",
                                                  utc=fmt == "json")
@@ -216,7 +216,9 @@ def configure(fmt: str | Destination = "auto", level: str = "info",
             renderer = structlog.dev.ConsoleRenderer(colors=colors,
                                                      exception_formatter=structlog.dev.plain_traceback)
         processors = [*shared, stamp, renderer]
-        factory = structlog.PrintLoggerFactory(file=stream)
+        # One write per line: a master and its workers share stderr, and print()'s two
+        # writes (the line, then its newline) interleaved two JSON records on one line.
+        factory = structlog.WriteLoggerFactory(file=stream)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
