@@ -169,6 +169,17 @@ def _who_was_busy(case: dict, impl: str, way: str) -> str:
     return note
 
 
+def _verdict(target: str, parts: list[str], ok: list[bool]) -> dict:
+    """A target judged config by config: met only if every measured one is, None if none."""
+    return {"target": target, "measured": "; ".join(parts) or "not measured",
+            "met": None if not ok else all(ok)}
+
+
+def _udp_keys(cases: dict) -> list[str]:
+    """The udp configs of this run (the references aside)."""
+    return [key for key in cases if key != REF and "/udp/" in key]
+
+
 def _secure_target(cases: dict) -> dict:
     """Secure mode (vt <-> vt, ``encrypt aead``) against vtund's aes128cbc and OpenVPN."""
     parts, ok = [], []
@@ -183,9 +194,7 @@ def _secure_target(cases: dict) -> dict:
                     continue
                 ok.append(a >= ref)
                 parts.append(f"tun/{proto} {f[:3]} {a / ref:.2f}× {name}")
-    return {"target": "secure mode (aead) ≥ vtund aes128cbc and ≥ OpenVPN 2.6, every direction",
-            "measured": "; ".join(parts) or "not measured",
-            "met": None if not ok else all(ok)}
+    return _verdict("secure mode (aead) ≥ vtund aes128cbc and ≥ OpenVPN 2.6, every direction", parts, ok)
 
 
 UDP_CPU_CEILING = 0.3
@@ -195,18 +204,14 @@ UDP_CPU_CEILING = 0.3
 def _udp_cpu_target(cases: dict) -> dict:
     """vt's CPU per GB over UDP against vtund's, every udp config both ran (issue 19)."""
     parts, ok = [], []
-    for key in cases:
-        if key == REF or "/udp/" not in key:
-            continue
+    for key in _udp_keys(cases):
         a = cases[key].get("vt", {}).get("cpu_per_gb")
         b = cases[key].get("vtund", {}).get("cpu_per_gb")
         if a is None or not b:
             continue
         ok.append(a / b <= UDP_CPU_CEILING)
         parts.append(f"{key} {a / b:.2f}")
-    return {"target": "CPU s/GB over udp ≤ 0.3× vtund (vt native, every udp config)",
-            "measured": "; ".join(parts) or "not measured",
-            "met": None if not ok else all(ok)}
+    return _verdict("CPU s/GB over udp ≤ 0.3× vtund (vt native, every udp config)", parts, ok)
 
 
 def _secure_udp_target(cases: dict) -> dict:
@@ -223,26 +228,20 @@ def _secure_udp_target(cases: dict) -> dict:
                 continue
             ok.append(a / b >= floor)
             parts.append(f"{f[:3]} {a / b:.2f}× {name}")
-    return {"target": "secure mode over udp ≥ 4× OpenVPN and ≥ 0.7× secure mode over tcp",
-            "measured": "; ".join(parts) or "not measured",
-            "met": None if not ok else all(ok)}
+    return _verdict("secure mode over udp ≥ 4× OpenVPN and ≥ 0.7× secure mode over tcp", parts, ok)
 
 
 def _loaded_ping_target(cases: dict) -> dict:
     """vt's ping under load over UDP against the same over TCP (issue 19), per config."""
     parts, ok = [], []
-    for key in cases:
-        if key == REF or "/udp/" not in key:
-            continue
+    for key in _udp_keys(cases):
         udp = cases[key].get("vt", {}).get("load_p50")
         tcp = cases.get(key.replace("/udp/", "/tcp/"), {}).get("vt", {}).get("load_p50")
         if udp is None or tcp is None:
             continue
         ok.append(udp <= tcp)
         parts.append(f"{key} {udp:.2f} ms against {tcp:.2f} over tcp")
-    return {"target": "loaded ping p50 over udp ≤ over tcp (vt native, same dev and module)",
-            "measured": "; ".join(parts) or "not measured",
-            "met": None if not ok else all(ok)}
+    return _verdict("loaded ping p50 over udp ≤ over tcp (vt native, same dev and module)", parts, ok)
 
 
 WORKERS_IDLE_SLACK_MS = 0.05

@@ -33,6 +33,14 @@ def _field(line: str, key: str) -> str:
     return m.group(1)
 
 
+def _session_up(peers, **want: str) -> None:
+    """Each peer's "session up" line has these fields."""
+    for peer in peers:
+        line = peer.wait_log(r"session up.*").group(0)
+        for key, value in want.items():
+            assert _field(line, key) == value, line
+
+
 class Fragments:
     """IPv4 fragments arriving on a namespace's veth0, counted by an nftables rule on the
     netdev ingress hook (before any reassembly): ``ip frag-off & 0x3fff != 0`` (MF or an
@@ -88,11 +96,7 @@ def test_udp_cuts_super_packets_and_survives_loss_and_reordering(encrypt: str | 
         with VtServer(p.a, server_conf(proto="udp", encrypt=encrypt)) as s, \
                 VtClient(p.b, client_conf(encrypt=encrypt), "t1", p.a_addr) as c:
             wait_ping(p.b, ta, timeout=15)
-            for peer in (s, c):
-                line = peer.wait_log(r"session up.*").group(0)
-                assert _field(line, "split") == "True", line
-                assert _field(line, "runs") == "True", line  # marked segments (tun)
-                assert _field(line, "proto") == "udp", line
+            _session_up((s, c), split="True", runs="True", proto="udp")
             frags = [Fragments(p.a), Fragments(p.b)]
             for rev in (False, True):
                 r = iperf3(p.a, p.b, ta, seconds=2, reverse=rev)
@@ -135,10 +139,7 @@ def test_ether_over_udp_goes_as_marked_segments(encrypt: str | None) -> None:
         with VtServer(p.a, server_conf(proto="udp", type_="ether", encrypt=encrypt)) as s, \
                 VtClient(p.b, client_conf(encrypt=encrypt), "t1", p.a_addr) as c:
             wait_ping(p.b, ta, timeout=15)
-            for peer in (s, c):
-                line = peer.wait_log(r"session up.*").group(0)
-                assert _field(line, "type") == "ether", line
-                assert _field(line, "runs") == "True", line
+            _session_up((s, c), type="ether", runs="True")
             assert transfer_file(p.b, p.a, ta, nbytes=4 << 20)
             assert transfer_file(p.a, p.b, tb, nbytes=4 << 20)
             assert s.alive() and c.alive()
@@ -249,10 +250,7 @@ def test_a_client_without_the_token_gets_the_old_path() -> None:
         with VtServer(p.a, server_conf(proto="udp", encrypt=None)) as s, \
                 OldVtClient(p.b, env_conf, "t1", p.a_addr) as c:
             wait_ping(p.b, ta, timeout=15)
-            for peer in (s, c):
-                line = peer.wait_log(r"session up.*").group(0)
-                assert _field(line, "split") == "False", line
-                assert _field(line, "native") == "True", line
+            _session_up((s, c), split="False", native="True")
             assert transfer_file(p.b, p.a, ta, nbytes=3 << 20)
             assert transfer_file(p.a, p.b, tb, nbytes=3 << 20)
             no_crash(s, c)
@@ -267,10 +265,7 @@ def test_a_client_without_marked_segments_gets_real_packets() -> None:
         with VtServer(p.a, server_conf(proto="udp", encrypt=None)) as s, \
                 NoRunsVtClient(p.b, client_conf(encrypt=None), "t1", p.a_addr) as c:
             wait_ping(p.b, ta, timeout=15)
-            for peer in (s, c):
-                line = peer.wait_log(r"session up.*").group(0)
-                assert _field(line, "split") == "True", line
-                assert _field(line, "runs") == "False", line
+            _session_up((s, c), split="True", runs="False")
             assert transfer_file(p.b, p.a, ta, nbytes=3 << 20)
             assert transfer_file(p.a, p.b, tb, nbytes=3 << 20)
             no_crash(s, c)

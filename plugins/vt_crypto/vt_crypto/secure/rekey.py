@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from operator import itemgetter
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -122,6 +123,8 @@ class SessionCrypto:
         if opened is None:
             return [self.open(f, now) for f in frames]
         out: list[tuple[int, bytes] | None] = list(opened)
+        if REKEY_TYPES.isdisjoint(bytes(map(itemgetter(0), opened))):
+            return out  # a batch of data: no Python step per frame
         for i, (ftype, payload) in enumerate(opened):
             if ftype in REKEY_TYPES:
                 self._on_rekey(ftype, payload, now)
