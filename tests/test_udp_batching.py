@@ -92,6 +92,25 @@ def test_a_gro_run_is_read_in_one_call_and_split_in_order() -> None:
         rx.close()
 
 
+@pytest.mark.parametrize("views", [False, True], ids=["copies", "views"])
+def test_a_raw_links_gro_run_is_split_into_its_sealed_datagrams(views: bool) -> None:
+    """A raw (secure-mode) link hands each datagram of a GRO run on whole, in order; with
+    ``views`` (set by the sealing link that wraps it) as memoryviews of the one receive."""
+    tx, rx = _pair()
+    try:
+        _gso_ok(tx)
+        link = UdpLink(rx, ENDS, connected=True, raw=True)
+        link.views = views
+        datagrams = [bytes([i]) * 1300 for i in range(30)] + [b"short"]
+        _send_run(tx, datagrams)
+        got = _read_all(link, 31)
+        assert [(f, bytes(d)) for f, d in got] == [(0, d) for d in datagrams]
+        assert all(isinstance(d, memoryview if views else bytes) for _, d in got)
+    finally:
+        tx.close()
+        rx.close()
+
+
 def test_a_bad_datagram_in_a_run_is_counted_and_its_neighbours_kept() -> None:
     tx, rx = _pair()
     try:

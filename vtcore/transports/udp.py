@@ -125,13 +125,19 @@ def _gro_size(data: bytes, ancdata: list) -> int:
     return 0
 
 
-def _cut(data: bytes, size: int) -> list[bytes]:
-    return [data[i : i + size] for i in range(0, len(data), size)] if size else [data]
+def _cut(data: bytes, size: int, views: bool = False) -> list[bytes]:
+    if not size:
+        return [data]
+    cut: Callable[[slice], bytes] = (
+        memoryview(data).__getitem__ if views else data.__getitem__)  # type: ignore[assignment]
+    n = len(data)
+    return list(map(cut, map(slice, range(0, n, size), range(size, n + size, size))))
 
 
-def _split(data: bytes, ancdata: list) -> list[bytes]:
-    """The datagrams of one ``UDP_GRO`` receive: all ``size`` bytes but the last."""
-    return _cut(data, _gro_size(data, ancdata))
+def _split(data: bytes, ancdata: list, views: bool = False) -> list[bytes]:
+    """The datagrams of one ``UDP_GRO`` receive: all ``size`` bytes but the last
+    (``views``: as memoryviews of ``data``)."""
+    return _cut(data, _gro_size(data, ancdata), views)
 
 
 def _data_run(data: bytes, ancdata: list, data_max: int,
@@ -192,7 +198,9 @@ class UdpLink(HeaderFraming):
         """Hand on the data frames of a ``UDP_GRO`` run as memoryviews of the receive
         buffer, not a copy each: set by the tunnel when no module reads them and the
         device takes views (live, the copies cost ~1.3 us a datagram: a 1.4 KB
-        allocation each, beyond what the allocator keeps at hand)."""
+        allocation each, beyond what the allocator keeps at hand).  A ``raw`` link's
+        sealed frames too: the secure link that wraps it sets this, as it opens them
+        within its own ``read_frames``."""
         framing = RAW_FRAMING if raw else VTUN_FRAMING
         self._header, self._control = framing.header, framing.control
         self._framing_max = self.max_payload = framing.max_payload
@@ -277,7 +285,7 @@ class UdpLink(HeaderFraming):
                     if not anc:
                         datagrams = [data]
                     elif raw:
-                        datagrams = _split(data, anc)
+                        datagrams = _split(data, anc, self.views)
                     else:
                         datagrams = _data_run(data, anc, data_max, frames, self.views)
                 else:
@@ -295,7 +303,7 @@ class UdpLink(HeaderFraming):
                     continue
                 raise EOFError(f"udp error: {exc.strerror or exc}") from None
             if raw:
-                frames += [(0, d) for d in datagrams]
+                frames += zip(repeat(0), datagrams)
                 continue
             for d in datagrams:
                 # A data frame's header is its length (flag bits 0): taken here, without

@@ -309,12 +309,15 @@ def _state(o: Opener) -> tuple:
             (w.last, w.bitmap) if isinstance(w, ReplayWindow) else w.next)
 
 
+@pytest.mark.parametrize("views", [False, True], ids=["bytes", "views"])
 @pytest.mark.parametrize("window", [64, None], ids=["udp", "tcp"])
 @pytest.mark.parametrize("seed", range(20))
-def test_a_batch_opens_exactly_as_frame_by_frame(window: int | None, seed: int) -> None:
+def test_a_batch_opens_exactly_as_frame_by_frame(window: int | None, seed: int,
+                                                 views: bool) -> None:
     """Opener.open_run (through SessionCrypto's fallback rule: None means one by one)
     against Opener.open, over random batches: in order, reordered, replayed, forged,
-    truncated, too old for the window.  Same results, same counters, same window."""
+    truncated, too old for the window.  Same results, same counters, same window;
+    ``views``: the frames given as memoryviews (as a udp link hands them)."""
     rng = random.Random(seed)
     s = Sealer(KEY, "aes256gcm")
     frames = [s.seal(FRAME_DATA, rng.randbytes(rng.randrange(0, 300)), 0.0) for _ in range(400)]
@@ -340,14 +343,42 @@ def test_a_batch_opens_exactly_as_frame_by_frame(window: int | None, seed: int) 
         if rng.random() < 0.05 and (window is not None or last):
             batch.append(b"\x00" * 5)  # too short
         want = [one.open(f, 0.0) for f in batch]
-        got = many.open_run(batch, 0.0)
-        if got is None:
+        if views:
+            batch = [memoryview(f) for f in batch]
+        plains = many.open_run(batch, 0.0)
+        if plains is None:
             got = [many.open(f, 0.0) for f in batch]
         else:
+            got = [(p[0], p[1:]) for p in plains]
             batched += 1
         assert got == want
         assert _state(many) == _state(one)
     assert batched > 0  # the fast path ran
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_seals_exactly_as_frame_by_frame(seed: int) -> None:
+    """Sealer.seal_data against Sealer.seal: the same frames, byte for byte (counters,
+    nonces, tags), the same counter and byte counts after, and the same ``due``."""
+    rng = random.Random(seed)
+    one = Sealer(KEY, "aes256gcm", rekey_bytes=20_000, rekey_frames=150)
+    many = Sealer(KEY, "aes256gcm", rekey_bytes=20_000, rekey_frames=150)
+    for _ in range(12):
+        payloads = [rng.randbytes(rng.randrange(0, 1500)) for _ in range(rng.randrange(0, 40))]
+        want = [one.seal(FRAME_DATA, p, 0.0) for p in payloads]
+        got = many.seal_data(payloads)
+        assert got == want
+        assert (many.counter, many._bytes, many.due) == (one.counter, one._bytes, one.due)
+    assert many.due  # the thresholds were crossed on the way
+
+
+def test_a_batch_never_seals_past_the_counter_limit() -> None:
+    s = Sealer(KEY, "aes256gcm")
+    s._counter = REJECT_AFTER_FRAMES - 2
+    with pytest.raises(OverflowError):
+        s.seal_data([b"a", b"b", b"c"])
+    assert s.counter == REJECT_AFTER_FRAMES - 2  # nothing sealed
+    assert len(s.seal_data([b"a", b"b"])) == 2 and s.counter == REJECT_AFTER_FRAMES
 
 
 def test_a_batch_across_a_new_epoch_goes_frame_by_frame() -> None:
@@ -360,7 +391,7 @@ def test_a_batch_across_a_new_epoch_goes_frame_by_frame() -> None:
     o.install_next(KEY2, 1, 0.0)
     new = [s.seal(FRAME_DATA, b"b", 0.0) for _ in range(3)]
     assert o.open_run(old + new, 0.0) is None and o.accepted == 0
-    assert o.open_run(old, 0.0) == [(FRAME_DATA, b"a")] * 3
+    assert o.open_run(old, 0.0) == [b"\x00a"] * 3
     assert o.open_run(new, 0.0) is None  # not yet current: frame by frame
     assert [o.open(f, 0.0) for f in new] == [(FRAME_DATA, b"b")] * 3 and o.epoch == 1
     assert o.open_run(old[:2] + [s.seal(FRAME_DATA, b"c", 0.0)], 0.0) is None

@@ -17,7 +17,16 @@ from operator import itemgetter
 from typing import Any, TypedDict, cast
 
 import structlog
-from vt_api import CONN_CLOSE, ECHO_REP, ECHO_REQ, Endpoints, Link, PathMtuLink, Role
+from vt_api import (
+    CONN_CLOSE,
+    ECHO_REP,
+    ECHO_REQ,
+    Endpoints,
+    Link,
+    PathMtuLink,
+    Role,
+    ViewsLink,
+)
 
 from vt_crypto.secure.errors import SecureHandshakeError
 from vt_crypto.secure.handshake import ClientSecureHandshake, ServerSecureHandshake
@@ -35,7 +44,7 @@ from vt_crypto.secure.settings import DEFAULT_MAX_FRAME, SecureSettings
 from vt_crypto.secure.suites import SECURE_WORDS
 
 _TO_TYPE = {ECHO_REQ: FRAME_ECHO_REQ, ECHO_REP: FRAME_ECHO_REP, CONN_CLOSE: FRAME_CLOSE}
-_first, _second = itemgetter(0), itemgetter(1)
+_first, _second, _rest = itemgetter(0), itemgetter(1), itemgetter(slice(1, None))
 _TO_FLAG = {FRAME_DATA: 0, FRAME_ECHO_REQ: ECHO_REQ, FRAME_ECHO_REP: ECHO_REP,
             FRAME_CLOSE: CONN_CLOSE}
 UDP_WINDOW = 2048
@@ -78,7 +87,7 @@ class SealedLink:
         self.inner = inner
         self.crypto = crypto
         self._sealer = crypto.sealer
-        self._seal = crypto.sealer.seal  # the data path: one call, no wrapper
+        self._seal = crypto.sealer.seal
         self.stream = stream
         self.rejected = 0
         self._max_payload = max_payload
@@ -92,6 +101,8 @@ class SealedLink:
         self._flush_pending = False
         self._rekeys_logged = 0
         self._closed = False
+        if isinstance(inner, ViewsLink):
+            inner.views = True  # the sealed frames are read here only, while opened
         self._arm()
 
     def follow_path_mtu(self) -> bool:
@@ -188,11 +199,9 @@ class SealedLink:
         self.inner.close()
 
     def send(self, payloads: list[bytes]) -> None:
-        """Sealed here, in order; the inner link frames them (its header on a stream,
-        one datagram each over udp)."""
-        seal = self._seal
-        now = time.monotonic()
-        self.inner.send([seal(FRAME_DATA, p, now) for p in payloads])
+        """Sealed here, in order (mapped over the batch); the inner link frames them (its
+        header on a stream, one datagram each over udp)."""
+        self.inner.send(self._sealer.seal_data(payloads))
         if self._sealer.due and not self._flush_pending and not self.crypto.exchanging:
             self._flush_soon()  # 1 GiB sent: a new key, once this batch is out
 
@@ -228,12 +237,15 @@ class SealedLink:
             out.append(self._first)
             self._first = None
             frames = frames[1:]
-        results = crypto.open_many([frame for _flags, frame in frames], now)
-        if None not in results:
-            data = cast(list[tuple[int, bytes]], results)
-            if bytes(map(_first, data)) == bytes(len(data)):  # a batch of data (FRAME_DATA 0)
-                out += zip(repeat(0), map(_second, data))
-                return out
+        sealed = list(map(_second, frames))
+        plains = crypto.open_run(sealed, now)
+        if plains is None:
+            results: list[tuple[int, bytes] | None] = [crypto.open(f, now) for f in sealed]
+        elif bytes(map(_first, plains)) == bytes(len(plains)):  # a batch of data (type 0)
+            out += zip(repeat(0), map(_rest, plains))
+            return out
+        else:
+            results = list(crypto.settle_run(plains, now))
         for opened in results:
             if opened is None:
                 self.rejected += 1

@@ -48,6 +48,7 @@ MAX_EPOCH_STEP = 16
 """An INIT may name an epoch at most this far ahead (a few abandoned exchanges); the
 epoch field can never run out."""
 _ID, _EPOCH, _PUB = 4, 4, 32
+_first, _rest = itemgetter(0), itemgetter(slice(1, None))
 
 Rng = Callable[[int], bytes]
 
@@ -117,15 +118,27 @@ class SessionCrypto:
 
     def open_many(self, frames: list, now: float) -> list[tuple[int, bytes] | None]:
         """:meth:`open` of each frame, in order, with the same results: a batch of the
-        current epoch's frames at once (:meth:`Opener.open_run`), anything else frame by
-        frame (a rekey frame can install the key the next frame needs)."""
-        opened = self.opener.open_run(frames, now)
-        if opened is None:
+        current epoch's frames at once (:meth:`open_run`), anything else frame by frame
+        (a rekey frame can install the key the next frame needs)."""
+        plains = self.open_run(frames, now)
+        if plains is None:
             return [self.open(f, now) for f in frames]
-        out: list[tuple[int, bytes] | None] = list(opened)
-        if REKEY_TYPES.isdisjoint(bytes(map(itemgetter(0), opened))):
+        return list(self.settle_run(plains, now))
+
+    def open_run(self, frames: list, now: float) -> list[bytes] | None:
+        """The plaintexts (type byte, payload) of a batch opened at once
+        (:meth:`Opener.open_run`); None, with nothing changed, when it must go frame by
+        frame.  The caller hands any plaintexts that are not all data frames to
+        :meth:`settle_run`."""
+        return self.opener.open_run(frames, now)
+
+    def settle_run(self, plains: list, now: float) -> list[tuple[int, bytes]]:
+        """``(type, payload)`` of each plaintext :meth:`open_run` returned, as :meth:`open`
+        gives them: rekey frames handled here, returned with an empty payload."""
+        out = list(zip(map(_first, plains), map(_rest, plains), strict=True))
+        if REKEY_TYPES.isdisjoint(bytes(map(_first, plains))):
             return out  # a batch of data: no Python step per frame
-        for i, (ftype, payload) in enumerate(opened):
+        for i, (ftype, payload) in enumerate(out):
             if ftype in REKEY_TYPES:
                 self._on_rekey(ftype, payload, now)
                 out[i] = (ftype, b"")

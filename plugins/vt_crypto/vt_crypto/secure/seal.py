@@ -127,6 +127,23 @@ class Sealer:
         header = _HDR.pack(self.epoch & 0xFF, ctr)
         return header + self._aead.encrypt(_ZERO4 + header[1:], _TYPE_BYTE[ftype] + payload, header)
 
+    def seal_data(self, payloads: list) -> list[bytes]:
+        """:meth:`seal` of a data frame for each payload, in order, with the same bytes:
+        the counter and thresholds moved once and the AEAD calls mapped over the batch,
+        with no Python step a frame."""
+        n = len(payloads)
+        ctr = self._counter
+        if ctr + n > REJECT_AFTER_FRAMES:
+            raise OverflowError("secure mode: frame counter exhausted without a new key")
+        self._counter = ctr + n
+        self._bytes += sum(map(len, payloads)) + n
+        if self._bytes >= self._rekey_bytes or ctr + n >= self._rekey_frames:
+            self.due = True
+        headers = list(map(_HDR.pack, repeat(self.epoch & 0xFF), range(ctr, ctr + n)))
+        sealed = map(self._aead.encrypt, map(add, repeat(_ZERO4), map(_rest, headers)),
+                     map(add, repeat(_TYPE_BYTE[FRAME_DATA]), payloads), headers)
+        return list(map(add, headers, sealed))
+
     def needs_rekey(self, now: float) -> bool:
         """Time for a new key (bytes, frames or age over their thresholds)."""
         return (
@@ -335,13 +352,13 @@ class Opener:
         self.accepted += 1
         return plain[0], plain[1:]
 
-    def open_run(self, frames: list, now: float = 0.0) -> list[tuple[int, bytes]] | None:
+    def open_run(self, frames: list, now: float = 0.0) -> list[bytes] | None:
         """:meth:`open` of every frame at once, for the common case of a batch: all
         under the current key, counters rising and all new, all authentic.  The checks
         and the AEAD calls are mapped over the batch (about 1.2 against 1.9 us a frame).
-        None, with nothing changed, when the batch is anything else (an epoch change, a
-        replay, a forged or short frame): the caller then opens frame by frame, which
-        gives each its own verdict."""
+        Returned are the plaintexts, each its type byte then its payload.  None, with nothing changed,
+        when the batch is anything else (an epoch change, a replay, a forged or short
+        frame): the caller then opens frame by frame, which gives each its own verdict."""
         n = len(frames)
         ep = self._cur
         if (n < 2 or now - ep.installed >= self._reject or min(map(len, frames)) < OVERHEAD
@@ -360,7 +377,7 @@ class Opener:
             return None
         window.update_run(ctrs)
         self.accepted += n
-        return list(zip(map(_first, plains), map(_rest, plains), strict=True))
+        return plains
 
     def _find(self, epoch_byte: int, now: float) -> _Epoch | None:
         ep = self._cur
