@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from vt_api import CONN_CLOSE, ECHO_REQ, Framing, LegacyLink
 
 from vtcore.protocol.frames import decode_datagram
@@ -189,3 +190,73 @@ def test_the_path_mtu_is_followed_only_where_a_drop_costs_one_packet() -> None:
             link.close()
             device.close()
             b.close()
+
+
+class FragmentQueueDevice(QueueDevice):
+    """A third party's device declaring the contract 1.5 extra ``FragmentDevice``: it
+    cuts anything over ``mtu`` into halves that fit (its own format, not IP)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, int]] = []
+
+    def fragment(self, packet: bytes, mtu: int) -> list[bytes]:
+        self.asked.append((len(packet), mtu))
+        if packet.startswith(b"keep"):
+            return []
+        half = len(packet) // 2
+        return [packet[:half], packet[half:]]
+
+
+@pytest.mark.parametrize("with_module", [False, True], ids=["no-module", "module"])
+def test_a_fragment_device_cuts_what_the_link_cannot_carry(with_module: bool) -> None:
+    """Contract 1.5 ``FragmentDevice``: a packet over the link's ``max_payload`` goes as
+    the pieces the device makes of it (counted in ``fragmented``); one it declines is
+    dropped as before; with a module in the chain (its frames are not packets) it is
+    never asked."""
+    from vt_api import FragmentDevice
+
+    class Module:
+        def encode(self, p: bytes) -> bytes:
+            return p
+
+        def decode(self, p: bytes) -> bytes:
+            return p
+
+    a, b = udp_pair()
+    old = OldLink(a)
+    link = as_link(old)
+    peer = UdpLink(b, ENDS, connected=True)
+    device = FragmentQueueDevice()
+    assert isinstance(device, FragmentDevice)
+
+    async def main() -> tuple[list, object]:
+        tunnel = Tunnel(link, device, [Module()] if with_module else [])
+        task = asyncio.ensure_future(tunnel.run())
+        try:
+            device.inject(b"x" * 100)
+            device.inject(b"y" * 2000)  # over 1400: two halves
+            device.inject(b"keep" * 500)  # declined: dropped, counted
+            await asyncio.sleep(0.3)
+            frames = peer.read_frames(8)
+            tunnel.stop("done")
+            await asyncio.wait_for(task, 2)
+            return frames, tunnel.counters
+        finally:
+            if not task.done():
+                task.cancel()
+
+    try:
+        frames, counters = asyncio.run(main())
+        data = [p for f, p in frames if f == 0]
+        if with_module:
+            assert data == [b"x" * 100] and device.asked == []
+            assert (counters.fragmented, counters.dropped_encode) == (0, 2)
+        else:
+            assert data == [b"x" * 100, b"y" * 1000, b"y" * 1000]
+            assert device.asked == [(2000, 1400), (2000, 1400)]
+            assert (counters.fragmented, counters.dropped_encode) == (1, 1)
+    finally:
+        old.close()
+        peer.close()
+        device.close()

@@ -61,6 +61,9 @@ def test_metrics_endpoint_reports_live_sessions_hosts_and_handshakes() -> None:
                 assert value(after, "vt_session_dropped_frames_total", reason="decode",
                              **ids) == 0
                 assert value(after, "vt_session_rekeys_total", **ids) == 0
+                for action in ("too_big", "fragmented"):  # nothing over the path MTU here
+                    assert value(after, "vt_session_oversize_packets_total", action=action,
+                                 **ids) == 0
                 assert 0 <= value(after, "vt_session_last_frame_age_seconds", **ids) < 2
                 client = scrape(p.b, 9101)
                 assert value(client, "vt_reconnects_total", host=HOST) == 0

@@ -157,7 +157,8 @@ def test_a_path_mtu_below_the_tunnels_is_learnt_never_fragmented(encrypt: str | 
     datagrams go with DF: none is fragmented on the wire.  A packet that does not fit is
     answered "too big" into the device with the size that fits (1300 less the outer IP
     and UDP headers and the frame's header, 2 bytes, or the seal's 26), the inner TCP
-    lowers its segments, and files cross both ways."""
+    lowers its segments, and files cross both ways; an IPv4 packet without DF is cut into
+    fragments inside the tunnel, as a router would."""
     with two_hosts() as p:
         for ns in (p.a, p.b):
             ns.run("ip", "link", "set", "veth0", "mtu", "1300")
@@ -166,6 +167,13 @@ def test_a_path_mtu_below_the_tunnels_is_learnt_never_fragmented(encrypt: str | 
                 VtClient(p.b, client_conf(encrypt=encrypt), "t1", p.a_addr) as c:
             wait_ping(p.b, ta, timeout=15)
             frags = [Fragments(p.a), Fragments(p.b)]
+            # Without DF, a packet that does not fit is cut into fragments inside the
+            # tunnel, as a router would: the peer's kernel joins them, and its answer (no
+            # DF either) comes back so.  (First: once told "too big" below, the kernel
+            # fragments before the tunnel.)
+            ping = p.b.run("ping", "-c", "3", "-i", "0.2", "-M", "dont", "-s", "1372",
+                           "-W", "2", ta, check=False)
+            assert " 0% packet loss" in ping.stdout, ping.stdout + ping.stderr
             # A ping with DF that does not fit: a router's answer, with the size that fits.
             ping = p.b.run("ping", "-c", "1", "-M", "do", "-s", "1372", "-W", "2", ta,
                            check=False)
@@ -184,6 +192,7 @@ def test_a_path_mtu_below_the_tunnels_is_learnt_never_fragmented(encrypt: str | 
             c.stop()
             line = log_lines(c.log(), "session closed")[-1]
             assert int(_field(line, "too_big")) >= 1, line
+            assert int(_field(line, "fragmented")) >= 3, line
             no_crash(s, c)
 
 

@@ -36,12 +36,16 @@ _TRAFFIC = {
     "frames_out": ("frames", "direction", "out"),
     "bad_frames": ("dropped_frames", "reason", "bad"),
     "unknown_frames": ("dropped_frames", "reason", "unknown"),
+    "too_big": ("oversize_packets", "action", "too_big"),
+    "fragmented": ("oversize_packets", "action", "fragmented"),
 }
 _HELP = {
     "device_bytes": "Bytes written to (in) and read from (out) the tunnel device.",
     "link_bytes": "Frame payload bytes received from (in) and sent to (out) the peer.",
     "frames": "Frames received from (in) and sent to (out) the peer.",
     "dropped_frames": "Frames dropped, by reason (decode, encode, device, link, bad, unknown).",
+    "oversize_packets": "Packets larger than the path carries: answered with an ICMP "
+                        "\"too big\" (too_big) or sent as IPv4 fragments (fragmented).",
     "rekeys": "Secure-mode rekeys (epochs this end moved on).",
 }
 
@@ -113,7 +117,8 @@ class StatusCollector:
 def _families(prefix: str, labels: list[str]) -> dict[str, CounterMetricFamily]:
     out = {}
     for name, help_ in _HELP.items():
-        extra = {"dropped_frames": ["reason"], "rekeys": []}.get(name, ["direction"])
+        extra = {"dropped_frames": ["reason"], "oversize_packets": ["action"],
+                 "rekeys": []}.get(name, ["direction"])
         out[name] = CounterMetricFamily(f"vt_{prefix}_{name}", help_, labels=[*labels, *extra])
     return out
 

@@ -32,7 +32,7 @@ from vt_api.wire import (
     unpack_msg,
 )
 
-CONTRACT_VERSION = (1, 4)
+CONTRACT_VERSION = (1, 5)
 """(major, minor) of this contract; see the module doc for the promise."""
 
 HOST_TOKEN = "vt2"
@@ -305,6 +305,18 @@ class TooBigDevice(Protocol):
     needed" / "packet too big" back into itself; returns whether it did."""
 
     def too_big(self, packet: bytes, mtu: int) -> bool: ...
+
+
+@runtime_checkable
+class FragmentDevice(Protocol):
+    """Optional extra (contract 1.5) of a packet device that can cut a packet too large
+    for the path into fragments, as a router does with IPv4 without DF: the tunnel
+    calls ``fragment(packet, mtu)`` with a packet it read, before it would answer
+    :class:`TooBigDevice`-style, and sends what it returns instead (each fragment within
+    ``mtu``, as read from the device); an empty list when the packet is not to be
+    fragmented (DF set, IPv6, not IP), and the tunnel then goes on as before."""
+
+    def fragment(self, packet: bytes, mtu: int) -> list[bytes]: ...
 
 
 @runtime_checkable
@@ -843,7 +855,7 @@ def _clash(mine: frozenset[tuple[str, str]], theirs: frozenset[tuple[str, str]])
 
 
 __all__ = [
-    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice", "PathMtuLink", "TooBigDevice", "ViewsDevice", "ViewsLink",
+    "ANY", "CONN_CLOSE", "HOST_TOKEN", "CONTRACT_VERSION", "ECHO_REP", "ECHO_REQ", "KINDS", "KIND_BY_NAME", "RESERVED_LETTERS", "BacklogDevice", "FragmentDevice", "PathMtuLink", "TooBigDevice", "ViewsDevice", "ViewsLink",
     "BatchDevice", "BreakableModule", "ClosableModule", "DatagramLink", "Device",
     "DeviceBackendType", "DeviceRequest", "Endpoints", "FrameModule", "FrameModuleType",
     "Framing", "HandshakeRefused", "Kind", "LegacyLink", "Link", "LinkSettings", "OpenLink", "PacerType", "PacingModule",

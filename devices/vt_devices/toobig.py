@@ -1,5 +1,7 @@
-"""The answer a router gives to a packet its next hop cannot carry: ICMP "fragmentation
-needed" (IPv4, DF set) or ICMPv6 "packet too big", written back into the device.
+"""What a router does with a packet its next hop cannot carry: an IPv4 packet without DF
+is cut into fragments (:func:`fragments`), anything else is answered with ICMP
+"fragmentation needed" (IPv4, DF set) or ICMPv6 "packet too big", written back into the
+device (:func:`reply`).
 
 Between vt ends the datagrams go with DF set (``vtcore.transports.udp``): the underlay
 never fragments them.  A packet that would need a datagram larger than the path takes is
@@ -9,8 +11,8 @@ packet's destination (the kernel takes ICMP errors from anywhere, and this one i
 routed back through the tunnel, so reverse-path filtering passes it).
 
 Never an answer to an ICMP error, to a packet from an unspecified or multicast address,
-or to IPv4 without DF (that one is dropped: a router would fragment it; here the outer
-datagram may not be).  Pure functions over bytes (no I/O).
+or to IPv4 without DF (that one is fragmented, as a router would: RFC 791; the outer
+datagrams still never are).  Pure functions over bytes (no I/O).
 """
 
 from __future__ import annotations
@@ -87,3 +89,83 @@ def _reply6(ip: bytes, mtu: int) -> bytes | None:
     body = body[:2] + _u16.pack(_checksum(pseudo + body)) + body[4:]
     head = struct.pack("!IHBB16s16s", 6 << 28, len(body), ICMPV6, 64, dst, src)
     return head + body
+
+
+_COPIED = 0x80
+"""The option-type bit of the IPv4 options every fragment carries (RFC 791)."""
+
+
+def _copied_options(options: bytes) -> bytes | None:
+    """The options of a later fragment: those with the copied bit, padded to 32 bits;
+    None when the option list is malformed."""
+    out = bytearray()
+    i = 0
+    while i < len(options):
+        kind = options[i]
+        if kind == 0:  # end of the list
+            break
+        if kind == 1:  # no-operation: never copied
+            i += 1
+            continue
+        if i + 1 >= len(options) or not 2 <= options[i + 1] <= len(options) - i:
+            return None
+        size = options[i + 1]
+        if kind & _COPIED:
+            out += options[i:i + size]
+        i += size
+    out += bytes(-len(out) % 4)
+    return bytes(out)
+
+
+def fragments(packet: bytes, mtu: int, tap: bool = False) -> list[bytes]:
+    """The fragments a router makes of ``packet`` (a tun's IPv4 packet, or a tap's
+    Ethernet frame of one) for a next hop that carries ``mtu``-byte packets (as read from
+    the device, so on a tap with the Ethernet header): each within ``mtu``, the data in
+    multiples of 8 bytes but the last, offsets added to the packet's own (a fragment may
+    be fragmented again), MF on all but the last, which keeps the packet's own; only
+    options with the copied bit after the first.  Empty when it is not to be fragmented:
+    not IPv4, DF set, malformed, a length field that disagrees with the packet, or an
+    ``mtu`` too small for 8 bytes of data."""
+    l3 = ETH_LEN if tap else 0
+    ip = bytes(packet[l3:])
+    if len(ip) < 20 or ip[0] >> 4 != 4 or (tap and packet[12:14] != _IPV4):
+        return []
+    ihl = (ip[0] & 0x0F) * 4
+    flags_offset = _u16.unpack_from(ip, 6)[0]
+    if ihl < 20 or _u16.unpack_from(ip, 2)[0] != len(ip) or len(ip) <= ihl \
+            or flags_offset & 0x4000:
+        return []
+    room = mtu - l3
+    if len(ip) <= room:
+        return []
+    later = _copied_options(ip[20:ihl])
+    if later is None:
+        return []
+    link = bytes(packet[:l3])
+    data = ip[ihl:]
+    base = flags_offset & 0x1FFF
+    last_mf = flags_offset & 0x2000
+    out: list[bytes] = []
+    header, options = ip[:20], ip[20:ihl]
+    pos = 0
+    while pos < len(data):
+        hlen = 20 + len(options)
+        step = (room - hlen) // 8 * 8
+        if step <= 0:
+            return []
+        piece = data[pos:pos + step]
+        more = 0x2000 if pos + len(piece) < len(data) else last_mf
+        offset = base + pos // 8
+        if offset > 0x1FFF:
+            return []
+        head = bytearray(header)
+        head[0] = 0x40 | hlen // 4
+        head[2:4] = _u16.pack(hlen + len(piece))
+        head[6:8] = _u16.pack((flags_offset & 0x8000) | more | offset)
+        head[10:12] = b"\0\0"
+        head += options
+        head[10:12] = _u16.pack(_checksum(bytes(head)))
+        out.append(link + bytes(head) + piece)
+        pos += len(piece)
+        options = later
+    return out

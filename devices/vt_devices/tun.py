@@ -40,7 +40,7 @@ from vt_devices.base import DeviceError
 from vt_devices.gro import PLAIN, Write, coalesce, partial_header
 from vt_devices.gso import split
 from vt_devices.runs import ETH_LEN, MARK_LIMIT, first_bytes, join, marked, packet_of
-from vt_devices.toobig import reply
+from vt_devices.toobig import fragments, reply
 
 TUN_PATH = "/dev/net/tun"
 NEEDS_NET_ADMIN = ("needs the CAP_NET_ADMIN capability: run vt as root, or grant it, e.g. "
@@ -330,6 +330,15 @@ class TunDevice:
             packet = real
         answer = reply(packet, mtu - l3, self.tap)
         return answer is not None and self.write_packet(answer)
+
+    def fragment(self, packet: bytes, mtu: int) -> list[bytes]:
+        """Contract 1.5 ``FragmentDevice``: an IPv4 packet without DF, read here and larger
+        than the path carries, as the fragments a router would make
+        (:func:`vt_devices.toobig.fragments`).  A marked segment is never cut (a TCP
+        segment: its sender learns the size that fits from :meth:`too_big`)."""
+        if self.runs and marked(packet, ETH_LEN if self.tap else 0):
+            return []
+        return fragments(packet, mtu, self.tap)
 
     def write_packets(self, packets: list[bytes]) -> tuple[int, int]:
         """Write a batch; returns the packets and bytes the kernel refused.

@@ -26,6 +26,7 @@ from vt_api import (
     BacklogDevice,
     BreakableModule,
     Device,
+    FragmentDevice,
     FrameModule,
     Link,
     PacingModule,
@@ -116,6 +117,9 @@ class Counters:
     too_big: int = 0
     """Packets larger than the path carries, answered with an ICMP "too big" written
     into the device (as a router would; also counted in ``dropped_encode``)."""
+    fragmented: int = 0
+    """IPv4 packets without DF larger than the path carries, sent as fragments (as a
+    router would)."""
 
     def reset(self) -> None:
         for f in fields(self):
@@ -154,6 +158,10 @@ class Tunnel:
         self.link = link
         self.device = device
         self._too_big = device.too_big if isinstance(device, TooBigDevice) else None
+        self._fragment = (device.fragment if not chain and isinstance(device, FragmentDevice)
+                          else None)
+        """What a router does with IPv4 without DF that the path cannot carry (contract
+        1.5); only with no module, whose frames are the packets themselves."""
         self._too_big_at = -math.inf
         if not chain and self._too_big is not None and isinstance(link, PathMtuLink):
             # A packet too large for the path costs only itself and its sender is told:
@@ -287,6 +295,7 @@ class Tunnel:
         c = self.counters
         encoders = self.encoders
         max_payload = self.link.max_payload  # it may shrink: a path MTU learnt
+        fragment = self._fragment
         frames: list[bytes] = []
         sent = 0
         enc = None
@@ -313,6 +322,13 @@ class Tunnel:
                     _require_bytes(p)
                 n = len(p)
                 if n > max_payload:
+                    if fragment is not None and p is raw:
+                        pieces = fragment(raw, max_payload)  # IPv4 without DF
+                        if pieces:
+                            c.fragmented += 1
+                            sent += sum(map(len, pieces))
+                            frames += pieces
+                            continue
                     c.dropped_encode += 1
                     if self._too_big is not None and now - self._too_big_at >= TOO_BIG_GAP:
                         # The largest packet that would fit, with this one's overhead.
