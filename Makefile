@@ -1,6 +1,6 @@
 # Developer and CI entry points. `make test` is the one test command (README, .ci/run).
 PY ?= .venv/bin/python
-PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider --durations=30
 ARGS ?=
 
 .PHONY: test lint demo interop install dev setup flakes man faults dist
