@@ -175,7 +175,7 @@ def test_sealed_frames_of_a_run_are_opened_one_by_one() -> None:
         now = time.monotonic()
         sender = SessionCrypto(keys, "client", now, window=2048)
         receiver = SessionCrypto(keys, "server", now, window=2048)
-        link = SealedLink(UdpLink(rx, ENDS, connected=True, raw=True), receiver, False, 1400)
+        link = SealedLink(UdpLink(rx, ENDS, connected=True, raw=True), receiver, False)
         payloads = [bytes([i]) * 1000 for i in range(12)]
         sealed = [sender.sealer.seal(0, p, now) for p in payloads]
         forged = bytearray(sealed[5])

@@ -223,7 +223,7 @@ def test_sealed_links_rekey_after_their_byte_budget() -> None:
             for role, sock in (("client", a), ("server", b)):
                 crypto = SessionCrypto(KEYS, role, time.monotonic(), rekey_bytes=1000)
                 links[role] = SealedLink(UdpLink(sock, ends, connected=True, raw=True),
-                                         crypto, False, 1400)
+                                         crypto, False)
             c, s = links["client"], links["server"]
 
             async def shuttle(src, dst) -> list[tuple[int, bytes]]:
@@ -271,7 +271,7 @@ def test_rekeys_reach_the_session_status() -> None:
     w.at(245)
     inner = SimpleNamespace(framing=VTUN_FRAMING, ready=lambda: True,
                             max_payload=VTUN_FRAMING.max_payload)
-    link = SealedLink(inner, w.c, stream=True, max_payload=1500)
+    link = SealedLink(inner, w.c, stream=True)
     assert link.rekeys == 2
     class Session(SimpleNamespace):
         """Weak-referenceable and hashable, as the real one (status keeps its rate

@@ -48,6 +48,8 @@ _first, _second, _rest = itemgetter(0), itemgetter(1), itemgetter(slice(1, None)
 _TO_FLAG = {FRAME_DATA: 0, FRAME_ECHO_REQ: ECHO_REQ, FRAME_ECHO_REP: ECHO_REP,
             FRAME_CLOSE: CONN_CLOSE}
 UDP_WINDOW = 2048
+MAX_SEALED_PAYLOAD = 65535 + 64
+"""Room for a 64 KiB GSO packet and its virtio header (offload) in one sealed frame."""
 log = structlog.get_logger("vt.secure")
 TEST_TIMERS_ENV = "VT_TEST_SECURE_REKEY"
 """Test-only: ``REKEY,REJECT`` seconds (e.g. ``2,3``) instead of 120 and 180."""
@@ -83,14 +85,13 @@ class SealedLink:
     or right after a read, never inside the tunnel's batch (counter order).
     """
 
-    def __init__(self, inner, crypto: SessionCrypto, stream: bool, max_payload: int) -> None:
+    def __init__(self, inner, crypto: SessionCrypto, stream: bool) -> None:
         self.inner = inner
         self.crypto = crypto
         self._sealer = crypto.sealer
         self._seal = crypto.sealer.seal
         self.stream = stream
         self.rejected = 0
-        self._max_payload = max_payload
         self._first: tuple[int, bytes] | None = None
         """The (flag, payload) of the datagram that named a nat_hack peer, opened already."""
         if not stream and not inner.ready() and hasattr(inner, "admit_first"):
@@ -114,7 +115,7 @@ class SealedLink:
     def max_payload(self) -> int:
         """What the tunnel may hand :meth:`send`: the inner link's less the seal (the
         inner one follows the path MTU over udp, so this is read each time)."""
-        return min(self._max_payload, self.inner.max_payload - OVERHEAD)
+        return min(MAX_SEALED_PAYLOAD, self.inner.max_payload - OVERHEAD)
 
     @property
     def rekeys(self) -> int:
@@ -301,9 +302,7 @@ class AeadSecureMode:
         stream = bool(getattr(link, "stream", False))
         crypto = SessionCrypto(established.keys, role, time.monotonic(),
                                window=None if stream else UDP_WINDOW, **rekey_timers())
-        # Room for a 64 KiB GSO packet and its virtio header (offload), sealed.
-        max_payload = min(link.max_payload - OVERHEAD, 65535 + 64)
-        return SealedLink(link, crypto, stream, max_payload)
+        return SealedLink(link, crypto, stream)
 
     def admit(self, source: str, now: float) -> bool:
         return self.limiter.admit(source_key(source), now)
